@@ -1,0 +1,161 @@
+"""`mtu` command line: upcycle, inspect, fold, demo. Errors print one line and exit with status 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from contextlib import contextmanager
+from fractions import Fraction
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        raise SystemExit(_fail(f"{self.prog}: {message}"))
+
+
+def _fail(message: str) -> int:
+    print(f"mtu: error: {message}", file=sys.stderr)
+    return 2
+
+
+@contextmanager
+def step(message: str):
+    """Shows a long step as it starts and how long it took."""
+    print(f"{message} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    yield
+    print(f"{message}: done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+
+
+def _granularity(text: str) -> float:
+    try:
+        return float(Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"invalid granularity {text!r}; give a number such as 0.25 or 1/4")
+
+
+def _dtype(name: str | None):
+    import torch
+
+    return None if name is None else getattr(torch, name)
+
+
+def cmd_upcycle(args) -> int:
+    from .upcycling import MTUConfig, load_base_unet, upcycle
+
+    config = MTUConfig(tasks=args.tasks, num_experts=args.experts, granularity=args.granularity, top_k=args.top_k,
+                       router_hidden_size=args.router_hidden_size, task_embedding_size=args.task_embedding_size,
+                       init=args.init, seed=args.seed,
+                       target_blocks=args.target_blocks.split(",") if args.target_blocks else None)
+    with step(f"loading base UNet from {args.base}"):
+        unet = load_base_unet(args.base, torch_dtype=_dtype(args.dtype))
+    with step("fingerprinting the base weights and upcycling"):
+        model = upcycle(unet, config)
+    with step(f"saving the adapter to {args.out}"):
+        model.save_pretrained(args.out)
+    print(f"upcycled {sum(1 for _ in model.mtu_modules()) - 1} blocks into {config.num_experts} experts "
+          f"(G={config.granularity:g}) for tasks {', '.join(config.tasks)}; adapter in {args.out}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from pathlib import Path
+
+    from .inspection import cost_report, format_report
+    from .upcycling.serialization import WEIGHTS_NAME, read_adapter_config
+
+    record = read_adapter_config(args.dir)
+    config = record["config"]
+    with step("counting parameters and FLOPs (meta device, no weights loaded)"):
+        report = cost_report(config, record["base"]["unet_config"], (args.latent_size, args.latent_size))
+    weights = Path(args.dir) / WEIGHTS_NAME
+    report["adapter"] = {"config": config.to_dict(), "base": record["base"]["name_or_path"],
+                         "base_fingerprint": record["base"]["fingerprint"], "dtype": record["dtype"],
+                         "weights_bytes": weights.stat().st_size if weights.exists() else None}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"adapter {args.dir}: tasks {', '.join(config.tasks)}; N={config.num_experts}, G={config.granularity:g}, "
+          f"top_k={config.top_k}, init={config.init}; base {record['base']['name_or_path']}")
+    print(format_report(report))
+    return 0
+
+
+def cmd_fold(args) -> int:
+    from .upcycling import load_mtu
+    from .upcycling.serialization import atomic_save_directory
+
+    with step(f"loading the MTU model from {args.dir}"):
+        model = load_mtu(args.dir, base=args.base, allow_base_mismatch=args.allow_base_mismatch)
+    model.task_index(args.task)
+    with step(f"folding task {args.task!r} into a stock UNet2DConditionModel"):
+        folded = model.fold(args.task)
+    with step(f"saving to {args.out}"):
+        atomic_save_directory(lambda folder: folded.save_pretrained(folder, safe_serialization=True), args.out)
+    print(f"folded task {args.task!r}: {sum(p.numel() for p in folded.parameters()):,} parameters, "
+          f"{folded.config.in_channels} input channels; load it with "
+          f"UNet2DConditionModel.from_pretrained({args.out!r})")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.out, args.arch)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mtu", description="Multi-Task Upcycling for diffusion models.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    up = sub.add_parser("upcycle", help="turn a base UNet into an MTU adapter")
+    up.add_argument("--base", required=True, help="pipeline or UNet folder, hub id, or random:<sd15|sdxl|tiny>")
+    up.add_argument("--tasks", default="t2i,edit,sr,inpaint", help="comma-separated task names")
+    up.add_argument("--experts", type=int, default=4, help="number of experts N")
+    up.add_argument("--granularity", type=_granularity, default=None, help="G = d_expert/d_ffn (default 1/N)")
+    up.add_argument("--top-k", type=int, default=None, help="experts kept per task (default all)")
+    up.add_argument("--init", default="preserve", help="preserve | shard")
+    up.add_argument("--router-hidden-size", type=int, default=64)
+    up.add_argument("--task-embedding-size", type=int, default=64)
+    up.add_argument("--target-blocks", default=None, help="comma-separated block names/patterns (default all)")
+    up.add_argument("--seed", type=int, default=0)
+    up.add_argument("--dtype", choices=DTYPES, default=None, help="dtype to load the base in")
+    up.add_argument("--out", required=True, help="adapter folder to write")
+    up.set_defaults(func=cmd_upcycle)
+
+    ins = sub.add_parser("inspect", help="parameters and FLOPs of an adapter vs its base")
+    ins.add_argument("dir")
+    ins.add_argument("--latent-size", type=int, default=64, help="latent height = width for FLOPs (64: SD1.5 512px)")
+    ins.add_argument("--json", action="store_true", help="print JSON")
+    ins.set_defaults(func=cmd_inspect)
+
+    fo = sub.add_parser("fold", help="export one task as a stock diffusers UNet")
+    fo.add_argument("dir")
+    fo.add_argument("--task", required=True)
+    fo.add_argument("--out", required=True)
+    fo.add_argument("--base", default=None, help="base to use instead of the recorded one")
+    fo.add_argument("--allow-base-mismatch", action="store_true")
+    fo.set_defaults(func=cmd_fold)
+
+    demo = sub.add_parser("demo", help="the embedded end-to-end demo")
+    demo.add_argument("--out", default="mtu-demo", help="folder for the demo's outputs")
+    demo.add_argument("--arch", default="sd15", choices=("sd15", "tiny"))
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, OSError, RuntimeError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        return _fail(str(message))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Task registry: which tasks exist and what each feeds the UNet.
+
+A task declares its conditioning inputs; the number of UNet input channels follows from them (Sec. 3: image
+conditions are VAE latents concatenated to the noisy latents along the channel axis, as in InstructPix2Pix).
+Users add their own tasks with `register_task` without editing the package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# Each conditioning input and the channels it adds, in units of "latent" (the VAE's latent channels) or fixed.
+_INPUT_CHANNELS = {"image": "latent", "masked_image": "latent", "mask": 1}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task the upcycled model can be trained on and asked for.
+
+    Args:
+        name: Short identifier used everywhere (configs, CLI, pipeline's `task=`).
+        description: One line for reports and `mtu inspect`.
+        uses_prompt: Whether the task is text-conditioned; `sr` is not (it is trained with the empty prompt).
+        image_inputs: Conditioning maps concatenated after the noisy latents, in order. Each is one of
+            `"image"` (latents of a conditioning image), `"masked_image"` (latents of the masked image) or `"mask"`
+            (one channel).
+    """
+
+    name: str
+    description: str = ""
+    uses_prompt: bool = True
+    image_inputs: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"`name` must be a Python identifier such as 'colorize', got {self.name!r}.")
+        object.__setattr__(self, "image_inputs", tuple(self.image_inputs))
+        for item in self.image_inputs:
+            if item not in _INPUT_CHANNELS:
+                raise ValueError(
+                    f"`image_inputs` of task {self.name!r} has {item!r}; supported: {sorted(_INPUT_CHANNELS)}."
+                )
+
+    def in_channels(self, latent_channels: int = 4) -> int:
+        """UNet input channels for this task: noisy latents plus every conditioning map."""
+        channels = latent_channels
+        for item in self.image_inputs:
+            size = _INPUT_CHANNELS[item]
+            channels += latent_channels if size == "latent" else size
+        return channels
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "image_inputs": list(self.image_inputs)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TaskSpec":
+        return cls(**{**data, "image_inputs": tuple(data.get("image_inputs", ()))})
+
+
+_BUILTIN_TASKS = (
+    TaskSpec("t2i", "text-to-image generation", uses_prompt=True),
+    TaskSpec("edit", "instruction-driven image editing (InstructPix2Pix)", image_inputs=("image",)),
+    TaskSpec("sr", "x2 super-resolution from a degraded low-resolution image", uses_prompt=False,
+             image_inputs=("image",)),
+    TaskSpec("inpaint", "instruction-driven object removal (GQA-Inpaint / Inst-Inpaint)", image_inputs=("image",)),
+    TaskSpec("inpaint_mask", "classic mask inpainting (SD-inpainting input layout)",
+             image_inputs=("mask", "masked_image")),
+)
+
+_REGISTRY: dict[str, TaskSpec] = {spec.name: spec for spec in _BUILTIN_TASKS}
+
+
+def register_task(spec: TaskSpec, overwrite: bool = False) -> TaskSpec:
+    """Adds a task to the registry, e.g. `register_task(TaskSpec("colorize", image_inputs=("image",)))`."""
+    if not isinstance(spec, TaskSpec):
+        raise TypeError(f"`spec` must be a TaskSpec, got {type(spec).__name__}.")
+    existing = _REGISTRY.get(spec.name)
+    if existing is not None and existing != spec and not overwrite:
+        raise ValueError(
+            f"task {spec.name!r} is already registered as {existing}; pass `overwrite=True` to replace it."
+        )
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_task(name: str) -> TaskSpec:
+    """Returns the registered task called `name`, or raises naming the known tasks."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown task {name!r}; registered tasks: {', '.join(available_tasks())}.")
+    return _REGISTRY[name]
+
+
+def available_tasks() -> list[str]:
+    return list(_REGISTRY)
