@@ -10,7 +10,6 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q "$(TORCH_SPEC)"
 	$(VENV)/bin/pip install -q -e ".[test]"
 	$(VENV)/bin/python -c "import mtu, torch, diffusers; print('mtu', mtu.__version__, 'torch', torch.__version__, 'diffusers', diffusers.__version__)"

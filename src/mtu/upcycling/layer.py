@@ -128,6 +128,16 @@ class MTUFeedForward(nn.Module):
             return None
         return expert_weights.topk(self.top_k).indices.sort().values
 
+    def _task_params(self, task: int, expert_weights: torch.Tensor):
+        """(router weights, w_in, b_in, w_out, b_out, LN gamma, LN beta) of the task's active experts."""
+        weights = expert_weights[task]
+        params = (weights, self.w_in, self.b_in, self.b_out, self.ln_weight[task], self.ln_bias[task])
+        active = self.active_experts(weights)
+        if active is None:
+            return params[:3] + (self.w_out,) + params[3:]
+        weights, w_in, b_in, b_out, gamma, beta = (t[active] for t in params)
+        return weights, w_in, b_in, self.w_out[:, active], b_out, gamma, beta
+
     def task_weights(self, task: int, expert_weights: torch.Tensor):
         """One task's experts as a single dense FFN: (W_in, b_in, W_out, b_out) over its k active experts.
 
@@ -137,13 +147,7 @@ class MTUFeedForward(nn.Module):
         Returns:
             W_in (k*U, D), b_in (k*U,), W_out (D, k*d_expert), b_out (D,).
         """
-        weights = expert_weights[task]
-        w_in, b_in, w_out, b_out = self.w_in, self.b_in, self.w_out, self.b_out
-        gamma, beta = self.ln_weight[task], self.ln_bias[task]
-        active = self.active_experts(weights)
-        if active is not None:
-            weights, w_in, b_in, b_out, gamma, beta = (t[active] for t in (weights, w_in, b_in, b_out, gamma, beta))
-            w_out = w_out[:, active]
+        weights, w_in, b_in, w_out, b_out, gamma, beta = self._task_params(task, expert_weights)
         # Task LayerNorm affine folded into each expert's first projection: W (g*x + b) + c = (W*g) x + (W b + c).
         weight_in = (w_in * gamma[:, None, :]).flatten(0, 1)
         bias_in = (b_in + torch.einsum("kud,kd->ku", w_in, beta)).flatten()
@@ -153,16 +157,32 @@ class MTUFeedForward(nn.Module):
         return weight_in, bias_in, weight_out, bias_out
 
     def _activate(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., k, U) -> (..., k, d_expert)."""
         if not self.gated:
             return F.gelu(hidden, approximate=self.approximate)
-        hidden = hidden.unflatten(-1, (-1, 2, self.expert_width))  # (..., k*2*d_e) -> (..., k, 2, d_e)
-        value, gate = hidden.unbind(-2)
-        return (value * F.gelu(gate)).flatten(-2)  # (..., k*d_e)
+        value, gate = hidden.chunk(2, dim=-1)
+        return value * F.gelu(gate)
+
+    def prefers_token_path(self, num_tokens: int) -> bool:
+        """Whether applying LayerNorm affines and router weights to the tokens is cheaper than to the weights.
+
+        Both give the same result. The weight path costs ~D*(2U + d_e) elementwise work per expert, independent
+        of the tokens; the token path ~num_tokens*(D + d_e). Deep, low-resolution layers have few tokens and wide
+        FFNs, high-resolution layers the opposite.
+        """
+        units = self.w_in.shape[1]
+        return num_tokens * (self.dim + self.expert_width) < self.dim * (2 * units + self.expert_width)
 
     def _task_forward(self, normed: torch.Tensor, task: int, expert_weights: torch.Tensor) -> torch.Tensor:
+        if self.prefers_token_path(normed.numel() // self.dim):
+            weights, w_in, b_in, w_out, b_out, gamma, beta = self._task_params(task, expert_weights)
+            per_expert = normed.unsqueeze(-2) * gamma + beta  # (..., D) -> (..., k, D): each expert's task LN
+            hidden = self._activate(torch.einsum("...kd,kud->...ku", per_expert, w_in) + b_in)  # (..., k, d_e)
+            hidden = F.dropout(hidden * weights[:, None], self.dropout, self.training)
+            return torch.einsum("...kh,dkh->...d", hidden, w_out) + weights @ b_out
         weight_in, bias_in, weight_out, bias_out = self.task_weights(task, expert_weights)
-        hidden = self._activate(F.linear(normed, weight_in, bias_in))
-        hidden = F.dropout(hidden, self.dropout, self.training)
+        hidden = F.linear(normed, weight_in, bias_in).unflatten(-1, (-1, self.w_in.shape[1]))  # (..., k, U)
+        hidden = F.dropout(self._activate(hidden).flatten(-2), self.dropout, self.training)  # (..., k*d_e)
         return F.linear(hidden, weight_out, bias_out)
 
     def forward(self, hidden_states: torch.Tensor, *args, routing: TaskRouting | None = None, **kwargs):

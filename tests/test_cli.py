@@ -1,0 +1,105 @@
+"""`mtu upcycle / inspect / fold` on local folders, and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+
+import mtu
+from mtu.cli import main
+
+from .conftest import tiny_inputs
+
+
+@pytest.fixture(scope="module")
+def unet_folder(tmp_path_factory, tiny_base):
+    folder = tmp_path_factory.mktemp("base") / "unet"
+    tiny_base.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pipeline_folder(tmp_path_factory, tiny_base):
+    """A diffusers pipeline folder layout (model_index.json + unet/); only the UNet is read."""
+    folder = tmp_path_factory.mktemp("pipe")
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
+                                                         "unet": ["diffusers", "UNet2DConditionModel"]}))
+    tiny_base.save_pretrained(folder / "unet", safe_serialization=True)
+    return folder
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_upcycle_inspect_fold(capsys, tmp_path, unet_folder):
+    adapter = tmp_path / "adapter"
+    code, out, _ = run(capsys, "upcycle", "--base", str(unet_folder), "--tasks", "t2i,edit", "--experts", "4",
+                       "--granularity", "1/2", "--top-k", "2", "--out", str(adapter))
+    assert code == 0 and "upcycled 7 blocks" in out
+    code, out, _ = run(capsys, "inspect", str(adapter), "--json", "--latent-size", "8")
+    report = json.loads(out)
+    assert code == 0 and report["adapter"]["config"]["top_k"] == 2
+    assert report["adapter"]["base"] == str(unet_folder.resolve())
+    assert report["tasks"]["edit"]["folded_flops"] == report["tasks"]["edit"]["base_flops"]
+    code, out, _ = run(capsys, "inspect", str(adapter), "--latent-size", "8")
+    assert code == 0 and "folded/base" in out
+    code, out, _ = run(capsys, "fold", str(adapter), "--task", "edit", "--out", str(tmp_path / "edit-unet"))
+    assert code == 0
+    folded = UNet2DConditionModel.from_pretrained(tmp_path / "edit-unet")
+    model = mtu.load_mtu(adapter)
+    inputs = tiny_inputs(channels=8)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(**inputs).sample, model(**inputs, task="edit").sample)
+
+
+def test_upcycle_from_a_pipeline_folder(capsys, tmp_path, pipeline_folder):
+    code, _, _ = run(capsys, "upcycle", "--base", str(pipeline_folder), "--out", str(tmp_path / "a"))
+    assert code == 0
+    assert mtu.load_mtu(tmp_path / "a").base_info["name_or_path"] == str(pipeline_folder.resolve())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["upcycle", "--base", "random:tiny", "--tasks", "t2i,colorise", "--out", "X"], "unknown task 'colorise'"),
+    (["upcycle", "--base", "random:tiny", "--experts", "4", "--top-k", "5", "--out", "X"], "`top_k` must be"),
+    (["upcycle", "--base", "random:tiny", "--granularity", "abc", "--out", "X"], "invalid granularity 'abc'"),
+    (["upcycle", "--base", "random:tiny", "--granularity", "-1", "--out", "X"], "`granularity` must be > 0, got -1"),
+    (["upcycle", "--base", "random:tiny", "--experts", "3", "--out", "X"], "d_ffn=128"),
+    (["upcycle", "--base", "random:nope", "--out", "X"], "`base` 'random:nope' is not of the form"),
+    (["upcycle", "--base", "/no/such/folder", "--out", "X"], "`base` '/no/such/folder' is neither"),
+    (["upcycle", "--base", "random:tiny"], "the following arguments are required: --out"),
+    (["inspect", "/no/such/adapter"], "no MTU adapter in '/no/such/adapter'"),
+])
+def test_errors_are_one_line(capsys, argv, message):
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("mtu: error:")]
+    assert code == 2 and "Traceback" not in err
+    assert len(errors) == 1 and message in errors[0], err
+
+
+def test_base_folder_without_model(capsys, tmp_path):
+    code, _, err = run(capsys, "upcycle", "--base", str(tmp_path), "--out", str(tmp_path / "a"))
+    assert code == 2 and "holds neither a diffusers pipeline" in err
+
+
+def test_fold_unknown_task(capsys, tmp_path):
+    run(capsys, "upcycle", "--base", "random:tiny", "--tasks", "t2i", "--out", str(tmp_path / "a"))
+    code, _, err = run(capsys, "fold", str(tmp_path / "a"), "--task", "sr", "--out", str(tmp_path / "b"))
+    assert code == 2 and "unknown task 'sr'" in err and not (tmp_path / "b").exists()
+
+
+def test_console_script_error_has_no_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "mtu.cli", "upcycle", "--base", "random:tiny", "--experts", "0",
+                             "--out", str(tmp_path / "a")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "`num_experts` must be an integer >= 1, got 0" in result.stderr
