@@ -103,3 +103,30 @@ def test_console_script_error_has_no_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "`num_experts` must be an integer >= 1, got 0" in result.stderr
+
+
+def _offline_env(cache):
+    import os
+
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(cache.parent)}
+
+
+def test_hub_id_loads_from_the_hub_cache(tmp_path, tiny_base):
+    """The hub code path, exercised offline: a pipeline repo laid out as the hub cache stores it."""
+    snapshot = tmp_path / "hub" / "models--testorg--tiny-sd" / "snapshots" / ("0" * 40)
+    tiny_base.save_pretrained(snapshot / "unet", safe_serialization=True)
+    (snapshot / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    (tmp_path / "hub" / "models--testorg--tiny-sd" / "refs").mkdir()
+    (tmp_path / "hub" / "models--testorg--tiny-sd" / "refs" / "main").write_text("0" * 40)
+    result = subprocess.run([sys.executable, "-m", "mtu.cli", "upcycle", "--base", "testorg/tiny-sd", "--out",
+                             str(tmp_path / "a")], capture_output=True, text=True, env=_offline_env(tmp_path / "hub"))
+    assert result.returncode == 0, result.stderr
+    assert mtu.load_mtu(tmp_path / "a", base=tiny_base.__class__.from_pretrained(snapshot / "unet")) is not None
+    assert json.loads((tmp_path / "a" / "mtu_config.json").read_text())["base"]["name_or_path"] == "testorg/tiny-sd"
+
+
+def test_unreachable_hub_id_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "mtu.cli", "upcycle", "--base", "nobody/nothing", "--out",
+                             str(tmp_path / "a")], capture_output=True, text=True, env=_offline_env(tmp_path / "hub"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "mtu: error: could not load base 'nobody/nothing' from the Hugging Face Hub" in result.stderr
