@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
+import torch.utils.checkpoint
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention import BasicTransformerBlock
 from torch import nn
@@ -57,6 +58,7 @@ class MTUModel(nn.Module):
         self.task_specs = task_specs
         self.base_info = base_info
         self.task_embeddings = nn.Parameter(task_embeddings)  # e_tau, one row per task (Sec. 5, "Router")
+        self._active_routing: TaskRouting | None = None  # set only inside `route`, for checkpoint recomputation
 
     @property
     def task_names(self) -> list[str]:
@@ -100,9 +102,8 @@ class MTUModel(nn.Module):
         return TaskRouting(self.task_embeddings, groups, len(indices))
 
     @contextmanager
-    def route(self, task: TaskArg, batch_size: int | None = None, device=None):
-        """Within the block, calls to `self.unet` run as `task` (poly-style forward pre-hooks, always removed)."""
-        routing = self.make_routing(task, batch_size, device)
+    def _routing_hooks(self, routing: TaskRouting):
+        """Hands `routing` to every MTU module's forward (poly-style forward pre-hooks, always removed)."""
 
         def inject(module, args, kwargs):
             return args, {**kwargs, "routing": routing}
@@ -113,6 +114,29 @@ class MTUModel(nn.Module):
         finally:
             for handle in handles:
                 handle.remove()
+
+    @contextmanager
+    def route(self, task: TaskArg, batch_size: int | None = None, device=None):
+        """Within the block, calls to `self.unet` run as `task` (one name, or one per sample)."""
+        routing = self.make_routing(task, batch_size, device)
+        outer, self._active_routing = self._active_routing, routing
+        try:
+            with self._routing_hooks(routing):
+                yield routing
+        finally:
+            self._active_routing = outer
+
+    def enable_gradient_checkpointing(self) -> None:
+        """diffusers' per-block activation checkpointing, with each block's task routing re-installed while it
+        is recomputed during backward (which runs after `route` has exited)."""
+
+        def checkpoint(module, *args):
+            routing = self._active_routing
+            context = (lambda: (nullcontext(), self._routing_hooks(routing))) if routing is not None else None
+            kwargs = {"context_fn": context} if context is not None else {}
+            return torch.utils.checkpoint.checkpoint(module.__call__, *args, use_reentrant=False, **kwargs)
+
+        self.unet.enable_gradient_checkpointing(gradient_checkpointing_func=checkpoint)
 
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, task: TaskArg, **kwargs):
         with self.route(task, batch_size=sample.shape[0], device=sample.device):
