@@ -102,6 +102,18 @@ def cmd_fold(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .training import load_train_config, train
+
+    config = load_train_config(args.config, args.overrides)
+    summary = train(config)
+    losses = [row["loss"] for row in summary["history"]]
+    print(f"trained {summary['steps']} steps; last loss {losses[-1]:.4f}; skipped non-finite steps "
+          f"{summary['nonfinite_skipped']}; weights in {summary['final']}" if losses else
+          f"nothing to do: the run is already at step {summary['steps']}; weights in {summary['final']}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -141,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     fo.add_argument("--allow-base-mismatch", action="store_true")
     fo.set_defaults(func=cmd_fold)
 
+    tr = sub.add_parser("train", help="multi-task training (accelerate: also under `accelerate launch`)",
+                        description="Overrides: --section.field value (e.g. --optim.lr 2e-4 --max_steps 100).")
+    tr.add_argument("--config", default=None, help="YAML run file")
+    tr.set_defaults(func=cmd_train, takes_overrides=True)
+
     demo = sub.add_parser("demo", help="the embedded end-to-end demo")
     demo.add_argument("--out", default="mtu-demo", help="folder for the demo's outputs")
     demo.add_argument("--arch", default="sd15", choices=("sd15", "tiny"))
@@ -149,7 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "takes_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = unknown
     try:
         return args.func(args)
     except (ValueError, TypeError, OSError, RuntimeError, KeyError) as error:

@@ -1,0 +1,169 @@
+"""Schemas: which columns of a source feed which part of an example (App. A.1 datasets).
+
+Every schema maps source columns onto the same *roles*: `target` (the image to generate), `condition` (the image
+input), `mask`, `prompt`, `input_caption`, `output_caption`. A role lists candidate column names, tried in order,
+so the common public layouts work without configuration; `DataSourceConfig.columns` overrides any of them.
+
+Column names by format: "folder" and "hf" use the keys of `metadata.jsonl` / the dataset's columns. A
+"webdataset" sample's members become columns as follows (see `mtu.data.webdataset`):
+`KEY.jpg` -> "image"; `KEY.NAME.png` -> "NAME"; `KEY.NAME.0.png`, `KEY.NAME.1.png` -> "NAME" holding a list;
+`KEY.txt` -> "text"; `KEY.NAME.txt` -> "NAME"; the fields of `KEY.json` -> columns of the same names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ROLES = ("target", "condition", "mask", "prompt", "input_caption", "output_caption")
+_PROMPT_NAMES = ("prompt", "text", "caption", "txt")
+# An instruction is not a caption: instruction-driven schemas do not fall back to caption columns.
+_INSTRUCTION_NAMES = ("instruction", "prompt", "text")
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One role of a schema.
+
+    Args:
+        role: One of `ROLES`.
+        kind: "image" (a file path, bytes, a PIL image or a `datasets.Image` cell) or "text".
+        candidates: Column names tried in order when `DataSourceConfig.columns` does not name one.
+        required: Whether a source without the column is rejected at construction.
+    """
+
+    role: str
+    kind: Literal["image", "text"]
+    candidates: tuple[str, ...]
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A dataset layout and how it becomes examples.
+
+    Args:
+        name: The value of `DataSourceConfig.schema`.
+        description: One line for reports.
+        columns: The roles read from the source.
+        derived_condition: How the condition is made when no column holds it: "degrade" (low-resolution copy of
+            the target, the SR input), "masked" (the target with the mask's region blanked), or None.
+        webdataset_layout: The member names of one sample in a tar shard, for docs and reports.
+    """
+
+    name: str
+    description: str
+    columns: tuple[ColumnSpec, ...]
+    derived_condition: Literal["degrade", "masked"] | None = None
+    webdataset_layout: str = ""
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(spec.role for spec in self.columns)
+
+    @property
+    def provides_condition(self) -> bool:
+        return self.derived_condition is not None or "condition" in self.roles
+
+    @property
+    def provides_mask(self) -> bool:
+        return "mask" in self.roles
+
+    def spec(self, role: str) -> ColumnSpec:
+        for spec in self.columns:
+            if spec.role == role:
+                return spec
+        raise ValueError(f"schema {self.name!r} has no role {role!r}; its roles: {list(self.roles)}.")
+
+
+_IMAGE = ("image", "jpg", "png", "jpeg", "webp")
+
+SCHEMAS: dict[str, Schema] = {schema.name: schema for schema in (
+    Schema("coco_captions", "image + several captions; one caption is drawn per epoch (App. A.1)", (
+        ColumnSpec("target", "image", _IMAGE),
+        ColumnSpec("prompt", "text", ("captions", "caption", "sentences_raw", "sentences", *_PROMPT_NAMES)),
+    ), webdataset_layout="KEY.jpg + KEY.json {'captions': [...]} (or KEY.txt with one caption)"),
+    Schema("instructpix2pix", "input image + instruction -> edited image; one of several targets per epoch", (
+        ColumnSpec("condition", "image", ("original_image", "input_image", "input", "source_image")),
+        ColumnSpec("target", "image", ("edited_image", "output_image", "output", "target_image")),
+        ColumnSpec("prompt", "text", ("edit_prompt", *_INSTRUCTION_NAMES)),
+        ColumnSpec("input_caption", "text", ("input_caption", "original_prompt"), required=False),
+        ColumnSpec("output_caption", "text", ("output_caption", "edited_prompt"), required=False),
+    ), webdataset_layout="KEY.original_image.png + KEY.edited_image.png (or KEY.edited_image.0.png, .1.png, ... "
+                         "for several targets) + KEY.json {'edit_prompt', 'input_caption'?, 'output_caption'?}"),
+    Schema("gqa_inpaint", "source image + 'remove the X' -> image without the object (GQA-Inpaint)", (
+        ColumnSpec("condition", "image", ("source_image", "source", "input_image", "input")),
+        ColumnSpec("target", "image", ("target_image", "target", "inpainted_image", "output_image", "output")),
+        ColumnSpec("prompt", "text", _INSTRUCTION_NAMES),
+    ), webdataset_layout="KEY.source_image.png + KEY.target_image.png + KEY.json {'instruction'} (or KEY.txt)"),
+    Schema("mask_inpaint", "image + mask (white = fill) + prompt; the condition is the masked image", (
+        ColumnSpec("target", "image", _IMAGE),
+        ColumnSpec("mask", "image", ("mask", "mask_image")),
+        ColumnSpec("prompt", "text", _PROMPT_NAMES),
+    ), derived_condition="masked", webdataset_layout="KEY.png + KEY.mask.png + KEY.txt (or KEY.json {'prompt'})"),
+    Schema("sr_highres", "high-resolution image; the low-resolution input is degraded on the fly", (
+        ColumnSpec("target", "image", (*_IMAGE, "hr", "high_res")),
+    ), derived_condition="degrade", webdataset_layout="KEY.png (or KEY.jpg)"),
+    Schema("captions", "generic image + text pairs", (
+        ColumnSpec("target", "image", _IMAGE),
+        ColumnSpec("prompt", "text", _PROMPT_NAMES),
+    ), webdataset_layout="KEY.jpg + KEY.txt (or KEY.json {'text'})"),
+)}
+
+
+def get_schema(name: str) -> Schema:
+    """Returns the schema called `name`, or raises naming the known ones."""
+    if name not in SCHEMAS:
+        raise ValueError(f"unknown schema {name!r}; supported: {', '.join(SCHEMAS)}.")
+    return SCHEMAS[name]
+
+
+def resolve_columns(schema: Schema, available: list[str], overrides: dict[str, str] | None = None) -> dict:
+    """Maps each role of `schema` to a column of the source.
+
+    Args:
+        schema: The source's schema.
+        available: Column names the source has.
+        overrides: role -> column name, taking precedence over the schema's candidates.
+
+    Returns:
+        role -> column name for every required role and every optional role found.
+
+    Raises:
+        ValueError: naming the missing column, the schema and the columns found.
+    """
+    overrides = overrides or {}
+    mapping = {}
+    for spec in schema.columns:
+        if spec.role in overrides:
+            column = overrides[spec.role]
+            if column not in available:
+                raise ValueError(f"column {column!r} (given in `columns` for role {spec.role!r}) is missing; "
+                                 f"schema {schema.name!r}; columns found: {sorted(available)}.")
+            mapping[spec.role] = column
+            continue
+        found = next((name for name in spec.candidates if name in available), None)
+        if found is not None:
+            mapping[spec.role] = found
+        elif spec.required:
+            raise ValueError(
+                f"schema {schema.name!r} needs a {spec.role!r} column, named one of {list(spec.candidates)}, "
+                f"but it is missing; columns found: {sorted(available)}. Name it with "
+                f"`columns={{{spec.role!r}: '<column>'}}`."
+            )
+    return mapping
+
+
+def check_compatible(task, schema: Schema) -> None:
+    """Raises when `schema` cannot feed the image inputs of `task` (a `TaskSpec`)."""
+    needs_condition = any(item in ("image", "masked_image") for item in task.image_inputs)
+    needs_mask = "mask" in task.image_inputs
+    fits = [
+        other.name for other in SCHEMAS.values()
+        if other.provides_condition == needs_condition and other.provides_mask == needs_mask
+    ]
+    if schema.name not in fits:
+        raise ValueError(
+            f"`schema` {schema.name!r} does not fit task {task.name!r} (image inputs {list(task.image_inputs)}); "
+            f"schemas that fit: {fits}."
+        )

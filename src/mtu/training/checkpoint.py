@@ -1,0 +1,104 @@
+"""Training checkpoints: full state in safetensors + JSON (never pickle), written atomically, pruned after.
+
+A checkpoint folder `checkpoint-0000100/` holds `state.safetensors` (every tensor: trainable weights, optimizer
+moments, EMA, RNG states) and `state.json` (everything else, with tensors replaced by references). It is written
+under a staging name and renamed into place, so a run killed at any moment leaves either the previous complete
+checkpoint or the new one; older ones are pruned only after the new one is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+from ..upcycling.serialization import atomic_save_directory, atomic_save_safetensors
+
+PATTERN = re.compile(r"^checkpoint-(\d+)$")
+TENSORS, SKELETON = "state.safetensors", "state.json"
+
+
+def _encode(value, tensors: dict, path: str):
+    """JSON-able skeleton of `value`; tensors and arrays are stored in `tensors` under `path`."""
+    if isinstance(value, torch.Tensor):
+        tensors[path] = value.detach().cpu().contiguous()
+        return {"__tensor__": path}
+    if isinstance(value, np.ndarray):
+        tensors[path] = torch.from_numpy(np.ascontiguousarray(value))
+        return {"__ndarray__": path}
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            return {k: _encode(v, tensors, f"{path}.{k}") for k, v in value.items()}
+        return {"__items__": [[_encode(k, tensors, f"{path}.k{i}"), _encode(v, tensors, f"{path}.{i}")]
+                              for i, (k, v) in enumerate(value.items())]}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v, tensors, f"{path}.{i}") for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_encode(v, tensors, f"{path}.{i}") for i, v in enumerate(value)]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    raise TypeError(f"cannot checkpoint a value of type {type(value).__name__} at {path!r}")
+
+
+def _decode(node, tensors: dict):
+    if isinstance(node, list):
+        return [_decode(v, tensors) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if "__tensor__" in node:
+        return tensors[node["__tensor__"]]
+    if "__ndarray__" in node:
+        return tensors[node["__ndarray__"]].numpy()
+    if "__tuple__" in node:
+        return tuple(_decode(v, tensors) for v in node["__tuple__"])
+    if "__items__" in node:
+        return {_decode(k, tensors): _decode(v, tensors) for k, v in node["__items__"]}
+    return {k: _decode(v, tensors) for k, v in node.items()}
+
+
+def save_checkpoint(run_dir: Path, step: int, state: dict, keep: int) -> Path:
+    """Writes `state` (nested dicts/lists/tuples of tensors, arrays and JSON scalars) as checkpoint `step`."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"checkpoint-{step:07d}"
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _encode(state, tensors, "state")
+
+    def write(folder: Path) -> None:
+        atomic_save_safetensors(tensors, folder / TENSORS)
+        (folder / SKELETON).write_text(json.dumps({"step": step, "state": skeleton}))
+
+    atomic_save_directory(write, target)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if PATTERN.match(p.name) and (p / SKELETON).is_file() and (p / TENSORS).is_file()]
+    return sorted(found, key=lambda p: int(PATTERN.match(p.name).group(1)))
+
+
+def load_checkpoint(folder: Path) -> tuple[int, dict]:
+    """(step, state) of a checkpoint folder; a damaged one raises ValueError naming it."""
+    folder = Path(folder)
+    if not (folder / SKELETON).is_file() or not (folder / TENSORS).is_file():
+        raise FileNotFoundError(f"{str(folder)!r} is not a complete checkpoint (needs {SKELETON} and {TENSORS}).")
+    try:
+        record = json.loads((folder / SKELETON).read_text())
+        with safe_open(str(folder / TENSORS), framework="pt") as handle:
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except Exception as error:
+        raise ValueError(f"checkpoint {str(folder)!r} is damaged and cannot be read ({error}).") from error
+    return record["step"], _decode(record["state"], tensors)

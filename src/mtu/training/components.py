@@ -1,0 +1,77 @@
+"""The frozen parts of a Stable Diffusion pipeline that training needs: VAE, text encoder(s), noise schedule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from ..upcycling.bases import load_base_unet
+
+
+@dataclass
+class FrozenParts:
+    """VAE, text encoder(s) and tokenizer(s) of the base, plus its training noise schedule. SDXL has two encoders."""
+
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    noise_scheduler: DDPMScheduler
+    text_encoder_2: CLIPTextModelWithProjection | None = None
+    tokenizer_2: CLIPTokenizer | None = None
+
+    @property
+    def is_sdxl(self) -> bool:
+        return self.text_encoder_2 is not None
+
+    def to(self, device, dtype) -> "FrozenParts":
+        for module in (self.vae, self.text_encoder, self.text_encoder_2):
+            if module is not None:
+                module.to(device=device, dtype=dtype).requires_grad_(False).eval()
+        return self
+
+
+def load_frozen_parts(base: str) -> FrozenParts:
+    """Loads the frozen parts of a diffusers pipeline folder (or hub id when online); safetensors only."""
+    path = Path(base)
+    if not (path / "model_index.json").is_file() and not base.count("/") == 1:
+        raise ValueError(f"`model.base` {base!r} must be a diffusers pipeline folder (with model_index.json) or a "
+                         f"hub id: training needs its VAE, text encoder and scheduler, not only a UNet.")
+    kwargs = {"use_safetensors": True}
+    parts = FrozenParts(
+        vae=AutoencoderKL.from_pretrained(base, subfolder="vae", **kwargs),
+        text_encoder=CLIPTextModel.from_pretrained(base, subfolder="text_encoder", **kwargs),
+        tokenizer=CLIPTokenizer.from_pretrained(base, subfolder="tokenizer"),
+        noise_scheduler=DDPMScheduler.from_pretrained(base, subfolder="scheduler"),
+    )
+    if (path / "text_encoder_2").is_dir() or (not path.exists() and "xl" in base.lower()):
+        parts.text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(base, subfolder="text_encoder_2", **kwargs)
+        parts.tokenizer_2 = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer_2")
+    return parts
+
+
+def load_base(base: str):
+    """(frozen parts, UNet) of the base pipeline."""
+    return load_frozen_parts(base), load_base_unet(base)
+
+
+def _tokens(tokenizer: CLIPTokenizer, prompts: list[str], device) -> torch.Tensor:
+    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids.to(device)
+
+
+@torch.no_grad()
+def encode_prompts(parts: FrozenParts, prompts: list[str], resolution: int, device) -> tuple[torch.Tensor, dict]:
+    """(encoder_hidden_states, extra UNet kwargs) as the SD / SDXL pipelines make them."""
+    if not parts.is_sdxl:
+        return parts.text_encoder(_tokens(parts.tokenizer, prompts, device))[0], {}
+    # SDXL: penultimate hidden states of both encoders, concatenated; pooled output of the second; size ids.
+    first = parts.text_encoder(_tokens(parts.tokenizer, prompts, device), output_hidden_states=True)
+    second = parts.text_encoder_2(_tokens(parts.tokenizer_2, prompts, device), output_hidden_states=True)
+    hidden = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
+    time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]] * len(prompts),
+                            device=device, dtype=hidden.dtype)
+    return hidden, {"added_cond_kwargs": {"text_embeds": second.text_embeds, "time_ids": time_ids}}

@@ -1,0 +1,294 @@
+"""`TrainConfig`: a training run is a YAML file plus `--section.field value` overrides (torchtitan style).
+
+The resolved config (presets and overrides applied) is saved as `config.yaml` in the run folder; resuming
+with a different one is refused, naming the fields that differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+
+Method = Literal["mtu", "full", "lora", "ia3"]
+Optimizer = Literal["adam", "adamw"]
+Schedule = Literal["constant", "constant_with_warmup", "linear", "cosine"]
+Precision = Literal["no", "fp16", "bf16"]
+Sampling = Literal["stratified", "weighted"]
+Logger = Literal["tensorboard", "wandb", "none"]
+
+# Appendix A.2: SD1.5 trains with Adam at 1e-4; SDXL with AdamW at 5e-5 and weight decay 0.01.
+PRESETS: dict[str, dict] = {
+    "sd15": {"optim": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0}},
+    "sdxl": {"optim": {"optimizer": "adamw", "lr": 5e-5, "weight_decay": 0.01}},
+}
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-4` as a string; learning rates are written that way, so read it as a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+"
+               r"(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+
+def _check_choice(owner: str, name: str, value, literal) -> None:
+    if value not in get_args(literal):
+        raise ValueError(f"`{owner}.{name}` must be one of {get_args(literal)}, got {value!r}.")
+
+
+def _check_positive(owner: str, name: str, value, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"`{owner}.{name}` must be a number {bound}, got {value!r}.")
+
+
+@dataclass
+class ModelConfig:
+    """What to train.
+
+    Args:
+        base: Base text-to-image pipeline: a diffusers folder, or a hub id when online.
+        method: "mtu" (the paper), or a baseline: "full" fine-tuning, "lora" / "ia3" through peft (Table 3).
+        mtu: `MTUConfig` fields other than `tasks` (tasks come from `data`), e.g. {num_experts: 4}.
+        adapter: Start from this MTU adapter folder instead of upcycling the base anew.
+        lora_rank: LoRA rank (method "lora"), on the FFN layers.
+        lora_alpha: LoRA alpha; default the rank.
+        ia3_on_attention: IA3 also on attention (the paper applies it to the whole block; FFN-only did poorly).
+    """
+
+    base: str = ""
+    method: Method = "mtu"
+    mtu: dict = field(default_factory=dict)
+    adapter: str | None = None
+    lora_rank: int = 8
+    lora_alpha: float | None = None
+    ia3_on_attention: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.base, str) or not self.base:
+            raise ValueError(f"`model.base` must name a diffusers pipeline folder or hub id, got {self.base!r}.")
+        _check_choice("model", "method", self.method, Method)
+        if "tasks" in self.mtu:
+            raise ValueError("`model.mtu.tasks` is not set here: the tasks are those of the `data` sources.")
+        if not isinstance(self.lora_rank, int) or self.lora_rank < 1:
+            raise ValueError(f"`model.lora_rank` must be an integer >= 1, got {self.lora_rank!r}.")
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule (only trainable weights are optimized, kept in fp32).
+
+    Args:
+        optimizer: "adam" or "adamw".
+        lr: Peak learning rate.
+        weight_decay: Decoupled for adamw, L2 for adam.
+        betas: Adam betas.
+        eps: Adam epsilon.
+        schedule: LR schedule after warm-up.
+        warmup_steps: Linear warm-up steps.
+        max_grad_norm: Gradient clipping norm; 0 disables.
+    """
+
+    optimizer: Optimizer = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    schedule: Schedule = "constant_with_warmup"
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+
+    def __post_init__(self):
+        _check_choice("optim", "optimizer", self.optimizer, Optimizer)
+        _check_choice("optim", "schedule", self.schedule, Schedule)
+        _check_positive("optim", "lr", self.lr)
+        _check_positive("optim", "weight_decay", self.weight_decay, allow_zero=True)
+        _check_positive("optim", "max_grad_norm", self.max_grad_norm, allow_zero=True)
+        _check_positive("optim", "warmup_steps", self.warmup_steps, allow_zero=True)
+        self.betas = tuple(self.betas)
+
+
+@dataclass
+class TrainConfig:
+    """One training run.
+
+    Args:
+        output_dir: Run folder: config.yaml, checkpoints/, logs/, validation/, final/.
+        model: What to train (`ModelConfig`).
+        data: Data sources, one or more per task (`mtu.data.DataSourceConfig` fields); their tasks, in order of
+            first appearance, are the model's tasks.
+        optim: Optimizer and schedule (`OptimConfig`); `preset` fills unset fields.
+        preset: "sd15" or "sdxl": the paper's optimizer settings (Appendix A.2), or None.
+        max_steps: Optimizer steps.
+        batch_size: Samples per process per micro-step.
+        gradient_accumulation_steps: Micro-steps per optimizer step.
+        mixed_precision: "no", "fp16" or "bf16" for the frozen parts and activations; trainable weights stay fp32.
+        gradient_checkpointing: Recompute transformer blocks in backward to save memory.
+        ema_decay: EMA of the trainable weights; None disables.
+        seed: Seeds everything: batches, noise, timesteps, dropout (each a function of seed and step).
+        task_sampling: "weighted" (each sample's source drawn by the sources' `weight`s, the mixing ratios) or
+            "stratified" (tasks take turns, so every process's share of >= T samples holds all T tasks).
+        task_loss_weights: Per-task loss weights in Eq. 2 (default 1).
+        conditioning_dropout: Classifier-free guidance training (InstructPix2Pix): each of "drop text", "drop
+            image", "drop both" happens with this probability.
+        checkpoint_every: Steps between checkpoints (0: only at the end).
+        keep_checkpoints: Most recent checkpoints kept.
+        resume: "none", "auto" (latest checkpoint in output_dir, if any) or a checkpoint folder.
+        max_nonfinite_steps: Consecutive steps with a non-finite loss (skipped) before the run stops.
+        log_with: "tensorboard", "wandb" or "none".
+        log_every: Steps between log lines.
+        validate_every: Steps between validation images (0: never).
+        num_workers: DataLoader worker processes.
+        cache_dir: Latent/text-embedding cache made by `mtu cache` (None: encode on the fly).
+    """
+
+    output_dir: str = "runs/mtu"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: list[dict] = field(default_factory=list)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    preset: str | None = None
+    max_steps: int = 1000
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    mixed_precision: Precision = "no"
+    gradient_checkpointing: bool = False
+    ema_decay: float | None = None
+    seed: int = 0
+    task_sampling: Sampling = "weighted"
+    task_loss_weights: dict[str, float] = field(default_factory=dict)
+    conditioning_dropout: float = 0.05
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    resume: str = "none"
+    max_nonfinite_steps: int = 20
+    log_with: Logger = "tensorboard"
+    log_every: int = 10
+    validate_every: int = 0
+    num_workers: int = 0
+    cache_dir: str | None = None
+
+    def __post_init__(self):
+        if isinstance(self.model, dict):
+            self.model = ModelConfig(**self.model)
+        if isinstance(self.optim, dict):
+            self.optim = OptimConfig(**self.optim)
+        if not self.data:
+            raise ValueError("`data` must list at least one source, got none.")
+        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "keep_checkpoints", "log_every",
+                     "max_nonfinite_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+        for name in ("checkpoint_every", "validate_every", "num_workers"):
+            _check_positive("train", name, getattr(self, name), allow_zero=True)
+        _check_choice("train", "mixed_precision", self.mixed_precision, Precision)
+        _check_choice("train", "task_sampling", self.task_sampling, Sampling)
+        _check_choice("train", "log_with", self.log_with, Logger)
+        if not 0 <= self.conditioning_dropout <= 1 / 3:
+            raise ValueError(f"`conditioning_dropout` must be in [0, 1/3], got {self.conditioning_dropout!r}.")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"`ema_decay` must be None or in (0, 1), got {self.ema_decay!r}.")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"`preset` must be one of {sorted(PRESETS)} or null, got {self.preset!r}.")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override `--{dotted}`: `{part}` is not a section.")
+    node[parts[-1]] = value
+
+
+def _merge(defaults: dict, user: dict) -> dict:
+    merged = dict(defaults)
+    for key, value in user.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """["--optim.lr", "2e-4", "--max_steps=10"] -> nested dict; values parsed as YAML scalars/lists."""
+    tree: dict = {}
+    index = 0
+    while index < len(items):
+        item = items[index]
+        if not item.startswith("--"):
+            raise ValueError(f"override {item!r} must look like --section.field value")
+        key, separator, value = item[2:].partition("=")
+        if not separator:
+            if index + 1 >= len(items):
+                raise ValueError(f"override `--{key}` has no value")
+            value, index = items[index + 1], index + 1
+        _set_dotted(tree, key.replace("-", "_"), read_yaml(value))
+        index += 1
+    return tree
+
+
+def load_train_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> TrainConfig:
+    """Reads a YAML run file, applies the preset under it and the overrides over it, and validates."""
+    user = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"`--config` file {str(path)!r} does not exist.")
+        user = read_yaml(path.read_text()) or {}
+        if not isinstance(user, dict):
+            raise ValueError(f"`--config` file {str(path)!r} must hold a mapping, got {type(user).__name__}.")
+    tree = _merge(user, overrides if isinstance(overrides, dict) else parse_overrides(overrides or []))
+    preset = tree.get("preset")
+    if preset is not None and preset in PRESETS:
+        tree = _merge(PRESETS[preset], tree)
+    return config_from_dict(tree)
+
+
+def config_from_dict(tree: dict) -> TrainConfig:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key in tree:
+        if key not in known:
+            warnings.warn(f"TrainConfig: ignoring unknown key {key!r}.", stacklevel=2)
+    sections = {"model": ModelConfig, "optim": OptimConfig}
+    values = {}
+    for key, value in tree.items():
+        if key not in known:
+            continue
+        if key in sections and isinstance(value, dict):
+            fields_ = {f.name for f in dataclasses.fields(sections[key])}
+            for sub in value:
+                if sub not in fields_:
+                    warnings.warn(f"TrainConfig: ignoring unknown key '{key}.{sub}'.", stacklevel=2)
+            value = sections[key](**{k: v for k, v in value.items() if k in fields_})
+        values[key] = value
+    return TrainConfig(**values)
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ between two resolved config dicts."""
+    differing = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            differing += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            differing.append(f"{prefix}{key}")
+    return differing

@@ -1,0 +1,98 @@
+"""Feeds the trainer: data sources -> per-micro-step batches for this process, by `BatchPlan`."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..data import DataSourceConfig, build_dataset, check_failure_rate, collate_examples
+from .config import TrainConfig
+from .sampling import BatchPlan
+
+
+class _Slots(Dataset):
+    """Items are (slot, source, index, epoch); the example gets its slot, which seeds its noise."""
+
+    def __init__(self, datasets):
+        self.datasets = datasets
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self.datasets)
+
+    def __getitem__(self, item):
+        slot, source, index, epoch = item
+        example = self.datasets[source].get(index, epoch)
+        if example is not None:
+            example["slot"] = slot
+        return example
+
+
+class _MicroSteps:
+    """Batch sampler: the items of micro-steps start, start+1, ... for one process."""
+
+    def __init__(self, plan: BatchPlan, start: int, stop: int, process_index: int, num_processes: int,
+                 total: int):
+        self.plan, self.start, self.stop, self.total = plan, start, stop, total
+        self.process_index, self.num_processes = process_index, num_processes
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self):
+        for micro_step in range(self.start, self.stop):
+            # Sampling is with replacement; an "epoch" is one dataset's worth of draws, for per-epoch choices.
+            epoch = micro_step * self.plan.global_batch // self.total
+            yield [(slot, source, index, epoch) for slot, source, index in
+                   self.plan.process_slots(micro_step, self.process_index, self.num_processes)]
+
+
+def _collate(examples):
+    batch = collate_examples(examples)
+    if batch is not None:
+        batch["slot"] = [example["slot"] for example in examples if example is not None]
+    return batch
+
+
+class DataFeed:
+    """The run's data: sources, their tasks (the model's tasks, in order of first appearance), batches."""
+
+    def __init__(self, config: TrainConfig, process_index: int, num_processes: int):
+        self.config = config
+        self.sources = [s if isinstance(s, DataSourceConfig) else DataSourceConfig.from_dict(s) for s in config.data]
+        resolutions = sorted({source.resolution for source in self.sources})
+        if len(resolutions) > 1:
+            raise ValueError(f"all `data` sources must share one `resolution` (tasks are batched together), got "
+                             f"{resolutions}.")
+        self.resolution = resolutions[0]
+        self.datasets = [build_dataset(source) for source in self.sources]
+        self.tasks = list(dict.fromkeys(source.task for source in self.sources))
+        self.process_index, self.num_processes = process_index, num_processes
+        self.plan = BatchPlan([len(d) for d in self.datasets], [s.weight for s in self.sources],
+                              [s.task for s in self.sources], config.batch_size * num_processes, config.seed,
+                              config.task_sampling)
+
+    def batches(self, start_micro_step: int, device):
+        """Batches (tensors on `device`) of every micro-step from `start_micro_step` on; None if all failed."""
+        stop = self.config.max_steps * self.config.gradient_accumulation_steps
+        sampler = _MicroSteps(self.plan, start_micro_step, stop, self.process_index, self.num_processes,
+                              sum(len(d) for d in self.datasets))
+        loader = DataLoader(_Slots(self.datasets), batch_sampler=sampler, collate_fn=_collate,
+                            num_workers=self.config.num_workers)
+        for batch in loader:
+            for dataset in self.datasets:
+                check_failure_rate(dataset)
+            if batch is not None:
+                batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            yield batch
+
+    def state(self) -> dict:
+        # Batches are a function of (seed, micro-step), so the step in the checkpoint is the sampler position.
+        return {"failures": {source.path: [d.failures.count, d.failures.attempts]
+                             for source, d in zip(self.sources, self.datasets)}}
+
+    def load_state(self, state: dict) -> None:
+        self.resumed_failures = state.get("failures", {})
+
+    def failure_summary(self) -> dict:
+        return {source.path: {"failed": d.failures.count, "read": d.failures.attempts, "examples": d.failures.keys}
+                for source, d in zip(self.sources, self.datasets)}

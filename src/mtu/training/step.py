@@ -1,0 +1,89 @@
+"""One micro-step's loss (Eq. 2), with everything random drawn from per-sample seeded generators.
+
+Sample i of micro-step m uses `Generator(seed, m, global slot i)` for its VAE latent sample, noise, timestep
+and conditioning dropout, so the loss does not depend on how the global batch is split over processes, and a
+resumed run redraws exactly what the uninterrupted run drew.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..conditioning import condition_channels, scaling_factor
+from ..upcycling.tasks import get_task
+from .components import FrozenParts, encode_prompts
+
+
+def sample_generator(seed: int, micro_step: int, slot: int) -> torch.Generator:
+    state = np.random.SeedSequence([seed, micro_step, slot, 0x4D5455]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def _draws(generators, latent_shape, num_timesteps: int):
+    """Per-sample (latent noise for the VAE sample, diffusion noise, timestep, dropout draw)."""
+    vae_noise = torch.stack([torch.randn(latent_shape, generator=g) for g in generators])
+    noise = torch.stack([torch.randn(latent_shape, generator=g) for g in generators])
+    timesteps = torch.stack([torch.randint(0, num_timesteps, (), generator=g) for g in generators])
+    dropout = torch.stack([torch.rand((), generator=g) for g in generators])
+    return vae_noise, noise, timesteps, dropout
+
+
+def _conditioning(parts: FrozenParts, batch: dict, keep_image: torch.Tensor, width: int, dtype) -> torch.Tensor | None:
+    """(B, width - latent channels, h, w) conditioning channels, each task's own then zero padding."""
+    tasks = batch["task"]
+    latent_channels = parts.vae.config.latent_channels
+    extra = width - latent_channels
+    if extra == 0:
+        return None
+    size = batch["latent_size"]
+    output = torch.zeros(len(tasks), extra, *size, dtype=dtype, device=batch["target"].device)
+    for task in dict.fromkeys(tasks):
+        index = [i for i, t in enumerate(tasks) if t == task]
+        spec = get_task(task)
+        if not spec.image_inputs:
+            continue
+        channels = condition_channels(parts.vae, spec, batch["condition"][index].to(dtype),
+                                      batch["mask"][index].to(dtype), latent_size=size)
+        output[index, : channels.shape[1]] = channels.to(dtype)
+    return output * keep_image.view(-1, 1, 1, 1).to(dtype)
+
+
+def micro_step_loss(model, parts: FrozenParts, batch: dict, micro_step: int, seed: int, dropout_p: float,
+                    task_loss_weights: dict[str, float], resolution: int, weight_dtype) -> tuple[torch.Tensor, dict]:
+    """(weighted mean loss, {task: [per-sample losses]}) for one micro-batch."""
+    device, tasks = batch["target"].device, batch["task"]
+    specs = [get_task(task) for task in tasks]
+    generators = [sample_generator(seed, micro_step, slot) for slot in batch["slot"]]
+    with torch.no_grad():
+        distribution = parts.vae.encode(batch["target"].to(weight_dtype)).latent_dist
+        latent_shape = distribution.mean.shape[1:]
+        vae_noise, noise, timesteps, dropout = _draws(generators, latent_shape, parts.noise_scheduler.config.
+                                                      num_train_timesteps)
+        latents = (distribution.mean + distribution.std * vae_noise.to(device, weight_dtype)) * scaling_factor(parts.vae)
+        latents, noise, timesteps = latents.float(), noise.to(device), timesteps.to(device)
+        # InstructPix2Pix CFG training: [0, p) drop text, [p, 2p) drop both, [2p, 3p) drop image. Tasks without
+        # a prompt (sr) are trained without guidance, so nothing is dropped for them.
+        guided = torch.tensor([spec.uses_prompt for spec in specs])
+        drop_text = guided & (dropout < 2 * dropout_p)
+        keep_image = ~(guided & (dropout >= dropout_p) & (dropout < 3 * dropout_p))
+        prompts = ["" if drop or not spec.uses_prompt else prompt
+                   for drop, spec, prompt in zip(drop_text.tolist(), specs, batch["prompt"])]
+        text, unet_kwargs = encode_prompts(parts, prompts, resolution, device)
+        noisy = parts.noise_scheduler.add_noise(latents, noise, timesteps)
+        width = max(model.task_in_channels(task) for task in tasks)
+        batch["latent_size"] = tuple(latents.shape[-2:])
+        conditioning = _conditioning(parts, batch, keep_image.to(device), width, weight_dtype)
+        sample = noisy if conditioning is None else torch.cat([noisy, conditioning.float()], dim=1)
+        if parts.noise_scheduler.config.prediction_type == "v_prediction":
+            target = parts.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+    prediction = model(sample, timesteps, text.float(), task=tasks, **unet_kwargs).sample
+    per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    weights = torch.tensor([task_loss_weights.get(task, 1.0) for task in tasks], device=device)
+    per_task: dict[str, list[float]] = {}
+    for task, value in zip(tasks, per_sample.detach().tolist()):
+        per_task.setdefault(task, []).append(value)
+    return (weights * per_sample).mean(), per_task

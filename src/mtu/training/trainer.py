@@ -1,0 +1,255 @@
+"""The training loop (Eq. 2 over all tasks at once), on accelerate: one process, DDP, FSDP or DeepSpeed alike.
+
+    mtu train --config run.yaml [--section.field value ...]     (or `accelerate launch -m mtu.cli train ...`)
+
+A run folder holds config.yaml (the resolved config), checkpoints/, logs/ and final/ (the trained adapter).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, gather_object
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from ..upcycling.serialization import atomic_write_text
+from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from .components import load_base
+from .config import TrainConfig, config_differences
+from .data_feed import DataFeed
+from .methods import build_model, trainable_parameters
+from .step import micro_step_loss
+
+
+def _comparable(config: TrainConfig) -> dict:
+    resolved = json.loads(json.dumps(config.to_dict()))
+    resolved.pop("resume", None)
+    return resolved
+
+
+def resolve_resume(config: TrainConfig, run_dir: Path) -> Path | None:
+    """The checkpoint to resume from, after checking the run's saved config matches; raises naming the fields."""
+    checkpoints = list_checkpoints(run_dir)
+    if config.resume == "none":
+        if checkpoints:
+            raise ValueError(f"`output_dir` {str(run_dir)!r} already has checkpoints; pass `--resume auto` to "
+                             f"continue that run, or choose another output_dir.")
+        return None
+    if config.resume == "auto":
+        if not checkpoints:
+            return None
+        target = checkpoints[-1]
+    else:
+        target = Path(config.resume)
+        if not target.is_dir():
+            raise FileNotFoundError(f"`resume` checkpoint {config.resume!r} does not exist.")
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        old = yaml.safe_load(saved.read_text())
+        old.pop("resume", None)
+        differing = config_differences(old, _comparable(config))
+        if differing:
+            raise ValueError(f"cannot resume {str(run_dir)!r} with a changed config; differing fields: "
+                             f"{', '.join(differing)}.")
+    return target
+
+
+def _optimizer(config: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    optim = config.optim
+    kind = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
+    return kind(params, lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay)
+
+
+class Trainer:
+    """Builds everything a run needs from a `TrainConfig` and runs it; `train()` returns a summary dict."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.run_dir = Path(config.output_dir)
+        self.resume_from = resolve_resume(config, self.run_dir)  # before any heavy work
+        self.accelerator = Accelerator(
+            mixed_precision=config.mixed_precision,
+            log_with=None if config.log_with == "none" else config.log_with,
+            project_dir=str(self.run_dir / "logs"),
+            # Routing decides which task convs/LNs/experts a micro-batch touches; the rest get no gradient.
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
+        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision,
+                                                                                 torch.float32)
+        self.feed = DataFeed(config, self.accelerator.process_index, self.accelerator.num_processes)
+        self.parts, unet = load_base(config.model.base)
+        self.parts.to(self.accelerator.device, self.weight_dtype)
+        self.model = build_model(unet, config.model, self.feed.tasks)
+        for param in self.model.parameters():  # frozen weights in the compute dtype, trainable ones in fp32
+            param.data = param.data.float() if param.requires_grad else param.data.to(self.weight_dtype)
+        if config.gradient_checkpointing:
+            self.model.enable_gradient_checkpointing()
+        self.params = trainable_parameters(self.model)
+        self.optimizer = _optimizer(config, list(self.params.values()))
+        self.lr_scheduler = get_scheduler(config.optim.schedule, self.optimizer,
+                                          num_warmup_steps=config.optim.warmup_steps,
+                                          num_training_steps=config.max_steps)
+        self.ema = EMAModel(list(self.params.values()), decay=config.ema_decay) if config.ema_decay else None
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.step, self.counters = 0, {"nonfinite_skipped": 0, "nonfinite_in_a_row": 0}
+
+    # -- state ---------------------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        state = {
+            "trainable": dict(self.params),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "counters": dict(self.counters),
+            "data": self.feed.state(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        if self.accelerator.scaler is not None:
+            state["scaler"] = self.accelerator.scaler.state_dict()
+        return state
+
+    @torch.no_grad()
+    def load_state(self, folder: Path) -> None:
+        self.step, state = load_checkpoint(folder)
+        for name, param in self.params.items():
+            param.copy_(state["trainable"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.counters.update(state["counters"])
+        self.feed.load_state(state["data"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        if self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+
+    def save(self) -> None:
+        if self.accelerator.is_main_process:
+            save_checkpoint(self.run_dir, self.step, self.state(), self.config.keep_checkpoints)
+        self.accelerator.wait_for_everyone()
+
+    # -- loop ----------------------------------------------------------------------------------------------------
+    def _optimizer_step(self, finite: bool) -> None:
+        if finite:
+            if self.config.optim.max_grad_norm > 0:
+                self.accelerator.clip_grad_norm_(list(self.params.values()), self.config.optim.max_grad_norm)
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.step(list(self.params.values()))
+            self.counters["nonfinite_in_a_row"] = 0
+        else:
+            self.counters["nonfinite_skipped"] += 1
+            self.counters["nonfinite_in_a_row"] += 1
+            if self.counters["nonfinite_in_a_row"] >= self.config.max_nonfinite_steps:
+                raise RuntimeError(f"the loss was non-finite for {self.counters['nonfinite_in_a_row']} steps in a "
+                                   f"row (at step {self.step}); lower `optim.lr` or check the data.")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.lr_scheduler.step()
+
+    def _train_step(self, batches) -> dict:
+        config, accumulate = self.config, self.config.gradient_accumulation_steps
+        per_task: dict[str, list[float]] = {}
+        finite, total = True, 0.0
+        for micro in range(accumulate):
+            micro_step = self.step * accumulate + micro
+            batch = next(batches)
+            sync = nullcontext() if micro == accumulate - 1 else self.accelerator.no_sync(self.model)
+            with sync:
+                if batch is None:  # every sample of this micro-batch was unreadable: a zero-gradient step
+                    loss, losses = sum(p.sum() for p in self.params.values()) * 0.0, {}
+                else:
+                    loss, losses = micro_step_loss(self.model, self.parts, batch, micro_step, config.seed,
+                                                   config.conditioning_dropout, config.task_loss_weights,
+                                                   self.feed.resolution, self.weight_dtype)
+                self.accelerator.backward(loss / accumulate)
+            finite &= bool(torch.isfinite(loss))
+            total += loss.item() / accumulate
+            for task, values in losses.items():
+                per_task.setdefault(task, []).extend(values)
+        flags = self.accelerator.reduce(torch.tensor([0.0 if finite else 1.0], device=self.accelerator.device), "sum")
+        self._optimizer_step(finite=bool(flags.item() == 0))
+        return {"loss": total, "per_task": per_task}
+
+    def _log(self, record: dict, progress) -> None:
+        merged: dict[str, list[float]] = {}
+        for part in gather_object([record["per_task"]]):
+            for task, values in part.items():
+                merged.setdefault(task, []).extend(values)
+        values = {"loss": record["loss"], "lr": self.lr_scheduler.get_last_lr()[0],
+                  "nonfinite_skipped": self.counters["nonfinite_skipped"],
+                  **{f"loss/{task}": float(np.mean(v)) for task, v in merged.items()}}
+        if self.config.log_with != "none":
+            self.accelerator.log(values, step=self.step)
+        progress.set_postfix(loss=f"{record['loss']:.4f}")
+        self.history.append({"step": self.step, **values})
+
+    def train(self) -> dict:
+        config = self.config
+        if self.accelerator.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(_comparable(config) | {"resume": config.resume},
+                                                                            sort_keys=False))
+        if self.resume_from is not None:
+            self.load_state(self.resume_from)
+        if config.log_with != "none":
+            self.accelerator.init_trackers("mtu", config={"max_steps": config.max_steps, "lr": config.optim.lr})
+        self.history: list[dict] = []
+        batches = self.feed.batches(self.step * config.gradient_accumulation_steps, self.accelerator.device)
+        progress = tqdm(total=config.max_steps, initial=self.step, disable=not self.accelerator.is_main_process,
+                        desc="training")
+        self.model.train()
+        while self.step < config.max_steps:
+            record = self._train_step(batches)
+            self.step += 1
+            progress.update(1)
+            if self.step % config.log_every == 0 or self.step == config.max_steps:
+                self._log(record, progress)
+            if config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                self.save()
+        progress.close()
+        self.save()
+        final = self.export()
+        self.accelerator.end_training()
+        return {"steps": self.step, "final": str(final), "history": self.history, **self.counters,
+                "data_failures": self.feed.failure_summary()}
+
+    def export(self) -> Path:
+        """Writes the trained weights (EMA weights when EMA is on) to `output_dir/final`."""
+        final = self.run_dir / "final"
+        model = self.accelerator.unwrap_model(self.model)
+        params = list(self.params.values())
+        if self.accelerator.is_main_process:
+            if self.ema is not None:
+                self.ema.store(params)
+                self.ema.copy_to(params)
+            if self.config.model.method == "mtu":
+                model.save_pretrained(final)
+            else:
+                from ..upcycling.serialization import atomic_save_safetensors
+
+                final.mkdir(parents=True, exist_ok=True)
+                atomic_save_safetensors({k: v.detach().cpu().contiguous() for k, v in self.params.items()},
+                                        final / "trainable.safetensors")
+                atomic_write_text(final / "method.json", json.dumps({"method": self.config.model.method,
+                                                                     "tasks": self.feed.tasks}))
+            if self.ema is not None:
+                self.ema.restore(params)
+        self.accelerator.wait_for_everyone()
+        return final
+
+
+def train(config: TrainConfig) -> dict:
+    """Runs `config` to `max_steps` (resuming if asked) and returns a summary."""
+    return Trainer(config).train()

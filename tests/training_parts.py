@@ -1,0 +1,85 @@
+"""A tiny Stable Diffusion pipeline folder and tiny task datasets on disk, for trainer tests (no hub)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from diffusers import StableDiffusionPipeline
+from PIL import Image
+
+from mtu.architectures import build_unet
+
+from .diffusers_parts import tiny_components
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
+
+
+def tiny_pipeline_folder(root: Path) -> Path:
+    """A StableDiffusionPipeline folder (tiny UNet, VAE, CLIP, tokenizer, scheduler), safetensors only."""
+    folder = Path(root) / "tiny-sd"
+    if not (folder / "model_index.json").is_file():
+        pipe = StableDiffusionPipeline(**tiny_components(build_unet("tiny", seed=0), Path(root)))
+        pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def _square(colour: str, background=(0, 0, 0), size: int = 16) -> Image.Image:
+    pixels = np.zeros((size, size, 3), dtype=np.uint8)
+    pixels[:] = background
+    pixels[4:12, 4:12] = COLOURS[colour]
+    return Image.fromarray(pixels)
+
+
+def write_caption_folder(root: Path, count: int = 8) -> Path:
+    """t2i data: "a red square" -> image, in the folder + metadata.jsonl format."""
+    folder = Path(root) / "t2i"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(COLOURS)
+    with open(folder / "metadata.jsonl", "w") as handle:
+        for i in range(count):
+            colour = names[i % len(names)]
+            _square(colour).save(folder / f"{i}.png")
+            handle.write(json.dumps({"image": f"{i}.png", "text": f"a {colour} square"}) + "\n")
+    return folder
+
+
+def write_edit_folder(root: Path, count: int = 8) -> Path:
+    """edit data: red square + "make it blue" -> blue square (InstructPix2Pix columns)."""
+    folder = Path(root) / "edit"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(COLOURS)
+    with open(folder / "metadata.jsonl", "w") as handle:
+        for i in range(count):
+            source, target = names[i % len(names)], names[(i + 1) % len(names)]
+            _square(source).save(folder / f"{i}_in.png")
+            _square(target).save(folder / f"{i}_out.png")
+            handle.write(json.dumps({"original_image": f"{i}_in.png", "edited_image": f"{i}_out.png",
+                                     "edit_prompt": f"make it {target}"}) + "\n")
+    return folder
+
+
+def tiny_run_config(root: Path, **overrides) -> dict:
+    """A TrainConfig dict for a 2-task run on the tiny pipeline."""
+    root = Path(root)
+    config = {
+        "output_dir": str(root / "run"),
+        "model": {"base": str(tiny_pipeline_folder(root)), "method": "mtu", "mtu": {"num_experts": 2}},
+        "data": [
+            {"task": "t2i", "format": "folder", "path": str(write_caption_folder(root)), "schema": "captions",
+             "resolution": 16},
+            {"task": "edit", "format": "folder", "path": str(write_edit_folder(root)), "schema": "instructpix2pix",
+             "resolution": 16},
+        ],
+        "max_steps": 4,
+        "batch_size": 2,
+        "checkpoint_every": 2,
+        "log_with": "none",
+        "log_every": 1,
+        "optim": {"lr": 1e-3},
+    }
+    for key, value in overrides.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) and isinstance(config.get(key), dict) \
+            else value
+    return config
