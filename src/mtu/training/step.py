@@ -51,8 +51,12 @@ def _conditioning(parts: FrozenParts, batch: dict, keep_image: torch.Tensor, wid
 
 
 def micro_step_loss(model, parts: FrozenParts, batch: dict, micro_step: int, seed: int, dropout_p: float,
-                    task_loss_weights: dict[str, float], resolution: int, weight_dtype) -> tuple[torch.Tensor, dict]:
-    """(weighted mean loss, {task: [per-sample losses]}) for one micro-batch."""
+                    task_loss_weights: dict[str, float], resolution: int, weight_dtype,
+                    task_channels: dict[str, int]) -> tuple[torch.Tensor, dict]:
+    """(weighted mean loss, {task: [per-sample losses]}) for one micro-batch.
+
+    `model` may be wrapped (DDP, FSDP); `task_channels` gives each task's UNet input channels.
+    """
     device, tasks = batch["target"].device, batch["task"]
     specs = [get_task(task) for task in tasks]
     generators = [sample_generator(seed, micro_step, slot) for slot in batch["slot"]]
@@ -72,7 +76,7 @@ def micro_step_loss(model, parts: FrozenParts, batch: dict, micro_step: int, see
                    for drop, spec, prompt in zip(drop_text.tolist(), specs, batch["prompt"])]
         text, unet_kwargs = encode_prompts(parts, prompts, resolution, device)
         noisy = parts.noise_scheduler.add_noise(latents, noise, timesteps)
-        width = max(model.task_in_channels(task) for task in tasks)
+        width = max(task_channels[task] for task in tasks)
         batch["latent_size"] = tuple(latents.shape[-2:])
         conditioning = _conditioning(parts, batch, keep_image.to(device), width, weight_dtype)
         sample = noisy if conditioning is None else torch.cat([noisy, conditioning.float()], dim=1)

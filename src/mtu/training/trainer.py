@@ -63,6 +63,12 @@ def resolve_resume(config: TrainConfig, run_dir: Path) -> Path | None:
     return target
 
 
+def _has_accelerator_device() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or bool(mps and mps.is_available()) or bool(xpu and xpu.is_available())
+
+
 def _optimizer(config: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     optim = config.optim
     kind = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
@@ -77,6 +83,9 @@ class Trainer:
         self.run_dir = Path(config.output_dir)
         self.resume_from = resolve_resume(config, self.run_dir)  # before any heavy work
         self.accelerator = Accelerator(
+            # Without an accelerator device, accelerate joins launched processes (gloo) only when told cpu=True;
+            # otherwise each process would silently train on its own.
+            cpu=not _has_accelerator_device(),
             mixed_precision=config.mixed_precision,
             log_with=None if config.log_with == "none" else config.log_with,
             project_dir=str(self.run_dir / "logs"),
@@ -94,6 +103,7 @@ class Trainer:
         if config.gradient_checkpointing:
             self.model.enable_gradient_checkpointing()
         self.params = trainable_parameters(self.model)
+        self.task_channels = {task: self.model.task_in_channels(task) for task in self.feed.tasks}
         self.optimizer = _optimizer(config, list(self.params.values()))
         self.lr_scheduler = get_scheduler(config.optim.schedule, self.optimizer,
                                           num_warmup_steps=config.optim.warmup_steps,
@@ -172,8 +182,9 @@ class Trainer:
                 else:
                     loss, losses = micro_step_loss(self.model, self.parts, batch, micro_step, config.seed,
                                                    config.conditioning_dropout, config.task_loss_weights,
-                                                   self.feed.resolution, self.weight_dtype)
+                                                   self.feed.resolution, self.weight_dtype, self.task_channels)
                 self.accelerator.backward(loss / accumulate)
+            self.tasks_seen.update(losses)
             finite &= bool(torch.isfinite(loss))
             total += loss.item() / accumulate
             for task, values in losses.items():
@@ -206,6 +217,7 @@ class Trainer:
         if config.log_with != "none":
             self.accelerator.init_trackers("mtu", config={"max_steps": config.max_steps, "lr": config.optim.lr})
         self.history: list[dict] = []
+        self.tasks_seen: set[str] = set()
         batches = self.feed.batches(self.step * config.gradient_accumulation_steps, self.accelerator.device)
         progress = tqdm(total=config.max_steps, initial=self.step, disable=not self.accelerator.is_main_process,
                         desc="training")
@@ -221,9 +233,14 @@ class Trainer:
         progress.close()
         self.save()
         final = self.export()
+        summary = {"steps": self.step, "final": str(final), "history": self.history, **self.counters,
+                   "processes": self.accelerator.num_processes,
+                   "tasks_seen_per_process": [sorted(seen) for seen in gather_object([self.tasks_seen])],
+                   "data_failures": self.feed.failure_summary()}
+        if self.accelerator.is_main_process:
+            atomic_write_text(self.run_dir / "train_summary.json", json.dumps(summary, indent=2))
         self.accelerator.end_training()
-        return {"steps": self.step, "final": str(final), "history": self.history, **self.counters,
-                "data_failures": self.feed.failure_summary()}
+        return summary
 
     def export(self) -> Path:
         """Writes the trained weights (EMA weights when EMA is on) to `output_dir/final`."""
