@@ -130,3 +130,26 @@ def test_unreachable_hub_id_is_one_line(tmp_path):
                              str(tmp_path / "a")], capture_output=True, text=True, env=_offline_env(tmp_path / "hub"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "mtu: error: could not load base 'nobody/nothing' from the Hugging Face Hub" in result.stderr
+
+
+def test_data_validate(capsys, tmp_path):
+    from .training_parts import write_edit_folder
+
+    folder = write_edit_folder(tmp_path)
+    (folder / "3_out.png").write_bytes(b"broken")
+    code, out, _ = run(capsys, "data", "validate", "--task", "edit", "--format", "folder", "--path", str(folder),
+                       "--schema", "instructpix2pix", "--json")
+    report = json.loads(out)[0]
+    assert code == 1 and report["num_samples"] == 8 and report["num_failed"] == 1
+    assert report["failures"][0]["key"].startswith("3_")
+    code, out, _ = run(capsys, "data", "validate", "--task", "edit", "--format", "folder", "--path", str(folder),
+                       "--schema", "instructpix2pix", "--limit", "3")
+    assert code == 0 and "readable 3" in out
+
+
+def test_data_validate_missing_column_is_one_line(capsys, tmp_path):
+    from .training_parts import write_caption_folder
+
+    code, _, err = run(capsys, "data", "validate", "--task", "edit", "--format", "folder", "--schema",
+                       "instructpix2pix", "--path", str(write_caption_folder(tmp_path)))
+    assert code == 2 and err.count("mtu: error:") == 1 and "missing" in err

@@ -114,6 +114,33 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_data_validate(args) -> int:
+    from .data import DataSourceConfig, format_validation, validate_source
+
+    if args.config:
+        from pathlib import Path
+
+        from .training.config import read_yaml
+
+        if not Path(args.config).is_file():
+            raise FileNotFoundError(f"`--config` file {args.config!r} does not exist.")
+        sources = (read_yaml(Path(args.config).read_text()) or {}).get("data", [])
+    else:
+        missing = [flag for flag in ("task", "format", "path", "schema") if getattr(args, flag) is None]
+        if missing:
+            raise ValueError(f"give --config RUN.yaml, or all of --task --format --path --schema (missing: "
+                             f"{', '.join('--' + m for m in missing)}).")
+        columns = dict(item.split("=", 1) for item in args.columns.split(",")) if args.columns else None
+        sources = [{"task": args.task, "format": args.format, "path": args.path, "schema": args.schema,
+                    "columns": columns}]
+    reports = [validate_source(DataSourceConfig.from_dict(source), limit=args.limit) for source in sources]
+    if args.json:
+        print(json.dumps(reports, indent=2, default=str))
+    else:
+        print("\n\n".join(format_validation(report) for report in reports))
+    return 0 if all(report["ok"] for report in reports) else 1
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -157,6 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Overrides: --section.field value (e.g. --optim.lr 2e-4 --max_steps 100).")
     tr.add_argument("--config", default=None, help="YAML run file")
     tr.set_defaults(func=cmd_train, takes_overrides=True)
+
+    data = sub.add_parser("data", help="data sources")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    val = data_sub.add_parser("validate", help="read a source as training would and report what was found")
+    val.add_argument("--config", default=None, help="a training YAML: validate all its `data` sources")
+    val.add_argument("--task")
+    val.add_argument("--format", choices=("folder", "hf", "webdataset"))
+    val.add_argument("--path")
+    val.add_argument("--schema")
+    val.add_argument("--columns", default=None, help="role=column,... overrides")
+    val.add_argument("--limit", type=int, default=None, help="check only the first N samples")
+    val.add_argument("--json", action="store_true")
+    val.set_defaults(func=cmd_data_validate)
 
     demo = sub.add_parser("demo", help="the embedded end-to-end demo")
     demo.add_argument("--out", default="mtu-demo", help="folder for the demo's outputs")
