@@ -141,6 +141,16 @@ def cmd_data_validate(args) -> int:
     return 0 if all(report["ok"] for report in reports) else 1
 
 
+def cmd_cache(args) -> int:
+    from .training import load_train_config
+    from .training.cache import build_cache
+
+    config = load_train_config(args.config, args.overrides)
+    out = build_cache(config, args.out, epochs=args.epochs, text=args.text)
+    print(f"cached {len(config.data)} sources x {args.epochs} epochs in {out}; train with --cache_dir {out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -184,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Overrides: --section.field value (e.g. --optim.lr 2e-4 --max_steps 100).")
     tr.add_argument("--config", default=None, help="YAML run file")
     tr.set_defaults(func=cmd_train, takes_overrides=True)
+
+    ca = sub.add_parser("cache", help="encode a run's data with the VAE once (and text, with --text)")
+    ca.add_argument("--config", required=True, help="the training YAML")
+    ca.add_argument("--out", required=True, help="cache folder; train with --cache_dir OUT")
+    ca.add_argument("--epochs", type=int, default=1, help="epochs of per-epoch random choices to cache")
+    ca.add_argument("--text", action="store_true", help="also cache text embeddings (small prompt sets)")
+    ca.set_defaults(func=cmd_cache, takes_overrides=True)
 
     data = sub.add_parser("data", help="data sources")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)

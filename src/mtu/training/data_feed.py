@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import DataSourceConfig, build_dataset, check_failure_rate, collate_examples
+from .cache import LatentCache, collate_cached
 from .config import TrainConfig
 from .sampling import BatchPlan
 
@@ -13,15 +14,18 @@ from .sampling import BatchPlan
 class _Slots(Dataset):
     """Items are (slot, source, index, epoch); the example gets its slot, which seeds its noise."""
 
-    def __init__(self, datasets):
-        self.datasets = datasets
+    def __init__(self, datasets, cache: LatentCache | None = None):
+        self.datasets, self.cache = datasets, cache
 
     def __len__(self) -> int:
         return sum(len(d) for d in self.datasets)
 
     def __getitem__(self, item):
         slot, source, index, epoch = item
-        example = self.datasets[source].get(index, epoch)
+        if self.cache is not None:
+            example = self.cache.get(source, index, epoch, self.datasets[source].config.task)
+        else:
+            example = self.datasets[source].get(index, epoch)
         if example is not None:
             example["slot"] = slot
         return example
@@ -67,6 +71,7 @@ class DataFeed:
         self.datasets = [build_dataset(source) for source in self.sources]
         self.tasks = list(dict.fromkeys(source.task for source in self.sources))
         self.process_index, self.num_processes = process_index, num_processes
+        self.cache = LatentCache(config.cache_dir, config) if config.cache_dir else None
         self.plan = BatchPlan([len(d) for d in self.datasets], [s.weight for s in self.sources],
                               [s.task for s in self.sources], config.batch_size * num_processes, config.seed,
                               config.task_sampling)
@@ -76,7 +81,8 @@ class DataFeed:
         stop = self.config.max_steps * self.config.gradient_accumulation_steps
         sampler = _MicroSteps(self.plan, start_micro_step, stop, self.process_index, self.num_processes,
                               sum(len(d) for d in self.datasets))
-        loader = DataLoader(_Slots(self.datasets), batch_sampler=sampler, collate_fn=_collate,
+        loader = DataLoader(_Slots(self.datasets, self.cache), batch_sampler=sampler,
+                            collate_fn=collate_cached if self.cache is not None else _collate,
                             num_workers=self.config.num_workers)
         for batch in loader:
             for dataset in self.datasets:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..conditioning import condition_channels, scaling_factor
 from ..upcycling.tasks import get_task
-from .components import FrozenParts, encode_prompts
+from .components import FrozenParts
 
 
 def sample_generator(seed: int, micro_step: int, slot: int) -> torch.Generator:
@@ -30,42 +30,52 @@ def _draws(generators, latent_shape, num_timesteps: int):
     return vae_noise, noise, timesteps, dropout
 
 
-def _conditioning(parts: FrozenParts, batch: dict, keep_image: torch.Tensor, width: int, dtype) -> torch.Tensor | None:
-    """(B, width - latent channels, h, w) conditioning channels, each task's own then zero padding."""
-    tasks = batch["task"]
-    latent_channels = parts.vae.config.latent_channels
-    extra = width - latent_channels
+def _conditioning(parts: FrozenParts, batch: dict, keep_image: torch.Tensor, extra: int, size, dtype):
+    """(B, extra, h, w) conditioning channels: each task's own (from the cache or encoded now), zero-padded."""
     if extra == 0:
         return None
-    size = batch["latent_size"]
-    output = torch.zeros(len(tasks), extra, *size, dtype=dtype, device=batch["target"].device)
-    for task in dict.fromkeys(tasks):
-        index = [i for i, t in enumerate(tasks) if t == task]
-        spec = get_task(task)
-        if not spec.image_inputs:
-            continue
-        channels = condition_channels(parts.vae, spec, batch["condition"][index].to(dtype),
-                                      batch["mask"][index].to(dtype), latent_size=size)
-        output[index, : channels.shape[1]] = channels.to(dtype)
+    tasks = batch["task"]
+    output = torch.zeros(len(tasks), extra, *size, dtype=dtype, device=keep_image.device)
+    if "condition_latents" in batch:  # cached: already per-task channels, zero-padded to the widest task
+        cached = batch["condition_latents"][:, :extra]
+        output[:, : cached.shape[1]] = cached.to(dtype)
+    else:
+        for task in dict.fromkeys(tasks):
+            spec = get_task(task)
+            if not spec.image_inputs:
+                continue
+            index = [i for i, t in enumerate(tasks) if t == task]
+            channels = condition_channels(parts.vae, spec, batch["condition"][index].to(dtype),
+                                          batch["mask"][index].to(dtype), latent_size=size)
+            output[index, : channels.shape[1]] = channels.to(dtype)
     return output * keep_image.view(-1, 1, 1, 1).to(dtype)
 
 
+def _target_moments(parts: FrozenParts, batch: dict, dtype):
+    """Mean and std of the target's latent distribution, from the cache or the VAE."""
+    if "target_mean" in batch:
+        return batch["target_mean"].to(dtype), batch["target_std"].to(dtype)
+    distribution = parts.vae.encode(batch["target"].to(dtype)).latent_dist
+    return distribution.mean, distribution.std
+
+
 def micro_step_loss(model, parts: FrozenParts, batch: dict, micro_step: int, seed: int, dropout_p: float,
-                    task_loss_weights: dict[str, float], resolution: int, weight_dtype,
+                    task_loss_weights: dict[str, float], encode_text, weight_dtype,
                     task_channels: dict[str, int]) -> tuple[torch.Tensor, dict]:
     """(weighted mean loss, {task: [per-sample losses]}) for one micro-batch.
 
-    `model` may be wrapped (DDP, FSDP); `task_channels` gives each task's UNet input channels.
+    `model` may be wrapped (DDP, FSDP); `encode_text(prompts)` gives (encoder_hidden_states, extra UNet kwargs);
+    `task_channels` gives each task's UNet input channels. A batch holds images, or cached latents.
     """
-    device, tasks = batch["target"].device, batch["task"]
+    tasks = batch["task"]
+    device = (batch["target_mean"] if "target_mean" in batch else batch["target"]).device
     specs = [get_task(task) for task in tasks]
     generators = [sample_generator(seed, micro_step, slot) for slot in batch["slot"]]
     with torch.no_grad():
-        distribution = parts.vae.encode(batch["target"].to(weight_dtype)).latent_dist
-        latent_shape = distribution.mean.shape[1:]
-        vae_noise, noise, timesteps, dropout = _draws(generators, latent_shape, parts.noise_scheduler.config.
-                                                      num_train_timesteps)
-        latents = (distribution.mean + distribution.std * vae_noise.to(device, weight_dtype)) * scaling_factor(parts.vae)
+        mean, std = _target_moments(parts, batch, weight_dtype)
+        vae_noise, noise, timesteps, dropout = _draws(generators, mean.shape[1:],
+                                                      parts.noise_scheduler.config.num_train_timesteps)
+        latents = (mean + std * vae_noise.to(device, weight_dtype)) * scaling_factor(parts.vae)
         latents, noise, timesteps = latents.float(), noise.to(device), timesteps.to(device)
         # InstructPix2Pix CFG training: [0, p) drop text, [p, 2p) drop both, [2p, 3p) drop image. Tasks without
         # a prompt (sr) are trained without guidance, so nothing is dropped for them.
@@ -74,11 +84,11 @@ def micro_step_loss(model, parts: FrozenParts, batch: dict, micro_step: int, see
         keep_image = ~(guided & (dropout >= dropout_p) & (dropout < 3 * dropout_p))
         prompts = ["" if drop or not spec.uses_prompt else prompt
                    for drop, spec, prompt in zip(drop_text.tolist(), specs, batch["prompt"])]
-        text, unet_kwargs = encode_prompts(parts, prompts, resolution, device)
+        text, unet_kwargs = encode_text(prompts)
         noisy = parts.noise_scheduler.add_noise(latents, noise, timesteps)
-        width = max(task_channels[task] for task in tasks)
-        batch["latent_size"] = tuple(latents.shape[-2:])
-        conditioning = _conditioning(parts, batch, keep_image.to(device), width, weight_dtype)
+        extra = max(task_channels[task] for task in tasks) - latents.shape[1]
+        conditioning = _conditioning(parts, batch, keep_image.to(device), extra, tuple(latents.shape[-2:]),
+                                     weight_dtype)
         sample = noisy if conditioning is None else torch.cat([noisy, conditioning.float()], dim=1)
         if parts.noise_scheduler.config.prediction_type == "v_prediction":
             target = parts.noise_scheduler.get_velocity(latents, noise, timesteps)

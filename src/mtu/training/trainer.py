@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..upcycling.serialization import atomic_write_text
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from .components import load_base
+from .components import encode_prompts, load_base
 from .config import TrainConfig, config_differences
 from .data_feed import DataFeed
 from .methods import build_model, trainable_parameters
@@ -112,6 +112,19 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.step, self.counters = 0, {"nonfinite_skipped": 0, "nonfinite_in_a_row": 0}
 
+    def encode_text(self, prompts: list[str]):
+        """(encoder_hidden_states, extra UNet kwargs), from the cache when it holds text embeddings."""
+        cache, device = self.feed.cache, self.accelerator.device
+        if cache is not None and cache.has_text:
+            hidden, pooled = cache.text_embeddings(prompts)
+            kwargs = {}
+            if pooled is not None:
+                size = self.feed.resolution
+                time_ids = torch.tensor([[size, size, 0, 0, size, size]] * len(prompts), dtype=hidden.dtype)
+                kwargs = {"added_cond_kwargs": {"text_embeds": pooled.to(device), "time_ids": time_ids.to(device)}}
+            return hidden.to(device, self.weight_dtype), kwargs
+        return encode_prompts(self.parts, prompts, self.feed.resolution, device)
+
     # -- state ---------------------------------------------------------------------------------------------------
     def state(self) -> dict:
         state = {
@@ -182,7 +195,7 @@ class Trainer:
                 else:
                     loss, losses = micro_step_loss(self.model, self.parts, batch, micro_step, config.seed,
                                                    config.conditioning_dropout, config.task_loss_weights,
-                                                   self.feed.resolution, self.weight_dtype, self.task_channels)
+                                                   self.encode_text, self.weight_dtype, self.task_channels)
                 self.accelerator.backward(loss / accumulate)
             self.tasks_seen.update(losses)
             finite &= bool(torch.isfinite(loss))
