@@ -116,3 +116,11 @@ def test_custom_task_travels_with_the_adapter(base, tmp_path):
     model.save_pretrained(tmp_path / "a")
     del registry._REGISTRY["relight"]  # a fresh process that never registered it
     assert mtu.load_mtu(tmp_path / "a").task_names == ["t2i", "relight"]
+
+
+def test_load_in_another_dtype(saved):
+    """The fingerprint is checked on the base as stored; the model is cast afterwards."""
+    model, directory = saved
+    loaded = mtu.load_mtu(directory, torch_dtype=torch.bfloat16)
+    assert loaded.dtype == torch.bfloat16 and loaded.device.type == "cpu"
+    assert torch.equal(loaded.task_embeddings, model.task_embeddings.to(torch.bfloat16))

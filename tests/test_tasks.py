@@ -39,3 +39,12 @@ def test_reregistering_differently_is_refused():
 def test_bad_task_spec(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TaskSpec(**kwargs)
+
+
+def test_masked_image_without_mask_is_a_clear_error():
+    from mtu.conditioning import condition_channels
+
+    from .diffusers_parts import tiny_vae
+
+    with pytest.raises(ValueError, match="task 'inpaint_mask' needs `mask_image`, got None"):
+        condition_channels(tiny_vae(), get_task("inpaint_mask"), torch.zeros(1, 3, 16, 16), None)

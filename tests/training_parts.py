@@ -83,3 +83,25 @@ def tiny_run_config(root: Path, **overrides) -> dict:
         config[key] = {**config[key], **value} if isinstance(value, dict) and isinstance(config.get(key), dict) \
             else value
     return config
+
+
+def assert_same_training(expected_run: Path, actual_run: Path, base: str) -> float:
+    """Two runs' final MTU weights agree: the difference is < 1% of how far training moved them, and < 1e-4.
+
+    Adam divides by sqrt(v), so float noise in near-zero gradients shows up in the update; comparing against
+    the size of the update keeps the check meaningful. Returns the relative difference.
+    """
+    import mtu
+    from safetensors.torch import load_file
+
+    expected = load_file(str(Path(expected_run) / "final" / "mtu_model.safetensors"))
+    actual = load_file(str(Path(actual_run) / "final" / "mtu_model.safetensors"))
+    assert expected.keys() == actual.keys()
+    config = mtu.load_mtu(Path(expected_run) / "final").mtu_config
+    initial = dict(mtu.upcycle(mtu.load_base_unet(base), config).mtu_named_parameters())
+    difference = sum((actual[k] - expected[k]).square().sum() for k in expected).sqrt()
+    update = sum((expected[k] - initial[k].detach()).square().sum() for k in expected).sqrt()
+    assert update > 1e-2, "training did not move the weights enough to compare"
+    assert difference / update < 1e-2, f"relative difference {difference / update:.2e}"
+    assert max((actual[k] - expected[k]).abs().max() for k in expected) < 1e-4
+    return float(difference / update)

@@ -195,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", default=None, help="YAML run file")
     tr.set_defaults(func=cmd_train, takes_overrides=True)
 
+    from .pipelines.generate import add_generate_arguments, run_generate
+
+    gen = sub.add_parser("generate", help="run one task of a trained MTU model (MTUPipeline)")
+    add_generate_arguments(gen).set_defaults(func=run_generate)
+
     ca = sub.add_parser("cache", help="encode a run's data with the VAE once (and text, with --text)")
     ca.add_argument("--config", required=True, help="the training YAML")
     ca.add_argument("--out", required=True, help="cache folder; train with --cache_dir OUT")

@@ -15,6 +15,15 @@ import torch.nn.functional as F
 from .upcycling.tasks import TaskSpec
 
 
+def upsample_for_sr(image: torch.Tensor, size: tuple[int, int], low: float = -1.0, high: float = 1.0) -> torch.Tensor:
+    """The SR condition: the low-resolution image (B, 3, h, w) resized bicubically to `size` (the output size), so
+    that it is VAE-encoded at the target's size; clamped to the image's value range [low, high]. Used by the
+    training data (images in [0, 1]) and the pipelines (in [-1, 1]): bicubic resizing commutes with the affine map
+    between the two ranges, so both give the same condition."""
+    upsampled = F.interpolate(image.float(), size=tuple(size), mode="bicubic", align_corners=False)
+    return upsampled.clamp(low, high).to(image.dtype)
+
+
 def scaling_factor(vae) -> float:
     return getattr(vae.config, "scaling_factor", 0.18215)
 
@@ -39,7 +48,7 @@ def condition_channels(vae, spec: TaskSpec, image: torch.Tensor | None = None, m
         return None
     if image is None:
         raise ValueError(f"task {spec.name!r} needs `image`, got None.")
-    if "mask" in spec.image_inputs and mask is None:
+    if ("mask" in spec.image_inputs or "masked_image" in spec.image_inputs) and mask is None:
         raise ValueError(f"task {spec.name!r} needs `mask_image`, got None.")
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     size = tuple(latent_size or (image.shape[-2] // factor, image.shape[-1] // factor))

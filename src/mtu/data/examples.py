@@ -13,9 +13,9 @@ An example:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
+from ..conditioning import upsample_for_sr
 from ..upcycling.tasks import TaskSpec
 from .degradation import DegradationConfig, degrade
 from .imaging import fit_square, match_size, to_tensor
@@ -30,8 +30,7 @@ def _sr_condition(target: torch.Tensor, scale: int, generator: torch.Generator,
                   config: DegradationConfig) -> torch.Tensor:
     """Degraded low-resolution copy of the target, upsampled back so it is VAE-encoded at the target's size."""
     low_res = degrade(target, scale=scale, generator=generator, config=config)  # (3, R / scale, R / scale)
-    upsampled = F.interpolate(low_res[None], size=target.shape[-2:], mode="bicubic", align_corners=False)
-    return upsampled[0].clamp(0, 1)  # (3, R, R)
+    return upsample_for_sr(low_res[None], target.shape[-2:], low=0.0, high=1.0)[0]  # (3, R, R)
 
 
 def make_example(task: TaskSpec, schema: Schema, fields: dict, key: str, resolution: int,

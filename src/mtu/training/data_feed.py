@@ -32,22 +32,25 @@ class _Slots(Dataset):
 
 
 class _MicroSteps:
-    """Batch sampler: the items of micro-steps start, start+1, ... for one process."""
+    """Batch sampler: this process's micro-batches of optimizer steps start, start+1, ..., stop-1."""
 
     def __init__(self, plan: BatchPlan, start: int, stop: int, process_index: int, num_processes: int,
-                 total: int):
+                 accumulation: int, total: int):
         self.plan, self.start, self.stop, self.total = plan, start, stop, total
-        self.process_index, self.num_processes = process_index, num_processes
+        self.process_index, self.num_processes, self.accumulation = process_index, num_processes, accumulation
 
     def __len__(self) -> int:
-        return self.stop - self.start
+        return (self.stop - self.start) * self.accumulation
 
     def __iter__(self):
-        for micro_step in range(self.start, self.stop):
+        chunks = self.num_processes * self.accumulation
+        for step in range(self.start, self.stop):
             # Sampling is with replacement; an "epoch" is one dataset's worth of draws, for per-epoch choices.
-            epoch = micro_step * self.plan.global_batch // self.total
-            yield [(slot, source, index, epoch) for slot, source, index in
-                   self.plan.process_slots(micro_step, self.process_index, self.num_processes)]
+            epoch = step * self.plan.global_batch // self.total
+            for micro in range(self.accumulation):
+                chunk = micro * self.num_processes + self.process_index
+                yield [(slot, source, index, epoch) for slot, source, index in
+                       self.plan.chunk_slots(step, chunk, chunks)]
 
 
 def _collate(examples):
@@ -73,14 +76,15 @@ class DataFeed:
         self.process_index, self.num_processes = process_index, num_processes
         self.cache = LatentCache(config.cache_dir, config) if config.cache_dir else None
         self.plan = BatchPlan([len(d) for d in self.datasets], [s.weight for s in self.sources],
-                              [s.task for s in self.sources], config.batch_size * num_processes, config.seed,
+                              [s.task for s in self.sources],
+                              config.batch_size * num_processes * config.gradient_accumulation_steps, config.seed,
                               config.task_sampling)
 
-    def batches(self, start_micro_step: int, device):
-        """Batches (tensors on `device`) of every micro-step from `start_micro_step` on; None if all failed."""
-        stop = self.config.max_steps * self.config.gradient_accumulation_steps
-        sampler = _MicroSteps(self.plan, start_micro_step, stop, self.process_index, self.num_processes,
-                              sum(len(d) for d in self.datasets))
+    def batches(self, start_step: int, device):
+        """This process's micro-batches (tensors on `device`) from optimizer step `start_step` on; None where
+        every sample of a micro-batch was unreadable."""
+        sampler = _MicroSteps(self.plan, start_step, self.config.max_steps, self.process_index, self.num_processes,
+                              self.config.gradient_accumulation_steps, sum(len(d) for d in self.datasets))
         loader = DataLoader(_Slots(self.datasets, self.cache), batch_sampler=sampler,
                             collate_fn=collate_cached if self.cache is not None else _collate,
                             num_workers=self.config.num_workers)

@@ -1,8 +1,9 @@
-"""Multi-task batches as a pure function of (seed, micro-step): exact resume needs no sampler state.
+"""Multi-task batches as a pure function of (seed, optimizer step): exact resume needs no sampler state.
 
-Each micro-step's global batch is a list of slots (source, sample index), the same whatever the number of
-processes; process r of P takes the contiguous chunk r, so a 2-process run sees exactly the global batch of a
-1-process run with twice the batch size. Sample indices are drawn with replacement.
+Each optimizer step's global batch (batch size x processes x accumulation steps) is a list of slots (source,
+sample index), the same however it is split: micro-step m of process r takes the contiguous chunk m * P + r.
+So 2 processes, or 2 accumulation steps, see exactly the samples of one process with twice the batch size.
+Sample indices are drawn with replacement.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ class BatchPlan:
         sizes: Number of samples in each source.
         weights: Mixing weight of each source.
         tasks: Task of each source.
-        global_batch: Samples per micro-step over all processes.
+        global_batch: Samples per optimizer step over all processes and accumulation steps.
         seed: Run seed.
         mode: "weighted": every slot's source drawn by weight (the sources' mixing ratios). "stratified": tasks
             take turns in a rotating cyclic order, so any run of T consecutive slots holds all T tasks and every
@@ -40,9 +41,9 @@ class BatchPlan:
         probabilities = self.probabilities[members] / self.probabilities[members].sum()
         return int(rng.choice(members, p=probabilities))
 
-    def global_slots(self, micro_step: int) -> list[tuple[int, int]]:
-        """[(source, sample index)] for every slot of the micro-step's global batch."""
-        rng = np.random.default_rng([self.seed, micro_step, 0x6D7475])
+    def global_slots(self, step: int) -> list[tuple[int, int]]:
+        """[(source, sample index)] for every slot of the step's global batch."""
+        rng = np.random.default_rng([self.seed, step, 0x6D7475])
         if self.mode == "weighted":
             sources = [int(s) for s in rng.choice(len(self.sizes), size=self.global_batch, p=self.probabilities)]
         else:
@@ -51,8 +52,8 @@ class BatchPlan:
             sources = [self._source_of_task(rng, task) for task in order]
         return [(source, int(rng.integers(self.sizes[source]))) for source in sources]
 
-    def process_slots(self, micro_step: int, process_index: int, num_processes: int) -> list[tuple[int, int, int]]:
-        """[(global slot, source, sample index)] of one process's contiguous share."""
-        share = self.global_batch // num_processes
-        slots = self.global_slots(micro_step)
-        return [(slot, *slots[slot]) for slot in range(process_index * share, (process_index + 1) * share)]
+    def chunk_slots(self, step: int, chunk: int, num_chunks: int) -> list[tuple[int, int, int]]:
+        """[(global slot, source, sample index)] of one contiguous chunk (micro-step m, process r: m * P + r)."""
+        share = self.global_batch // num_chunks
+        slots = self.global_slots(step)
+        return [(slot, *slots[slot]) for slot in range(chunk * share, (chunk + 1) * share)]

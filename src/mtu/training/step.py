@@ -1,8 +1,8 @@
-"""One micro-step's loss (Eq. 2), with everything random drawn from per-sample seeded generators.
+"""One micro-batch's loss (Eq. 2), with everything random drawn from per-sample seeded generators.
 
-Sample i of micro-step m uses `Generator(seed, m, global slot i)` for its VAE latent sample, noise, timestep
-and conditioning dropout, so the loss does not depend on how the global batch is split over processes, and a
-resumed run redraws exactly what the uninterrupted run drew.
+The sample in global slot i of optimizer step s uses `Generator(seed, s, i)` for its VAE latent sample, noise,
+timestep and conditioning dropout, so the loss does not depend on how the global batch is split over processes
+and accumulation steps, and a resumed run redraws exactly what the uninterrupted run drew.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from ..upcycling.tasks import get_task
 from .components import FrozenParts
 
 
-def sample_generator(seed: int, micro_step: int, slot: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, micro_step, slot, 0x4D5455]).generate_state(1, np.uint64)[0]
+def sample_generator(seed: int, step: int, slot: int) -> torch.Generator:
+    state = np.random.SeedSequence([seed, step, slot, 0x4D5455]).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
@@ -59,7 +59,7 @@ def _target_moments(parts: FrozenParts, batch: dict, dtype):
     return distribution.mean, distribution.std
 
 
-def micro_step_loss(model, parts: FrozenParts, batch: dict, micro_step: int, seed: int, dropout_p: float,
+def micro_step_loss(model, parts: FrozenParts, batch: dict, step: int, seed: int, dropout_p: float,
                     task_loss_weights: dict[str, float], encode_text, weight_dtype,
                     task_channels: dict[str, int]) -> tuple[torch.Tensor, dict]:
     """(weighted mean loss, {task: [per-sample losses]}) for one micro-batch.
@@ -70,7 +70,7 @@ def micro_step_loss(model, parts: FrozenParts, batch: dict, micro_step: int, see
     tasks = batch["task"]
     device = (batch["target_mean"] if "target_mean" in batch else batch["target"]).device
     specs = [get_task(task) for task in tasks]
-    generators = [sample_generator(seed, micro_step, slot) for slot in batch["slot"]]
+    generators = [sample_generator(seed, step, slot) for slot in batch["slot"]]
     with torch.no_grad():
         mean, std = _target_moments(parts, batch, weight_dtype)
         vae_noise, noise, timesteps, dropout = _draws(generators, mean.shape[1:],

@@ -186,14 +186,13 @@ class Trainer:
         per_task: dict[str, list[float]] = {}
         finite, total = True, 0.0
         for micro in range(accumulate):
-            micro_step = self.step * accumulate + micro
             batch = next(batches)
             sync = nullcontext() if micro == accumulate - 1 else self.accelerator.no_sync(self.model)
             with sync:
                 if batch is None:  # every sample of this micro-batch was unreadable: a zero-gradient step
                     loss, losses = sum(p.sum() for p in self.params.values()) * 0.0, {}
                 else:
-                    loss, losses = micro_step_loss(self.model, self.parts, batch, micro_step, config.seed,
+                    loss, losses = micro_step_loss(self.model, self.parts, batch, self.step, config.seed,
                                                    config.conditioning_dropout, config.task_loss_weights,
                                                    self.encode_text, self.weight_dtype, self.task_channels)
                 self.accelerator.backward(loss / accumulate)
@@ -231,7 +230,7 @@ class Trainer:
             self.accelerator.init_trackers("mtu", config={"max_steps": config.max_steps, "lr": config.optim.lr})
         self.history: list[dict] = []
         self.tasks_seen: set[str] = set()
-        batches = self.feed.batches(self.step * config.gradient_accumulation_steps, self.accelerator.device)
+        batches = self.feed.batches(self.step, self.accelerator.device)
         progress = tqdm(total=config.max_steps, initial=self.step, disable=not self.accelerator.is_main_process,
                         desc="training")
         self.model.train()

@@ -61,6 +61,15 @@ class MTUModel(nn.Module):
         self._active_routing: TaskRouting | None = None  # set only inside `route`, for checkpoint recomputation
 
     @property
+    def device(self) -> torch.device:
+        return self.task_embeddings.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The UNet's dtype (pipelines cast their inputs to it)."""
+        return self.unet.dtype
+
+    @property
     def task_names(self) -> list[str]:
         return [spec.name for spec in self.task_specs]
 

@@ -168,7 +168,8 @@ def load_mtu(directory, base=None, *, allow_base_mismatch: bool = False, torch_d
         base: The base UNet (`UNet2DConditionModel`, not upcycled), or where to load it from (see
             `load_base_unet`); None uses the path or hub id recorded in the adapter.
         allow_base_mismatch: Load even if the base's architecture or weights differ from the recorded ones.
-        torch_dtype: dtype for a base loaded here.
+        torch_dtype: dtype of the returned model. The base is loaded and fingerprint-checked in its stored
+            dtype, then cast.
     """
     from diffusers import UNet2DConditionModel
 
@@ -181,14 +182,14 @@ def load_mtu(directory, base=None, *, allow_base_mismatch: bool = False, torch_d
         if not base:
             raise ValueError("the adapter records no base location; pass `base=`.")
     if isinstance(base, (str, os.PathLike)):
-        base = load_base_unet(str(base), torch_dtype=torch_dtype)
+        base = load_base_unet(str(base))  # stored dtype: the fingerprint was taken of those bytes
     if not isinstance(base, UNet2DConditionModel):
         raise TypeError(f"`base` must be a UNet2DConditionModel or a path/hub id, got {type(base).__name__}.")
     _check_base(record, base, allow_base_mismatch)
     model = upcycle(base, record["config"], fingerprint=record["base"].get("fingerprint") or False,
                     base_name_or_path=record["base"].get("name_or_path"))
     load_mtu_tensors(model, tensors, Path(directory) / WEIGHTS_NAME)
-    return model
+    return model.to(torch_dtype) if torch_dtype is not None else model
 
 
 @torch.no_grad()

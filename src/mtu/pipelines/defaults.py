@@ -1,0 +1,100 @@
+"""Per-task sampling defaults (Appendix A.2) and the guidance each task uses; one table for SD and SDXL."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from ..upcycling.tasks import TaskSpec
+
+Guidance = Literal["none", "text", "dual"]
+Family = Literal["sd", "sdxl"]
+GUIDANCE_KINDS = ("none", "text", "dual")
+
+
+@dataclass(frozen=True)
+class TaskDefaults:
+    """How a task is sampled when the caller leaves an argument unset.
+
+    Args:
+        guidance: `"none"` (one UNet branch; the empty prompt, as SR is trained), `"text"` (classifier-free
+            guidance on the prompt, as `StableDiffusionPipeline` / `StableDiffusionInpaintPipeline`) or `"dual"`
+            (InstructPix2Pix text + image guidance, Brooks et al. 2023).
+        num_inference_steps: Denoising steps.
+        guidance_scale: Text guidance scale (1.0: no text guidance).
+        image_guidance_scale: Image guidance scale of `"dual"` guidance; None for the other kinds.
+        sr_scale: For super-resolution: output size over the size of `image`; None for other tasks.
+    """
+
+    guidance: Guidance
+    num_inference_steps: int
+    guidance_scale: float = 1.0
+    image_guidance_scale: float | None = None
+    sr_scale: int | None = None
+
+    def __post_init__(self):
+        if self.guidance not in GUIDANCE_KINDS:
+            raise ValueError(f"`guidance` must be one of {GUIDANCE_KINDS}, got {self.guidance!r}.")
+        if (self.guidance == "dual") != (self.image_guidance_scale is not None):
+            raise ValueError(f"`image_guidance_scale` is set exactly for 'dual' guidance; got guidance "
+                             f"{self.guidance!r} with image_guidance_scale {self.image_guidance_scale!r}.")
+
+    def call_kwargs(self) -> dict:
+        """The sampling arguments of a diffusers pipeline `__call__` (for a folded pipeline)."""
+        kwargs = {k: v for k, v in asdict(self).items() if k in ("num_inference_steps", "guidance_scale")}
+        if self.image_guidance_scale is not None:
+            kwargs["image_guidance_scale"] = self.image_guidance_scale
+        return kwargs
+
+
+# Appendix A.2: 20 steps for SDv1.5, 50 for SDXL; SR without guidance and with the empty prompt; edit and inpaint
+# with InstructPix2Pix dual guidance. inpaint_mask is not in the paper: diffusers' inpainting default (7.5).
+TASK_DEFAULTS: dict[str, dict[str, TaskDefaults]] = {
+    "sd": {
+        "t2i": TaskDefaults("text", 20, guidance_scale=7.5),
+        "edit": TaskDefaults("dual", 20, guidance_scale=7.5, image_guidance_scale=1.6),
+        "inpaint": TaskDefaults("dual", 20, guidance_scale=4.0, image_guidance_scale=1.5),
+        "sr": TaskDefaults("none", 20, sr_scale=2),
+        "inpaint_mask": TaskDefaults("text", 20, guidance_scale=7.5),
+    },
+    "sdxl": {
+        "t2i": TaskDefaults("text", 50, guidance_scale=5.0),
+        "edit": TaskDefaults("dual", 50, guidance_scale=10.0, image_guidance_scale=1.5),
+        "inpaint": TaskDefaults("dual", 50, guidance_scale=4.0, image_guidance_scale=1.5),
+        "sr": TaskDefaults("none", 50, sr_scale=2),
+        "inpaint_mask": TaskDefaults("text", 50, guidance_scale=7.5),
+    },
+}
+
+# A task the table does not know (user-registered) is sampled like the built-in task of its kind.
+_FALLBACK = {"none": "sr", "text": "t2i", "dual": "edit"}
+
+
+def uses_mask(spec: TaskSpec) -> bool:
+    """Whether the task reads `mask_image` (a mask channel or a masked image)."""
+    return "mask" in spec.image_inputs or "masked_image" in spec.image_inputs
+
+
+def guidance_kind(spec: TaskSpec) -> Guidance:
+    """The guidance a task's inputs call for.
+
+    No prompt: none. Image conditions with a mask: text guidance with the conditions in both branches (SD
+    inpainting). Other image conditions: InstructPix2Pix dual guidance. Text only: text guidance.
+    """
+    if not spec.uses_prompt:
+        return "none"
+    if spec.image_inputs and not uses_mask(spec):
+        return "dual"
+    return "text"
+
+
+def task_defaults(family: Family, spec: TaskSpec) -> TaskDefaults:
+    """The defaults of `spec` for a model `family` ("sd" or "sdxl"); unknown tasks fall back by their kind."""
+    if family not in TASK_DEFAULTS:
+        raise ValueError(f"`family` must be one of {sorted(TASK_DEFAULTS)}, got {family!r}.")
+    table = TASK_DEFAULTS[family]
+    kind = guidance_kind(spec)
+    if spec.name in table and table[spec.name].guidance == kind:
+        return table[spec.name]
+    fallback = table[_FALLBACK[kind]]
+    return TaskDefaults(kind, fallback.num_inference_steps, fallback.guidance_scale, fallback.image_guidance_scale)

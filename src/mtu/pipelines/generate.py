@@ -1,0 +1,157 @@
+"""`generate`: one image from an MTU adapter folder and its base pipeline; what `mtu generate` runs.
+
+    mtu generate --model DIR --task edit --image in.png --prompt "make it snowy" --out out.png
+
+Paths and arguments are checked before any weights load; the PNG is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+DTYPES = ("float32", "float16", "bfloat16")
+OUT_SUFFIX = ".png"
+
+
+def _existing_file(path, name: str) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"`{name}` file {str(path)!r} does not exist.")
+    return path
+
+
+def _read_image(path, name: str, mode: str):
+    import PIL.Image
+
+    with PIL.Image.open(_existing_file(path, name)) as handle:
+        return handle.convert(mode)
+
+
+def _check_out(out) -> Path:
+    out = Path(out).expanduser()
+    if out.suffix.lower() != OUT_SUFFIX:
+        raise ValueError(f"`out` must be a {OUT_SUFFIX} file, got {str(out)!r}.")
+    if out.is_dir():
+        raise ValueError(f"`out` must be a file path, got the folder {str(out)!r}.")
+    return out
+
+
+def save_png_atomic(image, path: Path) -> None:
+    """Writes a PIL image as PNG to a temporary file beside `path`, then renames it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        image.save(staging, format="PNG")
+        os.replace(staging, path)
+    finally:
+        Path(staging).unlink(missing_ok=True)
+
+
+def _device(name: str | None):
+    import torch
+
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=None, out="out.png", base=None,
+             steps: int | None = None, guidance_scale: float | None = None,
+             image_guidance_scale: float | None = None, seed: int = 0, height: int | None = None,
+             width: int | None = None, device: str | None = None, dtype: str | None = None) -> Path:
+    """Samples one image of `task` with the MTU model in `model_dir` and writes it to `out` (PNG).
+
+    Args:
+        model_dir: An MTU adapter folder (`mtu upcycle` / `save_pretrained`).
+        task: One of the adapter's tasks.
+        prompt: The prompt (instruction for edit/inpaint); None for sr.
+        image: Path of the input image (the low-resolution image for sr).
+        mask: Path of the mask for inpaint_mask (white = fill).
+        out: The PNG file to write.
+        base: The base diffusers pipeline folder or hub id; default the one the adapter records.
+        steps, guidance_scale, image_guidance_scale: Override the task's defaults (Appendix A.2).
+        seed: Seed of the CPU generator that draws the noise.
+        height, width: Output size (default: the input image's, twice it for sr, the base's for t2i).
+        device: Torch device; default CUDA when available.
+        dtype: One of "float32", "float16", "bfloat16"; default float32.
+    Returns:
+        The path written.
+    """
+    import torch
+
+    from ..upcycling.serialization import read_adapter_config
+    from ..upcycling.tasks import TaskSpec
+    from .checks import check_call_inputs
+    from .common import check_base_location
+
+    # 1. Paths and arguments, before any weights are read
+    out = _check_out(out)
+    record = read_adapter_config(model_dir)  # raises if the folder holds no adapter
+    image = _read_image(image, "image", "RGB") if image is not None else None
+    mask = _read_image(mask, "mask", "L") if mask is not None else None
+    base = base or record["base"].get("name_or_path")
+    if not base:
+        raise ValueError(f"the adapter in {str(model_dir)!r} records no base pipeline; pass `base`.")
+    base = check_base_location(base)
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise ValueError(f"`steps` must be an integer >= 1, got {steps!r}.")
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"`dtype` must be one of {DTYPES}, got {dtype!r}.")
+    unet_config = record["base"]["unet_config"]
+    sdxl = unet_config.get("addition_embed_type") == "text_time"
+    specs = [TaskSpec.from_dict(data) for data in record["tasks"].values()]
+    default_size = (unet_config["sample_size"] * 8,) * 2  # the pipeline re-checks with its VAE's factor
+    check_call_inputs(specs, "sdxl" if sdxl else "sd", task, prompt, image, mask, height, width, steps,
+                      guidance_scale, image_guidance_scale, default_size=default_size)
+
+    # 2. The pipeline: base components plus the adapter on the base's UNet
+    if sdxl:
+        from .pipeline_mtu_sdxl import MTUStableDiffusionXLPipeline as pipeline_class
+    else:
+        from .pipeline_mtu import MTUPipeline as pipeline_class
+    pipe = pipeline_class.from_base(base, model_dir, torch_dtype=getattr(torch, dtype) if dtype else None)
+    pipe.to(_device(device))
+
+    # 3. Sample and write
+    result = pipe(task, prompt=prompt, image=image, mask_image=mask, height=height, width=width,
+                  num_inference_steps=steps, guidance_scale=guidance_scale, image_guidance_scale=image_guidance_scale,
+                  generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+    save_png_atomic(result, out)
+    return out
+
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Adds the `mtu generate` options to `parser` (a subcommand parser); returns it."""
+    parser.add_argument("--model", required=True, dest="model_dir", help="MTU adapter folder")
+    parser.add_argument("--task", required=True, help="one of the adapter's tasks, e.g. t2i, edit, sr, inpaint")
+    parser.add_argument("--prompt", default=None, help="prompt or instruction (none for sr)")
+    parser.add_argument("--image", default=None, help="input image file (the low-resolution image for sr)")
+    parser.add_argument("--mask", default=None, help="mask image file for inpaint_mask (white = fill)")
+    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("--base", default=None, help="base pipeline folder or hub id (default: the recorded one)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the task's)")
+    parser.add_argument("--guidance-scale", type=float, default=None, help="text guidance (default: the task's)")
+    parser.add_argument("--image-guidance-scale", type=float, default=None,
+                        help="image guidance for edit/inpaint (default: the task's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--height", type=int, default=None)
+    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available)")
+    parser.add_argument("--dtype", choices=DTYPES, default=None, help="weights dtype (default float32)")
+    return parser
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """Runs `generate` from parsed `add_generate_arguments` options; returns 0.
+
+    Errors are raised (ValueError, FileNotFoundError, ...): `mtu.cli.main` prints them as one line, exit 2.
+    """
+    path = generate(args.model_dir, args.task, prompt=args.prompt, image=args.image, mask=args.mask, out=args.out,
+                    base=args.base, steps=args.steps, guidance_scale=args.guidance_scale,
+                    image_guidance_scale=args.image_guidance_scale, seed=args.seed, height=args.height,
+                    width=args.width, device=args.device, dtype=args.dtype)
+    print(f"wrote {path} (task {args.task!r}, seed {args.seed})", file=sys.stderr)
+    return 0

@@ -1,0 +1,49 @@
+"""Trainer options: bf16 mixed precision with fp32 trainable weights, gradient accumulation, checkpointing, EMA."""
+
+import pytest
+import torch
+
+from mtu.training import Trainer, config_from_dict, train
+
+from .training_parts import assert_same_training, tiny_run_config
+
+
+def _config(root, name, **overrides):
+    config = tiny_run_config(root, **{"max_steps": 2, "checkpoint_every": 0, **overrides})
+    config["output_dir"] = str(root / name)
+    return config_from_dict(config)
+
+
+@pytest.fixture
+def fresh_accelerate():
+    """accelerate keeps one process-wide state; a run with other precision settings needs it reset."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_bf16_keeps_trainable_weights_in_fp32(tmp_path, fresh_accelerate):
+    trainer = Trainer(_config(tmp_path, "bf16", mixed_precision="bf16"))
+    trainable = [p for p in trainer.model.parameters() if p.requires_grad]
+    frozen = [p for p in trainer.model.parameters() if not p.requires_grad]
+    assert all(p.dtype == torch.float32 for p in trainable)
+    assert all(p.dtype == torch.bfloat16 for p in frozen)
+    summary = trainer.train()
+    assert summary["nonfinite_skipped"] == 0 and all(torch.isfinite(torch.tensor(r["loss"])) for r in summary["history"])
+
+
+def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
+    """2 micro-batches of 2 see the samples and noise of one batch of 4, and end with the same weights."""
+    train(_config(tmp_path, "big", batch_size=4, max_steps=3))
+    train(_config(tmp_path, "accumulated", batch_size=2, gradient_accumulation_steps=2, max_steps=3))
+    relative = assert_same_training(tmp_path / "big", tmp_path / "accumulated", str(tmp_path / "tiny-sd"))
+    print(f"accumulation 2x2 vs batch 4: relative weight difference {relative:.2e}")
+
+
+@pytest.mark.parametrize("options", [{"gradient_checkpointing": True}, {"ema_decay": 0.5}],
+                         ids=["checkpointing", "ema"])
+def test_option_runs(tmp_path, options):
+    summary = train(_config(tmp_path, "opt", **options))
+    assert summary["steps"] == 2
