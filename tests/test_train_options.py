@@ -47,3 +47,17 @@ def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
 def test_option_runs(tmp_path, options):
     summary = train(_config(tmp_path, "opt", **options))
     assert summary["steps"] == 2
+
+
+def test_validation_images_per_task(tmp_path):
+    from PIL import Image
+
+    config = tiny_run_config(tmp_path, max_steps=2, checkpoint_every=0, validate_every=2)
+    config["data"].append({"task": "sr", "format": "folder", "path": config["data"][0]["path"],
+                           "schema": "sr_highres", "resolution": 16})
+    config["output_dir"] = str(tmp_path / "val")
+    train(config_from_dict(config))
+    folder = tmp_path / "val" / "validation" / "step-0000002"
+    assert sorted(p.name for p in folder.iterdir()) == ["edit.png", "sr.png", "t2i.png"]
+    assert Image.open(folder / "edit.png").size == (48, 16)  # condition | generated | target
+    assert Image.open(folder / "t2i.png").size == (32, 16)

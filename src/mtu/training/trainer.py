@@ -242,6 +242,8 @@ class Trainer:
                 self._log(record, progress)
             if config.checkpoint_every and self.step % config.checkpoint_every == 0:
                 self.save()
+            if config.validate_every and self.step % config.validate_every == 0:
+                self.validate()
         progress.close()
         self.save()
         final = self.export()
@@ -253,6 +255,18 @@ class Trainer:
             atomic_write_text(self.run_dir / "train_summary.json", json.dumps(summary, indent=2))
         self.accelerator.end_training()
         return summary
+
+    def validate(self) -> None:
+        """Writes each task's validation image strip (main process only)."""
+        if self.accelerator.is_main_process:
+            from .validation import validation_examples, write_validation_images
+
+            if not hasattr(self, "validation_set"):
+                self.validation_set = validation_examples(self.feed.datasets)
+            folder = self.run_dir / "validation" / f"step-{self.step:07d}"
+            write_validation_images(self.parts, self.accelerator.unwrap_model(self.model), self.validation_set,
+                                    folder, self.config.seed)
+        self.accelerator.wait_for_everyone()
 
     def export(self) -> Path:
         """Writes the trained weights (EMA weights when EMA is on) to `output_dir/final`."""
