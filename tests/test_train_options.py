@@ -61,3 +61,22 @@ def test_validation_images_per_task(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["edit.png", "sr.png", "t2i.png"]
     assert Image.open(folder / "edit.png").size == (48, 16)  # condition | generated | target
     assert Image.open(folder / "t2i.png").size == (32, 16)
+
+
+def test_sdxl_base_trains_with_the_sdxl_preset(tmp_path):
+    """Two text encoders, pooled embeddings and size ids reach the UNet; preset sdxl = AdamW 5e-5, wd 0.01."""
+    from mtu.training import load_train_config
+
+    from .training_parts import tiny_sdxl_pipeline_folder
+
+    config = tiny_run_config(tmp_path, max_steps=2, checkpoint_every=0)
+    config["model"]["base"] = str(tiny_sdxl_pipeline_folder(tmp_path))
+    config.pop("optim")
+    config.update(preset="sdxl", output_dir=str(tmp_path / "xl"))
+    import yaml
+
+    (tmp_path / "xl.yaml").write_text(yaml.safe_dump(config))
+    resolved = load_train_config(tmp_path / "xl.yaml")
+    assert (resolved.optim.optimizer, resolved.optim.lr, resolved.optim.weight_decay) == ("adamw", 5e-5, 0.01)
+    summary = train(resolved)
+    assert summary["steps"] == 2 and summary["nonfinite_skipped"] == 0

@@ -105,3 +105,16 @@ def assert_same_training(expected_run: Path, actual_run: Path, base: str) -> flo
     assert difference / update < 1e-2, f"relative difference {difference / update:.2e}"
     assert max((actual[k] - expected[k]).abs().max() for k in expected) < 1e-4
     return float(difference / update)
+
+
+def tiny_sdxl_pipeline_folder(root: Path) -> Path:
+    """A StableDiffusionXLPipeline folder (two text encoders, text_time conditioning), safetensors only."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from .sdxl_parts import tiny_sdxl_components, tiny_sdxl_unet
+
+    folder = Path(root) / "tiny-sdxl"
+    if not (folder / "model_index.json").is_file():
+        pipe = StableDiffusionXLPipeline(**tiny_sdxl_components(tiny_sdxl_unet(), Path(root)))
+        pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
