@@ -58,7 +58,7 @@ def main() -> None:
 
     print(f"{args.arch}, task {args.task}, N={args.experts}, batch 1, latents {args.latent}x{args.latent}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
-    print(f"| model | median ms | min ms | max ms | latency / base | GFLOPs | FLOPs / base |")
+    print("| model | median ms | min ms | max ms | latency / base | GFLOPs | FLOPs / base |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     base_median = statistics.median(times["base"])
     for name in runs:

@@ -1,6 +1,5 @@
 """The trainer end to end on the tiny pipeline: methods, per-task losses, checkpoints, exact resume, guards."""
 
-import json
 import os
 import signal
 import subprocess

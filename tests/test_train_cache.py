@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from mtu.training import config_from_dict, train

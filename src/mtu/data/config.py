@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
-import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
+from ..configuration import JsonConfig, known_fields
 from ..upcycling.tasks import get_task
 from .degradation import DegradationConfig
 from .schemas import SCHEMAS, check_compatible, get_schema
@@ -25,7 +24,7 @@ def _is_number(value) -> bool:
 
 
 @dataclass
-class DataSourceConfig:
+class DataSourceConfig(JsonConfig):
     """A data source for one task; the trainer mixes several by `weight`.
 
     Args:
@@ -110,26 +109,11 @@ class DataSourceConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "DataSourceConfig":
-        known = {item.name for item in fields(cls)}
-        for key in data:
-            if key not in known:
-                warnings.warn(f"DataSourceConfig: ignoring unknown key {key!r}.", stacklevel=2)
         missing = [name for name in ("task", "format", "path", "schema") if name not in data]
         if missing:
             raise ValueError(f"DataSourceConfig: missing required key(s) {missing}; got keys {sorted(data)}.")
-        return cls(**{key: value for key, value in data.items() if key in known})
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_json_string(cls, text: str) -> "DataSourceConfig":
-        return cls.from_dict(json.loads(text))
+        return cls(**known_fields(cls, data))
 
 
 def _degradation_from_dict(data: dict) -> DegradationConfig:
-    known = DegradationConfig.known_keys()
-    for key in data:
-        if key not in known:
-            warnings.warn(f"DegradationConfig: ignoring unknown key {key!r}.", stacklevel=3)
-    return DegradationConfig(**{key: value for key, value in data.items() if key in known})
+    return DegradationConfig(**known_fields(DegradationConfig, data))

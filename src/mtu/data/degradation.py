@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -87,10 +87,6 @@ class DegradationConfig:
 
     def to_dict(self) -> dict:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
-
-    @classmethod
-    def known_keys(cls) -> set[str]:
-        return {item.name for item in fields(cls)}
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:

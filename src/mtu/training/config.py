@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
+
+from ..configuration import known_fields
 
 Method = Literal["mtu", "full", "lora", "ia3"]
 Optimizer = Literal["adam", "adamw"]
@@ -263,22 +264,11 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | dic
 
 
 def config_from_dict(tree: dict) -> TrainConfig:
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    for key in tree:
-        if key not in known:
-            warnings.warn(f"TrainConfig: ignoring unknown key {key!r}.", stacklevel=2)
     sections = {"model": ModelConfig, "optim": OptimConfig}
-    values = {}
-    for key, value in tree.items():
-        if key not in known:
-            continue
-        if key in sections and isinstance(value, dict):
-            fields_ = {f.name for f in dataclasses.fields(sections[key])}
-            for sub in value:
-                if sub not in fields_:
-                    warnings.warn(f"TrainConfig: ignoring unknown key '{key}.{sub}'.", stacklevel=2)
-            value = sections[key](**{k: v for k, v in value.items() if k in fields_})
-        values[key] = value
+    values = known_fields(TrainConfig, tree)
+    for key, section in sections.items():
+        if isinstance(values.get(key), dict):
+            values[key] = section(**known_fields(section, values[key], owner=f"TrainConfig.{key}"))
     return TrainConfig(**values)
 
 

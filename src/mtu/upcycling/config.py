@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
+from ..configuration import JsonConfig, known_fields
 from .tasks import get_task
 
 InitMode = Literal["preserve", "shard"]
@@ -17,7 +16,7 @@ def _is_int(value) -> bool:
 
 
 @dataclass
-class MTUConfig:
+class MTUConfig(JsonConfig):
     """How to cut a UNet's FFNs into experts and route them per task.
 
     Args:
@@ -100,15 +99,4 @@ class MTUConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "MTUConfig":
-        known = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in known:
-                warnings.warn(f"MTUConfig: ignoring unknown key {key!r}.", stacklevel=2)
-        return cls(**{key: value for key, value in data.items() if key in known})
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_json_string(cls, text: str) -> "MTUConfig":
-        return cls.from_dict(json.loads(text))
+        return cls(**known_fields(cls, data))

@@ -1,0 +1,27 @@
+"""What every config dataclass shares: loading from a dict (unknown keys warn, naming the key) and JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+
+
+def known_fields(cls, data: dict, owner: str | None = None) -> dict:
+    """The items of `data` that are fields of dataclass `cls`; each other key warns, naming it."""
+    known = {field.name for field in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            warnings.warn(f"{owner or cls.__name__}: ignoring unknown key {key!r}.", stacklevel=3)
+    return {key: value for key, value in data.items() if key in known}
+
+
+class JsonConfig:
+    """`to_json_string` / `from_json_string` for a dataclass with `to_dict` / `from_dict`."""
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json_string(cls, text: str):
+        return cls.from_dict(json.loads(text))
