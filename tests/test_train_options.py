@@ -80,3 +80,31 @@ def test_sdxl_base_trains_with_the_sdxl_preset(tmp_path):
     assert (resolved.optim.optimizer, resolved.optim.lr, resolved.optim.weight_decay) == ("adamw", 5e-5, 0.01)
     summary = train(resolved)
     assert summary["steps"] == 2 and summary["nonfinite_skipped"] == 0
+
+
+def test_guidance_dropout_rates():
+    """5% text only, 5% both, 5% image only; never for tasks without a prompt."""
+    from mtu.training.step import guidance_dropout
+
+    draws = torch.rand(200_000, generator=torch.Generator().manual_seed(0))
+    drop_text, keep_image = guidance_dropout(draws, torch.ones_like(draws, dtype=torch.bool), 0.05)
+    rates = {"text only": (drop_text & keep_image).float().mean(), "both": (drop_text & ~keep_image).float().mean(),
+             "image only": (~drop_text & ~keep_image).float().mean()}
+    for name, rate in rates.items():
+        assert abs(rate - 0.05) < 0.003, (name, rate)
+    drop_text, keep_image = guidance_dropout(draws, torch.zeros_like(draws, dtype=torch.bool), 0.05)
+    assert not drop_text.any() and keep_image.all()
+
+
+def test_tensorboard_logs_per_task_losses(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = tiny_run_config(tmp_path, max_steps=2, checkpoint_every=0, log_with="tensorboard")
+    config["output_dir"] = str(tmp_path / "tb")
+    train(config_from_dict(config))
+    events = list((tmp_path / "tb" / "logs").rglob("events.out.tfevents.*"))
+    assert events
+    accumulator = EventAccumulator(str(events[0].parent))
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    assert {"loss", "lr"} <= tags and any(tag.startswith("loss/") for tag in tags)

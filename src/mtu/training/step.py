@@ -30,6 +30,17 @@ def _draws(generators, latent_shape, num_timesteps: int):
     return vae_noise, noise, timesteps, dropout
 
 
+def guidance_dropout(draws: torch.Tensor, guided: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(drop text, keep image) per sample, InstructPix2Pix's classifier-free guidance training.
+
+    A uniform draw u in [0, p) drops the text, [p, 2p) both, [2p, 3p) the image. Tasks without a prompt
+    (`guided` False: sr) are sampled without guidance, so nothing is dropped for them.
+    """
+    drop_text = guided & (draws < 2 * p)
+    keep_image = ~(guided & (draws >= p) & (draws < 3 * p))
+    return drop_text, keep_image
+
+
 def _conditioning(parts: FrozenParts, batch: dict, keep_image: torch.Tensor, extra: int, size, dtype):
     """(B, extra, h, w) conditioning channels: each task's own (from the cache or encoded now), zero-padded."""
     if extra == 0:
@@ -77,11 +88,8 @@ def micro_step_loss(model, parts: FrozenParts, batch: dict, step: int, seed: int
                                                       parts.noise_scheduler.config.num_train_timesteps)
         latents = (mean + std * vae_noise.to(device, weight_dtype)) * scaling_factor(parts.vae)
         latents, noise, timesteps = latents.float(), noise.to(device), timesteps.to(device)
-        # InstructPix2Pix CFG training: [0, p) drop text, [p, 2p) drop both, [2p, 3p) drop image. Tasks without
-        # a prompt (sr) are trained without guidance, so nothing is dropped for them.
-        guided = torch.tensor([spec.uses_prompt for spec in specs])
-        drop_text = guided & (dropout < 2 * dropout_p)
-        keep_image = ~(guided & (dropout >= dropout_p) & (dropout < 3 * dropout_p))
+        drop_text, keep_image = guidance_dropout(dropout, torch.tensor([spec.uses_prompt for spec in specs]),
+                                                 dropout_p)
         prompts = ["" if drop or not spec.uses_prompt else prompt
                    for drop, spec, prompt in zip(drop_text.tolist(), specs, batch["prompt"])]
         text, unet_kwargs = encode_text(prompts)
