@@ -63,6 +63,13 @@ def _tokens(tokenizer: CLIPTokenizer, prompts: list[str], device) -> torch.Tenso
                      return_tensors="pt").input_ids.to(device)
 
 
+def sdxl_added_conditions(pooled: torch.Tensor, resolution: int) -> dict:
+    """SDXL's extra UNet inputs: pooled text embeddings and the size ids of an uncropped square image."""
+    time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]] * len(pooled),
+                            device=pooled.device, dtype=pooled.dtype)
+    return {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
+
+
 @torch.no_grad()
 def encode_prompts(parts: FrozenParts, prompts: list[str], resolution: int, device) -> tuple[torch.Tensor, dict]:
     """(encoder_hidden_states, extra UNet kwargs) as the SD / SDXL pipelines make them."""
@@ -72,6 +79,4 @@ def encode_prompts(parts: FrozenParts, prompts: list[str], resolution: int, devi
     first = parts.text_encoder(_tokens(parts.tokenizer, prompts, device), output_hidden_states=True)
     second = parts.text_encoder_2(_tokens(parts.tokenizer_2, prompts, device), output_hidden_states=True)
     hidden = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
-    time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]] * len(prompts),
-                            device=device, dtype=hidden.dtype)
-    return hidden, {"added_cond_kwargs": {"text_embeds": second.text_embeds, "time_ids": time_ids}}
+    return hidden, sdxl_added_conditions(second.text_embeds, resolution)

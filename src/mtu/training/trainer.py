@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..upcycling.serialization import atomic_write_text
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from .components import encode_prompts, load_base
+from .components import encode_prompts, load_base, sdxl_added_conditions
 from .config import TrainConfig, config_differences
 from .data_feed import DataFeed
 from .methods import build_model, trainable_parameters
@@ -111,17 +111,15 @@ class Trainer:
         self.ema = EMAModel(list(self.params.values()), decay=config.ema_decay) if config.ema_decay else None
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.step, self.counters = 0, {"nonfinite_skipped": 0, "nonfinite_in_a_row": 0}
+        self.history: list[dict] = []
+        self.tasks_seen: set[str] = set()
 
     def encode_text(self, prompts: list[str]):
         """(encoder_hidden_states, extra UNet kwargs), from the cache when it holds text embeddings."""
         cache, device = self.feed.cache, self.accelerator.device
         if cache is not None and cache.has_text:
             hidden, pooled = cache.text_embeddings(prompts)
-            kwargs = {}
-            if pooled is not None:
-                size = self.feed.resolution
-                time_ids = torch.tensor([[size, size, 0, 0, size, size]] * len(prompts), dtype=hidden.dtype)
-                kwargs = {"added_cond_kwargs": {"text_embeds": pooled.to(device), "time_ids": time_ids.to(device)}}
+            kwargs = {} if pooled is None else sdxl_added_conditions(pooled.to(device), self.feed.resolution)
             return hidden.to(device, self.weight_dtype), kwargs
         return encode_prompts(self.parts, prompts, self.feed.resolution, device)
 
@@ -228,8 +226,6 @@ class Trainer:
             self.load_state(self.resume_from)
         if config.log_with != "none":
             self.accelerator.init_trackers("mtu", config={"max_steps": config.max_steps, "lr": config.optim.lr})
-        self.history: list[dict] = []
-        self.tasks_seen: set[str] = set()
         batches = self.feed.batches(self.step, self.accelerator.device)
         progress = tqdm(total=config.max_steps, initial=self.step, disable=not self.accelerator.is_main_process,
                         desc="training")
