@@ -157,8 +157,9 @@ class Trainer:
             self.accelerator.scaler.load_state_dict(state["scaler"])
 
     def save(self) -> None:
+        state = self.state()  # on every rank: under FSDP, gathering optimizer and model state is collective
         if self.accelerator.is_main_process:
-            save_checkpoint(self.run_dir, self.step, self.state(), self.config.keep_checkpoints)
+            save_checkpoint(self.run_dir, self.step, state, self.config.keep_checkpoints)
         self.accelerator.wait_for_everyone()
 
     # -- loop ----------------------------------------------------------------------------------------------------
