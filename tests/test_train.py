@@ -162,3 +162,11 @@ def test_cli_train_error_is_one_line(workspace):
                             capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "mtu: error: `--config` file" in result.stderr
+
+
+def test_sources_with_different_resolutions_are_refused(workspace):
+    config = tiny_run_config(workspace)
+    config["data"][1]["resolution"] = 32
+    config["output_dir"] = str(workspace / "res")
+    with pytest.raises(ValueError, match="must share one `resolution`.*\\[16, 32\\]"):
+        train(config_from_dict(config))

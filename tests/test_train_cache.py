@@ -42,3 +42,8 @@ def test_missing_cache_is_named(tmp_path):
     config = tiny_run_config(tmp_path, max_steps=1, cache_dir=str(tmp_path / "nothing"))
     with pytest.raises(FileNotFoundError, match="holds no cache"):
         train(config_from_dict(config))
+
+
+def test_cache_epochs_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="`epochs` must be >= 1, got 0"):
+        build_cache(config_from_dict(tiny_run_config(tmp_path)), tmp_path / "cache", epochs=0)
