@@ -12,7 +12,7 @@
 """
 
 from .config import DataSourceConfig
-from .dataset import DATA_ERRORS, FailureLog, SourceDataset, build_dataset, check_failure_rate
+from .dataset import DATA_ERRORS, FailureLog, SourceDataset, build_dataset, check_failure_rate, source_config
 from .degradation import DegradationConfig, degrade
 from .examples import collate_examples, make_example
 from .schemas import ROLES, SCHEMAS, ColumnSpec, Schema, get_schema, resolve_columns
@@ -21,6 +21,7 @@ from .validate import format_validation, validate_source
 from .webdataset import TarShardReader, expand_shards
 
 __all__ = [
+    "source_config",
     "DATA_ERRORS", "ROLES", "SCHEMAS", "ColumnSpec", "DataSourceConfig", "DegradationConfig", "FailureLog",
     "FolderReader", "HFReader", "Schema", "SourceDataset", "TarShardReader", "build_dataset", "check_failure_rate",
     "collate_examples", "degrade", "expand_shards", "format_validation", "get_schema", "load_hf_dataset",

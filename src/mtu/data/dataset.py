@@ -205,17 +205,32 @@ class SourceDataset(Dataset):
         return self.get(index, self.epoch)
 
 
-def build_dataset(cfg: DataSourceConfig, epoch_seed: int = 0) -> SourceDataset:
-    """Opens the source of `cfg` as a map-style dataset of example dicts.
+def source_config(data: dict):
+    """A source dict as its config: `format: toyworld` gives a `ToyWorldConfig`, any other a `DataSourceConfig`."""
+    if data.get("format") == "toyworld":
+        from ..configuration import known_fields
+        from ..toyworld.source import ToyWorldConfig
+
+        return ToyWorldConfig(**known_fields(ToyWorldConfig, {k: v for k, v in data.items() if k != "format"}))
+    return DataSourceConfig.from_dict(data)
+
+
+def build_dataset(cfg, epoch_seed: int = 0):
+    """Opens a source as a map-style dataset of example dicts.
 
     Args:
-        cfg: The source.
+        cfg: A `DataSourceConfig`, a `ToyWorldConfig` (the built-in toy world, `mtu.toyworld`), or a dict of either
+            (`format: toyworld` for the latter).
         epoch_seed: Initial epoch of the per-epoch random choices (`dataset.set_epoch(e)` changes it).
     """
+    from ..toyworld.source import ToyWorldConfig, ToyWorldDataset
+
     if isinstance(cfg, dict):
-        cfg = DataSourceConfig.from_dict(cfg)
+        cfg = source_config(cfg)
+    if isinstance(cfg, ToyWorldConfig):
+        return ToyWorldDataset(cfg, epoch=epoch_seed)
     if not isinstance(cfg, DataSourceConfig):
-        raise TypeError(f"`cfg` must be a DataSourceConfig or a dict, got {type(cfg).__name__}.")
+        raise TypeError(f"`cfg` must be a DataSourceConfig, a ToyWorldConfig or a dict, got {type(cfg).__name__}.")
     return SourceDataset(cfg, epoch=epoch_seed)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data import DataSourceConfig, build_dataset, check_failure_rate, collate_examples
+from ..data import build_dataset, check_failure_rate, collate_examples, source_config
 from .cache import LatentCache, collate_cached
 from .config import TrainConfig
 from .sampling import BatchPlan
@@ -65,7 +65,7 @@ class DataFeed:
 
     def __init__(self, config: TrainConfig, process_index: int, num_processes: int):
         self.config = config
-        self.sources = [s if isinstance(s, DataSourceConfig) else DataSourceConfig.from_dict(s) for s in config.data]
+        self.sources = [source_config(s) if isinstance(s, dict) else s for s in config.data]
         resolutions = sorted({source.resolution for source in self.sources})
         if len(resolutions) > 1:
             raise ValueError(f"all `data` sources must share one `resolution` (tasks are batched together), got "

@@ -1,0 +1,76 @@
+"""Toy world task pairs: every edit changes exactly the pixels its instruction names, and nothing else."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mtu.toyworld.scene import Scene, Shape, caption, make_scenes, shape_mask
+from mtu.toyworld.tasks import (EDIT_KINDS, edit_pair, inpaint_pair, refer, sample_edit, sample_removal, sr_input,
+                                sr_pair, t2i_pair)
+
+SIZE = 32
+
+
+def expected_change(edit, size=SIZE) -> np.ndarray:
+    """The pixels the instruction names, from the edit's meaning (not from the rendered images)."""
+    if edit.kind == "background":
+        covered = np.zeros((size, size), dtype=bool)
+        for shape in edit.before.shapes:
+            covered |= shape_mask(shape, size)
+        return ~covered
+    region = shape_mask(edit.shape, size)
+    if edit.kind == "move":
+        moved = next(shape for shape in edit.after.shapes if shape not in edit.before.shapes)
+        region = region | shape_mask(moved, size)
+    return region
+
+
+def test_every_edit_changes_exactly_the_named_pixels():
+    rng = np.random.default_rng(0)
+    seen = set()
+    for scene in make_scenes(1, 300):
+        edit = sample_edit(scene, rng)
+        seen.add(edit.kind)
+        fields = edit_pair(edit, SIZE)
+        changed = (np.asarray(fields["condition"]) != np.asarray(fields["target"])).any(-1)
+        assert np.array_equal(changed, expected_change(edit)), edit.instruction
+        assert fields["input_caption"] == caption(edit.before) and fields["output_caption"] == caption(edit.after)
+    assert seen == set(EDIT_KINDS)
+
+
+def test_references_are_unambiguous():
+    red_circle = Shape("circle", "red", "small", "top left")
+    scene = Scene("black", (red_circle, Shape("circle", "red", "large", "right"),
+                            Shape("square", "blue", "small", "center")))
+    assert refer(scene, red_circle) == "the red circle at the top left"
+    assert refer(scene, scene.shapes[1]) == "the square"
+    assert refer(scene, scene.shapes[2]) == "the red circle on the right"
+    lone = Scene("black", (red_circle, Shape("square", "red", "small", "center")))
+    assert refer(lone, red_circle) == "the circle"
+
+
+def test_inpaint_pair_masks_the_removed_shape():
+    rng = np.random.default_rng(2)
+    for scene in make_scenes(2, 50):
+        edit = sample_removal(scene, rng)
+        fields = inpaint_pair(edit, SIZE)
+        assert fields["prompt"].startswith("remove the ")
+        mask = np.asarray(fields["mask"]) > 127
+        changed = (np.asarray(fields["condition"]) != np.asarray(fields["target"])).any(-1)
+        assert np.array_equal(mask, changed)
+        assert len(edit.after.shapes) == len(scene.shapes) - 1
+
+
+def test_t2i_and_sr_pairs():
+    scene = make_scenes(5, 1)[0]
+    fields = t2i_pair(scene, SIZE)
+    assert fields["prompt"] == caption(scene) and fields["target"].size == (SIZE, SIZE)
+    hr = sr_pair(scene, 64)["target"]
+    low = sr_input(hr, seed=7)
+    assert isinstance(low, Image.Image) and low.size == (32, 32)
+    assert np.array_equal(np.asarray(low), np.asarray(sr_input(hr, seed=7)))
+
+
+def test_sample_edit_rejects_unknown_kind():
+    with pytest.raises(ValueError, match="kinds"):
+        sample_edit(make_scenes(0, 1)[0], np.random.default_rng(0), kinds=("explode",))
