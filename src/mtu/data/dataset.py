@@ -98,7 +98,49 @@ class FailureLog:
         return f"FailureLog(count={self.count}, attempts={self.attempts}, keys={self.keys})"
 
 
-class SourceDataset(Dataset):
+class ExampleDataset(Dataset):
+    """What every source shares: its current epoch (in shared memory, so `set_epoch` in the main process reaches
+    persistent DataLoader workers), its `failures` log, and `get(index, epoch)`, which turns an unreadable sample
+    into None and a log entry. Subclasses set `config`, `task` and `schema` and implement `__len__`,
+    `key(index)` and `load_fields(index, epoch)`."""
+
+    def _start_epochs(self, epoch: int) -> None:
+        self.failures = FailureLog()
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self.set_epoch(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the epoch whose random choices (caption, target variant, degradation) items use."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"`epoch` must be an integer >= 0, got {epoch!r}.")
+        self._epoch.fill_(epoch)
+
+    def build(self, index: int, fields: dict, generator: torch.Generator) -> dict:
+        return make_example(self.task, self.schema, fields, self.key(index), self.config.resolution, generator,
+                            sr_scale=self.config.sr_scale, degradation=self.config.degradation)
+
+    def get(self, index: int, epoch: int) -> dict | None:
+        """Item `index` with the random choices of `epoch`, without touching the current epoch (for samplers
+        that carry the epoch with each index); None when the sample is unreadable (logged in `failures`)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a source of {len(self)} samples")
+        self.failures.attempt()
+        try:
+            fields, generator = self.load_fields(index, epoch)
+            return self.build(index, fields, generator)
+        except DATA_ERRORS as error:
+            self.failures.record(self.key(index), error)
+            return None
+
+    def __getitem__(self, index: int) -> dict | None:
+        return self.get(index, self.epoch)
+
+
+class SourceDataset(ExampleDataset):
     """Example dicts (`mtu.data.examples`) of one source; an unreadable sample gives None and is logged.
 
     Args:
@@ -113,23 +155,10 @@ class SourceDataset(Dataset):
         self.reader = open_reader(config.format, config.path, config.split)
         # Raises naming the missing column, before any sample is read.
         self.column_map = resolve_columns(self.schema, self.reader.columns, config.columns)
-        self.failures = FailureLog()
-        # Shared so that `set_epoch` in the main process reaches persistent DataLoader workers.
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
-        self.set_epoch(epoch)
+        self._start_epochs(epoch)
 
     def __len__(self) -> int:
         return len(self.reader)
-
-    @property
-    def epoch(self) -> int:
-        return int(self._epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Selects the epoch whose random choices (caption, target variant, degradation) items use."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"`epoch` must be an integer >= 0, got {epoch!r}.")
-        self._epoch.fill_(epoch)
 
     def key(self, index: int) -> str:
         try:
@@ -183,26 +212,6 @@ class SourceDataset(Dataset):
             else:
                 raise TypeError(f"text column {self.column_map[role]!r} holds a {type(value).__name__}, not a str")
         return fields, torch.Generator().manual_seed(int(rng.integers(2 ** 63)))
-
-    def build(self, index: int, fields: dict, generator: torch.Generator) -> dict:
-        return make_example(self.task, self.schema, fields, self.key(index), self.config.resolution, generator,
-                            sr_scale=self.config.sr_scale, degradation=self.config.degradation)
-
-    def get(self, index: int, epoch: int) -> dict | None:
-        """Item `index` with the random choices of `epoch`, without touching the current epoch (for samplers
-        that carry the epoch with each index); None when the sample is unreadable (logged in `failures`)."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for a source of {len(self)} samples")
-        self.failures.attempt()
-        try:
-            fields, generator = self.load_fields(index, epoch)
-            return self.build(index, fields, generator)
-        except DATA_ERRORS as error:
-            self.failures.record(self.key(index), error)
-            return None
-
-    def __getitem__(self, index: int) -> dict | None:
-        return self.get(index, self.epoch)
 
 
 def source_config(data: dict):

@@ -11,11 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from ..data.dataset import DATA_ERRORS, FailureLog
+from ..data.dataset import ExampleDataset
 from ..data.degradation import DegradationConfig
-from ..data.examples import make_example
 from ..data.schemas import get_schema
 from ..upcycling.tasks import get_task
 from .scene import MAX_SIZE, MIN_SIZE, caption, make_scenes
@@ -82,7 +80,7 @@ class ToyWorldConfig:
         return f"toyworld:{self.split}:seed={self.seed}"
 
 
-class ToyWorldDataset(Dataset):
+class ToyWorldDataset(ExampleDataset):
     """Example dicts of one toy-world task; same interface as `SourceDataset` (get, set_epoch, failures).
 
     Args:
@@ -95,26 +93,15 @@ class ToyWorldDataset(Dataset):
         self.task = get_task(config.task)
         self.schema = get_schema(TASK_SCHEMAS[config.task])
         self.scenes = make_scenes(config.seed, config.count, config.split)
-        self.failures = FailureLog()
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # shared with DataLoader workers
-        self.set_epoch(epoch)
+        self._start_epochs(epoch)
 
     def __len__(self) -> int:
         return len(self.scenes)
 
-    @property
-    def epoch(self) -> int:
-        return int(self._epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"`epoch` must be an integer >= 0, got {epoch!r}.")
-        self._epoch.fill_(epoch)
-
     def key(self, index: int) -> str:
         return f"toyworld-{self.config.split}-{self.config.seed}-{index}"
 
-    def fields(self, index: int, epoch: int) -> tuple[dict, torch.Generator]:
+    def load_fields(self, index: int, epoch: int) -> tuple[dict, torch.Generator]:
         """The role -> PIL image / str fields of item `index` in `epoch`, and the generator of the SR degradation."""
         rng = np.random.default_rng([self.config.seed, epoch, index])
         scene, size, task = self.scenes[index], self.config.resolution, self.config.task
@@ -132,22 +119,6 @@ class ToyWorldDataset(Dataset):
         else:
             raise ValueError(f"`task` must be one of {tuple(TASK_SCHEMAS)}, got {task!r}.")
         return fields, torch.Generator().manual_seed(int(rng.integers(2 ** 63)))
-
-    def get(self, index: int, epoch: int) -> dict | None:
-        """Item `index` with the random choices of `epoch`; None (logged in `failures`) if it cannot be built."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for a source of {len(self)} samples")
-        self.failures.attempt()
-        try:
-            fields, generator = self.fields(index, epoch)
-            return make_example(self.task, self.schema, fields, self.key(index), self.config.resolution, generator,
-                                sr_scale=self.config.sr_scale, degradation=self.config.degradation)
-        except DATA_ERRORS as error:
-            self.failures.record(self.key(index), error)
-            return None
-
-    def __getitem__(self, index: int) -> dict | None:
-        return self.get(index, self.epoch)
 
     def scene_caption(self, index: int) -> str:
         """Caption of item `index`'s (input) scene, for reports."""
