@@ -22,6 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -m isolated
 
 test-slow: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m slow

@@ -1,7 +1,10 @@
 """2-process DDP on CPU (gloo) through `accelerate launch` equals a 1-process run with the same global batch."""
 
 import json
+import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +17,15 @@ from mtu.training import config_from_dict, train
 from .training_parts import assert_same_training, tiny_run_config
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# After the rest of the suite has run in the same pytest process, one launched rank has been seen to hang (both
+# times in a full run; never when this test runs in its own process), so it runs in a second invocation.
+@pytest.mark.isolated
 @pytest.mark.skipif(shutil.which("accelerate") is None and not Path(sys.executable).with_name("accelerate").exists(),
                     reason="accelerate launcher not installed")
 def test_two_process_ddp_equals_one_process(tmp_path):
@@ -28,10 +40,20 @@ def test_two_process_ddp_equals_one_process(tmp_path):
     config_path.write_text(yaml.safe_dump(double))
     launcher = str(Path(sys.executable).with_name("accelerate"))
     # On a machine without GPUs, `--multi_gpu` starts CPU processes joined by gloo (accelerate's MULTI_CPU).
-    result = subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mtu.cli", "train",
-                             "--config", str(config_path)], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # A free port, so a leftover or parallel process group cannot collide with this one; on timeout the whole
+    # process group is killed so no rank is left waiting on a collective.
+    command = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--main_process_port", str(_free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "mtu.cli", "train", "--config", str(config_path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, stderr[-3000:]
     summary = json.loads((tmp_path / "ddp" / "train_summary.json").read_text())
     assert summary["processes"] == 2
     assert summary["tasks_seen_per_process"] == [["edit", "t2i"], ["edit", "t2i"]]
