@@ -131,8 +131,17 @@ class LatentCache:
                              f"rebuild it with `mtu cache`.")
         self.epochs, self.has_text = manifest["epochs"], manifest["text"]
         self.meta = {}
+        self._handles = {}  # open files, per process: reopening per sample would re-read each header
         if self.has_text:
             self.text_index = json.loads((self.directory / "text.json").read_text())
+
+    def __getstate__(self) -> dict:  # DataLoader workers open their own handles
+        return {**self.__dict__, "_handles": {}}
+
+    def _handle(self, path: str):
+        if path not in self._handles:
+            self._handles[path] = safe_open(path, framework="pt")
+        return self._handles[path]
 
     def _files(self, source: int, epoch: int):
         key = (source, epoch % self.epochs)
@@ -144,19 +153,19 @@ class LatentCache:
     def get(self, source: int, index: int, epoch: int, task: str) -> dict | None:
         """The cached example, or None where the sample was unreadable when the cache was built."""
         meta, path = self._files(source, epoch)
-        with safe_open(path, framework="pt") as handle:
-            if not handle.get_slice("valid")[index:index + 1].item():
-                return None
-            example = {name: handle.get_slice(name)[index:index + 1][0] for name in handle.keys() if name != "valid"}
+        handle = self._handle(path)
+        if not handle.get_slice("valid")[index:index + 1].item():
+            return None
+        example = {name: handle.get_slice(name)[index:index + 1][0] for name in handle.keys() if name != "valid"}
         return {"task": task, "prompt": meta["prompts"][index], "key": meta["keys"][index], **example}
 
     def text_embeddings(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(hidden states, pooled or None) for prompts that were cached."""
-        with safe_open(str(self.directory / "text.safetensors"), framework="pt") as handle:
-            rows = [self.text_index[p] for p in prompts]
-            hidden = torch.stack([handle.get_tensor(f"hidden.{r}") for r in rows])
-            pooled = torch.stack([handle.get_tensor(f"pooled.{r}") for r in rows]) \
-                if f"pooled.{rows[0]}" in handle.keys() else None
+        handle = self._handle(str(self.directory / "text.safetensors"))
+        rows = [self.text_index[p] for p in prompts]
+        hidden = torch.stack([handle.get_tensor(f"hidden.{r}") for r in rows])
+        pooled = torch.stack([handle.get_tensor(f"pooled.{r}") for r in rows]) \
+            if f"pooled.{rows[0]}" in handle.keys() else None
         return hidden, pooled
 
 
