@@ -13,23 +13,11 @@ import torch
 from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from mtu.toyworld.components import bytes_to_unicode
+
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MAX_LENGTH = 77
 TEXT_WIDTH = 32
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable unicode character table (byte-level BPE's alphabet, 256 characters)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
-        + list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, chars)))
 
 
 def tiny_vocab() -> dict[str, int]:

@@ -152,9 +152,35 @@ def cmd_cache(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .demo import DemoConfig, run_demo
 
-    return run_demo(args.out, args.arch)
+    return run_demo(DemoConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                               eval_count=args.eval_count, num_experts=args.experts, seed=args.seed,
+                               base=args.base))
+
+
+def cmd_selfcheck(args) -> int:
+    from .selfcheck import run_selfcheck
+
+    return run_selfcheck(args.out, args.arch)
+
+
+def cmd_toyworld_pretrain(args) -> int:
+    from dataclasses import fields
+
+    from .training.config import parse_overrides
+    from .toyworld.pretrain import PretrainConfig, pretrain
+
+    values = parse_overrides(args.overrides)
+    known = {f.name for f in fields(PretrainConfig)} - {"extra"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown pretrain option(s) {', '.join('--' + k for k in unknown)}; "
+                         f"known: {', '.join('--' + k for k in sorted(known))}")
+    record = pretrain(PretrainConfig(**values))
+    print(f"t2i faithfulness {record['evaluation']['faithfulness']:.3f} on {record['evaluation']['count']} "
+          f"held-out captions; model in {values.get('out', PretrainConfig.out)}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,10 +246,28 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--json", action="store_true")
     val.set_defaults(func=cmd_data_validate)
 
-    demo = sub.add_parser("demo", help="the embedded end-to-end demo")
-    demo.add_argument("--out", default="mtu-demo", help="folder for the demo's outputs")
-    demo.add_argument("--arch", default="sd15", choices=("sd15", "tiny"))
+    demo = sub.add_parser("demo", help="the embedded end-to-end demo on the toy world (make demo)")
+    demo.add_argument("--out", default="mtu-demo", help="report folder")
+    demo.add_argument("--steps", type=int, default=700, help="training steps")
+    demo.add_argument("--batch-size", type=int, default=32)
+    demo.add_argument("--lr", type=float, default=1e-3)
+    demo.add_argument("--eval-count", type=int, default=64, help="held-out examples per task")
+    demo.add_argument("--experts", type=int, default=4)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--base", default=None, help="base pipeline folder (default: the shipped toy-world base)")
     demo.set_defaults(func=cmd_demo)
+
+    check = sub.add_parser("selfcheck", help="upcycle a real architecture at random init and check invariants")
+    check.add_argument("--out", default="mtu-selfcheck", help="folder for the outputs")
+    check.add_argument("--arch", default="sd15", choices=("sd15", "tiny"))
+    check.set_defaults(func=cmd_selfcheck)
+
+    toy = sub.add_parser("toyworld", help="the embedded toy world")
+    toy_sub = toy.add_subparsers(dest="toyworld_command", required=True, parser_class=_Parser)
+    pre = toy_sub.add_parser("pretrain", help="train the tiny base model from scratch (the shipped recipe)",
+                             description="Options: --field value for any PretrainConfig field, e.g. --out DIR "
+                                         "--steps 5000 --seed 0.")
+    pre.set_defaults(func=cmd_toyworld_pretrain, takes_overrides=True)
     return parser
 
 

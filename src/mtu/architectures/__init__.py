@@ -1,6 +1,7 @@
 """Public UNet architectures shipped as configs, for real-shape checks at random init (no weights, no hub).
 
-`sd15` is Stable Diffusion 1.5's UNet, `sdxl` SDXL-base 1.0's, `tiny` a 7-block UNet for fast tests.
+`sd15` is Stable Diffusion 1.5's UNet, `sdxl` SDXL-base 1.0's, `tiny` a 7-block UNet for fast tests,
+`toyworld` the embedded toy-world base model's UNet (8x8 latents of 32x32 images).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from importlib import resources
 import torch
 from diffusers import UNet2DConditionModel
 
-ARCHITECTURES = {"sd15": "sd15_unet.json", "sdxl": "sdxl_unet.json", "tiny": "tiny_unet.json"}
+ARCHITECTURES = {"sd15": "sd15_unet.json", "sdxl": "sdxl_unet.json", "tiny": "tiny_unet.json",
+                 "toyworld": "toyworld_unet.json"}
 
 
 def unet_config(name: str) -> dict:

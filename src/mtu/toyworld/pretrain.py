@@ -1,0 +1,293 @@
+"""`mtu toyworld pretrain`: the recipe of the embedded tiny base model (a stock Stable Diffusion pipeline folder).
+
+Two stages, all seeded:
+1. VAE: `AutoencoderKL` (scale factor 4) trained to reconstruct toy-world renders, crisp ones and the blurred,
+   noisy ones super-resolution and inpainting feed it as conditions (MSE + a small KL term, like SD's VAE).
+   Its `scaling_factor` is set to 1 / std of the latents, as Stable Diffusion's 0.18215 was.
+2. Text-to-image: the UNet and the text encoder trained together from scratch on toy-world captions
+   (epsilon prediction, SD's scaled-linear DDPM schedule, 10% empty prompts for classifier-free guidance), with
+   an EMA of the weights, which are the ones saved. Latents of the training scenes are encoded once.
+
+Then the faithfulness of the saved pipeline is measured by `evaluate_t2i` (stock `StableDiffusionPipeline`, the
+held-out scenes, fixed seeds) and written with the recipe to `recipe.json` beside the model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .components import (assemble_pipeline, build_scheduler, build_text_encoder, build_tokenizer, build_unet,
+                         build_vae)
+from .oracle import t2i_faithful
+from .scene import caption, heldout_scenes, make_scenes, render_array
+from .tasks import sample_removal, sr_input
+
+EVAL_STEPS, EVAL_GUIDANCE, EVAL_BATCH = 20, 7.5, 32  # SD1.5's t2i defaults (paper A.2)
+
+
+@dataclass
+class PretrainConfig:
+    """The recipe. Defaults are the shipped model's.
+
+    Args:
+        out: Pipeline folder to write (replaced atomically).
+        seed: Seeds scenes, init, batches, noise and timesteps.
+        resolution: Image side (latents are resolution / 4).
+        scenes: Distinct training scenes (train split).
+        vae_steps / vae_batch / vae_lr: VAE stage.
+        kl_weight: Weight of the VAE's KL term.
+        steps / batch / lr / warmup: Text-to-image stage (AdamW).
+        ema_decay: EMA of the text-to-image weights (the saved ones).
+        empty_prompt_fraction: Share of empty captions (classifier-free guidance).
+        eval_count: Held-out captions the saved model's faithfulness is measured on.
+    """
+
+    out: str = "toyworld-base"
+    seed: int = 0
+    resolution: int = 32
+    scenes: int = 20_000
+    vae_steps: int = 2500
+    vae_batch: int = 32
+    vae_lr: float = 2e-3
+    kl_weight: float = 1e-6
+    steps: int = 5000
+    batch: int = 32
+    lr: float = 3e-4
+    warmup: int = 200
+    ema_decay: float = 0.999
+    empty_prompt_fraction: float = 0.1
+    eval_count: int = 256
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("scenes", "vae_steps", "vae_batch", "steps", "batch", "eval_count"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+        if self.resolution not in (32, 64):
+            raise ValueError(f"`resolution` must be 32 or 64, got {self.resolution!r}.")
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def to_tensor(arrays: list[np.ndarray]) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] from uint8 (H, W, 3) arrays."""
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def _vae_image(scene, rng: np.random.Generator, size: int) -> np.ndarray:
+    """A VAE training image: a crisp render (half), a degraded-and-upsampled one (SR's condition), or the scene
+    with a removed shape blacked out (the masked image of mask inpainting)."""
+    choice = rng.random()
+    array = render_array(scene, size)
+    if choice < 0.7:
+        return array
+    if choice < 0.9:
+        low = sr_input(Image.fromarray(array), seed=int(rng.integers(2 ** 31)))
+        return np.asarray(low.resize((size, size), Image.BICUBIC))
+    from .tasks import removal_mask
+
+    mask = np.asarray(removal_mask(sample_removal(scene, rng), size)) > 127
+    array = array.copy()
+    array[mask] = 0
+    return array
+
+
+def train_vae(config: PretrainConfig, scenes: list) -> tuple[torch.nn.Module, dict]:
+    vae = build_vae(config.seed, config.resolution)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=config.vae_lr)
+    rng = np.random.default_rng([config.seed, 1])
+    generator = torch.Generator().manual_seed(config.seed)
+    start, history = time.perf_counter(), []
+    for step in range(1, config.vae_steps + 1):
+        picks = rng.integers(len(scenes), size=config.vae_batch)
+        images = to_tensor([_vae_image(scenes[i], rng, config.resolution) for i in picks])
+        posterior = vae.encode(images).latent_dist
+        latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        recon = vae.decode(latents).sample
+        mse = F.mse_loss(recon, images)
+        loss = mse + config.kl_weight * posterior.kl().mean()
+        lr = config.vae_lr * min(1.0, step / 100) * 0.5 * (1 + math.cos(math.pi * step / config.vae_steps))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        history.append(mse.item())
+        if step % 100 == 0 or step == config.vae_steps:
+            _log(f"vae step {step}/{config.vae_steps}: mse {np.mean(history[-100:]):.5f} "
+                 f"({time.perf_counter() - start:.0f} s)")
+    vae.eval().requires_grad_(False)
+    return vae, {"vae_final_mse": float(np.mean(history[-100:])), "vae_seconds": time.perf_counter() - start}
+
+
+@torch.no_grad()
+def encode_scenes(vae, scenes: list, size: int, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(means, stds) of the VAE posterior of every scene's render, unscaled."""
+    means, stds = [], []
+    for i in range(0, len(scenes), batch):
+        posterior = vae.encode(to_tensor([render_array(scene, size) for scene in scenes[i:i + batch]])).latent_dist
+        means.append(posterior.mean)
+        stds.append(posterior.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def train_t2i(config: PretrainConfig, vae, tokenizer, scenes: list) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import EMAModel
+
+    start = time.perf_counter()
+    means, stds = encode_scenes(vae, scenes, config.resolution)
+    scale = float(1.0 / means.std())
+    vae.register_to_config(scaling_factor=scale)
+    captions = [caption(scene) for scene in scenes]
+    ids = tokenizer(captions + [""], padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    empty_ids = ids[-1]
+    ids = ids[:-1]
+    _log(f"encoded {len(scenes)} training scenes; latent scaling factor {scale:.4f}")
+
+    unet = build_unet(config.seed, config.resolution // 4)
+    text_encoder = build_text_encoder(config.seed)
+    unet.train()
+    text_encoder.train()
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
+    ema = EMAModel(params, decay=config.ema_decay)
+    noise_schedule = DDPMScheduler.from_config(build_scheduler().config)
+    rng = np.random.default_rng([config.seed, 2])
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    history = []
+    for step in range(1, config.steps + 1):
+        picks = torch.from_numpy(rng.integers(len(scenes), size=config.batch))
+        latents = (means[picks] + stds[picks] * torch.randn(means[picks].shape, generator=generator)) * scale
+        tokens = ids[picks].clone()
+        tokens[torch.from_numpy(rng.random(config.batch) < config.empty_prompt_fraction)] = empty_ids
+        noise = torch.randn(latents.shape, generator=generator)
+        timesteps = torch.randint(0, noise_schedule.config.num_train_timesteps, (config.batch,), generator=generator)
+        noisy = noise_schedule.add_noise(latents, noise, timesteps)
+        hidden = text_encoder(tokens)[0]
+        loss = F.mse_loss(unet(noisy, timesteps, hidden).sample, noise)
+        lr = config.lr * min(1.0, step / config.warmup) * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        ema.step(params)
+        history.append(loss.item())
+        if step % 100 == 0 or step == config.steps:
+            _log(f"t2i step {step}/{config.steps}: loss {np.mean(history[-100:]):.4f} "
+                 f"({time.perf_counter() - start:.0f} s)")
+    ema.copy_to(params)
+    unet.eval().requires_grad_(False)
+    text_encoder.eval().requires_grad_(False)
+    return unet, text_encoder, {"t2i_final_loss": float(np.mean(history[-100:])),
+                                "t2i_seconds": time.perf_counter() - start, "latent_scaling_factor": scale,
+                                "loss_curve": [float(np.mean(history[i:i + 100])) for i in range(0, len(history), 100)]}
+
+
+def evaluation_prompts(count: int) -> tuple[list, list[str]]:
+    """The held-out scenes the t2i faithfulness is measured on, and their captions."""
+    scenes = heldout_scenes(count)
+    return scenes, [caption(scene) for scene in scenes]
+
+
+@torch.no_grad()
+def evaluate_t2i(pipe, count: int = 256, seed: int = 0, generate=None) -> dict:
+    """Caption faithfulness of a text-to-image pipeline on the first `count` held-out captions.
+
+    Images are made in batches of `EVAL_BATCH` with one generator per image seeded (seed, index), 20 steps,
+    guidance 7.5. `generate(prompts, generators)` -> PIL images overrides the call (e.g. `task="t2i"` for an MTU
+    pipeline). Returns the fraction faithful and the per-caption outcomes.
+    """
+    scenes, prompts = evaluation_prompts(count)
+    generate = generate or (lambda texts, generators: pipe(
+        texts, num_inference_steps=EVAL_STEPS, guidance_scale=EVAL_GUIDANCE, generator=generators).images)
+    outcomes, images = [], []
+    for begin in range(0, count, EVAL_BATCH):
+        batch = prompts[begin:begin + EVAL_BATCH]
+        generators = [torch.Generator().manual_seed(seed * 1_000_003 + begin + i) for i in range(len(batch))]
+        made = generate(batch, generators)
+        images += made
+        outcomes += [bool(t2i_faithful(image, scene)) for image, scene in zip(made, scenes[begin:begin + len(batch)])]
+    return {"faithfulness": sum(outcomes) / len(outcomes), "outcomes": outcomes, "images": images}
+
+
+def save_image_grid(images: list, path, columns: int = 16, scale: int = 2) -> None:
+    side = images[0].size[0] * scale
+    rows = math.ceil(len(images) / columns)
+    grid = Image.new("RGB", (columns * side, rows * side), (255, 255, 255))
+    for i, image in enumerate(images):
+        grid.paste(image.resize((side, side), Image.NEAREST), ((i % columns) * side, (i // columns) * side))
+    grid.save(path)
+
+
+def pretrain(config: PretrainConfig) -> dict:
+    """Runs the recipe and writes the pipeline folder with recipe.json; returns the recipe record."""
+    import diffusers
+    import transformers
+
+    from ..upcycling.serialization import atomic_save_directory
+
+    out = Path(config.out)
+    torch.manual_seed(config.seed)
+    scenes = make_scenes(config.seed, config.scenes, "train")
+    vae, vae_record = train_vae(config, scenes)
+    vae.save_pretrained(out.parent / f".{out.name}.vae-stage")  # for inspection; replaced by the final folder
+    staging_tokenizer = out.parent / f".{out.name}.tokenizer"
+    tokenizer = build_tokenizer(staging_tokenizer)
+    unet, text_encoder, t2i_record = train_t2i(config, vae, tokenizer, scenes)
+    pipe = assemble_pipeline(unet, vae, text_encoder, tokenizer)
+    record = {
+        "recipe": asdict(config), "command": "mtu toyworld pretrain " + " ".join(
+            f"--{k} {v}" for k, v in asdict(config).items() if k not in ("out", "extra")),
+        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
+                     "transformers": transformers.__version__},
+        **vae_record, **t2i_record,
+    }
+
+    def write(folder: Path) -> None:
+        # UNet and VAE weights are stored in float16 (half the size), which diffusers loads as float32 by
+        # default; the text encoder stays float32 (transformers would load float16 as float16). The figure below
+        # is measured on exactly what a user loads.
+        pipe.unet.half()
+        pipe.vae.half()
+        pipe.save_pretrained(folder, safe_serialization=True)
+        pipe.unet.float()
+        pipe.vae.float()
+        from diffusers import StableDiffusionPipeline
+
+        loaded = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
+        loaded.set_progress_bar_config(disable=True)
+        start = time.perf_counter()
+        evaluation = evaluate_t2i(loaded, config.eval_count, config.seed)
+        record["evaluation"] = {
+            "metric": "t2i caption faithfulness (oracle parse == caption scene, sizes included)",
+            "count": config.eval_count, "seed": config.seed, "steps": EVAL_STEPS, "guidance_scale": EVAL_GUIDANCE,
+            "batch": EVAL_BATCH, "faithfulness": evaluation["faithfulness"], "outcomes": evaluation["outcomes"],
+            "seconds": time.perf_counter() - start}
+        (folder / "recipe.json").write_text(json.dumps(record, indent=1))
+        save_image_grid(evaluation["images"][:64], folder / "samples.png")
+
+    atomic_save_directory(write, out)
+    import shutil
+
+    shutil.rmtree(staging_tokenizer, ignore_errors=True)
+    shutil.rmtree(out.parent / f".{out.name}.vae-stage", ignore_errors=True)
+    _log(f"wrote {out}: t2i faithfulness {record['evaluation']['faithfulness']:.3f} on {config.eval_count} "
+         f"held-out captions")
+    return record

@@ -1,0 +1,132 @@
+"""The demo's report folder: image grids, the router heatmap (the paper's Fig. 5), loss curves and an HTML page.
+
+Everything is drawn with PIL and inline SVG/HTML, so a report needs no plotting library.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+TASK_COLOURS = {"t2i": "#1f77b4", "edit": "#d62728", "sr": "#2ca02c", "inpaint": "#9467bd",
+                "inpaint_mask": "#8c564b"}
+
+
+def image_rows(rows: list[list[Image.Image | None]], path, scale: int = 3, gap: int = 2) -> Path:
+    """Writes a grid, one list of images per row (None leaves a blank cell), each image upscaled `scale` x."""
+    side = max(image.size[0] for row in rows for image in row if image is not None) * scale
+    columns = max(len(row) for row in rows)
+    grid = Image.new("RGB", (columns * (side + gap) - gap, len(rows) * (side + gap) - gap), (255, 255, 255))
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            if image is not None:
+                grid.paste(image.convert("RGB").resize((side, side), Image.NEAREST), (c * (side + gap), r * (side + gap)))
+    grid.save(path)
+    return Path(path)
+
+
+def _heat(value: float) -> tuple[int, int, int]:
+    """White (0) -> dark blue (1)."""
+    value = min(max(value, 0.0), 1.0)
+    return (round(255 - 225 * value), round(255 - 190 * value), round(255 - 80 * value))
+
+
+def heatmap_png(weights: dict[str, dict[str, list[float]]], path, cell: int = 14) -> Path:
+    """One panel per task: rows are upcycled blocks (input to output), columns experts; darker = more weight."""
+    tasks = list(weights)
+    layers = list(weights[tasks[0]])
+    experts = len(weights[tasks[0]][layers[0]])
+    gap = cell
+    width = len(tasks) * (experts * cell + gap) - gap
+    image = Image.new("RGB", (width, len(layers) * cell + 16), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    for t, task in enumerate(tasks):
+        left = t * (experts * cell + gap)
+        draw.text((left, 2), task, fill=(0, 0, 0))
+        for row, layer in enumerate(layers):
+            for expert, value in enumerate(weights[task][layer]):
+                x, y = left + expert * cell, 16 + row * cell
+                draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=_heat(value))
+    image.save(path)
+    return Path(path)
+
+
+def heatmap_html(weights: dict[str, dict[str, list[float]]]) -> str:
+    """The heatmap as an HTML table: a row per block, for each task its experts' weights as shaded cells."""
+    tasks = list(weights)
+    layers = list(weights[tasks[0]])
+    experts = len(weights[tasks[0]][layers[0]])
+    head = "".join(f'<th colspan="{experts}">{html.escape(task)}</th>' for task in tasks)
+    sub = "".join(f"<th>e{e}</th>" for _ in tasks for e in range(experts))
+    body = []
+    for layer in layers:
+        cells = "".join(
+            f'<td style="background:rgb{_heat(value)};color:{"#fff" if value > 0.6 else "#000"}">{value:.2f}</td>'
+            for task in tasks for value in weights[task][layer])
+        body.append(f"<tr><th class='layer'>{html.escape(layer)}</th>{cells}</tr>")
+    return (f"<table class='heat'><tr><th></th>{head}</tr><tr><th>block</th>{sub}</tr>{''.join(body)}</table>")
+
+
+def loss_svg(history: list[dict], tasks: list[str], width: int = 640, height: int = 240) -> str:
+    """Per-task training loss against step (log scale), as inline SVG."""
+    series = {task: [(h["step"], h[f"loss/{task}"]) for h in history if f"loss/{task}" in h] for task in tasks}
+    points = [p for values in series.values() for p in values if p[1] > 0]
+    if not points:
+        return "<p>(no loss values logged)</p>"
+    steps = [p[0] for p in points]
+    logs = [math.log10(p[1]) for p in points]
+    low, high = min(logs), max(logs)
+    high = high if high > low else low + 1
+    first, last = min(steps), max(steps)
+    last = last if last > first else first + 1
+    pad = 40
+
+    def xy(step, loss):
+        x = pad + (width - 2 * pad) * (step - first) / (last - first)
+        y = height - pad - (height - 2 * pad) * (math.log10(loss) - low) / (high - low)
+        return f"{x:.1f},{y:.1f}"
+
+    lines = []
+    for i, (task, values) in enumerate(series.items()):
+        coords = " ".join(xy(s, v) for s, v in values if v > 0)
+        colour = TASK_COLOURS.get(task, "#333")
+        lines.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{coords}"/>')
+        lines.append(f'<text x="{width - pad + 4}" y="{pad + 14 * i}" fill="{colour}" font-size="11">'
+                     f'{html.escape(task)}</text>')
+    axes = (f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#000"/>'
+            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#000"/>'
+            f'<text x="{pad}" y="{height - pad + 16}" font-size="11">step {first}</text>'
+            f'<text x="{width - pad - 50}" y="{height - pad + 16}" font-size="11">step {last}</text>'
+            f'<text x="2" y="{pad}" font-size="11">{10 ** high:.3g}</text>'
+            f'<text x="2" y="{height - pad}" font-size="11">{10 ** low:.3g}</text>')
+    return f'<svg width="{width + 40}" height="{height}" xmlns="http://www.w3.org/2000/svg">{axes}{"".join(lines)}</svg>'
+
+
+def metrics_table_html(rows: list[dict]) -> str:
+    header = ("<tr><th>task</th><th>metric</th><th>MTU (N=4)</th><th>trivial baseline</th><th>baseline</th>"
+              "<th>beats baseline</th><th>other scores (MTU / baseline)</th></tr>")
+    body = []
+    for row in rows:
+        others = "; ".join(f"{k} {v:.3g} / {row['baseline_scores'].get(k, float('nan')):.3g}"
+                           for k, v in row["scores"].items() if k != row["metric"])
+        verdict = "yes" if row["beats_baseline"] else "<b style='color:#c00'>no</b>"
+        body.append(f"<tr><td>{row['task']}</td><td>{row['metric']}</td><td>{row['value']:.3f}</td>"
+                    f"<td>{row['baseline_value']:.3f}</td><td>{html.escape(row['baseline'])}</td><td>{verdict}</td>"
+                    f"<td>{html.escape(others)}</td></tr>")
+    return f"<table class='metrics'>{header}{''.join(body)}</table>"
+
+
+def write_html(path, title: str, sections: list[tuple[str, str]]) -> Path:
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;"
+             "font-size:12px}table.heat td{width:2.6em;text-align:center}th.layer{text-align:left;"
+             "font-weight:normal;font-family:monospace}img{image-rendering:pixelated}")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"]
+    parts += [f"<h2>{html.escape(heading)}</h2>{content}" for heading, content in sections]
+    parts.append("</body></html>")
+    Path(path).write_text("".join(parts), encoding="utf-8")
+    return Path(path)

@@ -1,0 +1,30 @@
+"""A shortened `mtu demo` (a few steps, a few examples) runs end to end and writes a complete report."""
+
+import json
+
+from mtu.cli import main
+
+
+def test_short_demo_writes_a_complete_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code = main(["demo", "--out", str(out), "--steps", "2", "--batch-size", "4", "--eval-count", "2"])
+    assert code in (0, 1)  # 1: a task did not beat its baseline, expected after two steps
+    for name in ("report.html", "metrics.json", "router_heatmap.png", "adapter/mtu_config.json",
+                 "adapter/mtu_model.safetensors", "run/config.yaml", "run/train_summary.json"):
+        assert (out / name).is_file(), name
+    for task in ("t2i", "edit", "sr", "inpaint"):
+        assert (out / "gallery" / f"{task}.png").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [row["task"] for row in metrics["tasks"]] == ["t2i", "edit", "sr", "inpaint"]
+    weights = metrics["router_weights"]["edit"]
+    assert len(weights) == 7 and all(abs(sum(values) - 1) < 1e-5 and len(values) == 4 for values in weights.values())
+    page = (out / "report.html").read_text()
+    assert "<svg" in page and "gallery/inpaint.png" in page and "Fig. 5" in page
+    printed = capsys.readouterr().out
+    assert "report:" in printed and "faithfulness" in printed
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_demo_bad_argument_is_one_line(capsys):
+    assert main(["demo", "--steps", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "mtu: error: `steps` must be an integer >= 1, got 0."

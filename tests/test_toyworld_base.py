@@ -1,0 +1,48 @@
+"""The shipped base: a stock diffusers pipeline folder within the size budget, whose text-to-image faithfulness
+is the figure recorded with its recipe (re-measured here on the first evaluation batch, image by image)."""
+
+import json
+
+import pytest
+from diffusers import StableDiffusionPipeline
+
+from mtu.toyworld.components import shipped_base
+from mtu.toyworld.pretrain import EVAL_BATCH, PretrainConfig, evaluate_t2i, pretrain
+
+MAX_BYTES = 20 * 2 ** 20
+
+
+def test_shipped_base_is_small_and_documented():
+    folder = shipped_base()
+    weights = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    assert weights <= MAX_BYTES, f"the shipped base is {weights / 2 ** 20:.1f} MiB, over 20 MiB"
+    assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pt"))  # safetensors only
+    recipe = json.loads((folder / "recipe.json").read_text())
+    evaluation = recipe["evaluation"]
+    assert recipe["recipe"]["seed"] == 0 and recipe["command"].startswith("mtu toyworld pretrain")
+    assert len(evaluation["outcomes"]) == evaluation["count"]
+    assert evaluation["faithfulness"] == sum(evaluation["outcomes"]) / evaluation["count"]
+
+
+def test_shipped_base_loads_in_stock_diffusers_with_its_recorded_faithfulness():
+    folder = shipped_base()
+    pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    recorded = json.loads((folder / "recipe.json").read_text())["evaluation"]
+    measured = evaluate_t2i(pipe, count=EVAL_BATCH, seed=recorded["seed"])
+    assert measured["outcomes"] == recorded["outcomes"][:EVAL_BATCH]
+
+
+def test_pretrain_recipe_writes_a_loadable_pipeline(tmp_path):
+    record = pretrain(PretrainConfig(out=str(tmp_path / "base"), scenes=64, vae_steps=2, vae_batch=4, steps=2,
+                                     batch=4, eval_count=4))
+    assert set(record["evaluation"]) >= {"faithfulness", "outcomes", "count"}
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "base", local_files_only=True)
+    assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype
+    assert json.loads((tmp_path / "base" / "recipe.json").read_text())["recipe"]["steps"] == 2
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # staging folders cleaned up
+
+
+def test_pretrain_refuses_bad_options():
+    with pytest.raises(ValueError, match="`steps` must be an integer >= 1, got 0"):
+        PretrainConfig(steps=0)
