@@ -28,4 +28,4 @@ test-slow: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m slow
 
 clean:
-	rm -rf $(VENV) mtu-demo
+	rm -rf $(VENV) mtu-demo mtu-selfcheck

@@ -8,7 +8,7 @@ from mtu.cli import main
 def test_short_demo_writes_a_complete_report(tmp_path, capsys):
     out = tmp_path / "demo"
     code = main(["demo", "--out", str(out), "--steps", "2", "--batch-size", "4", "--eval-count", "2"])
-    assert code in (0, 1)  # 1: a task did not beat its baseline, expected after two steps
+    assert code == 0
     for name in ("report.html", "metrics.json", "router_heatmap.png", "adapter/mtu_config.json",
                  "adapter/mtu_model.safetensors", "run/config.yaml", "run/train_summary.json"):
         assert (out / name).is_file(), name

@@ -154,9 +154,9 @@ def cmd_cache(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import DemoConfig, run_demo
 
-    return run_demo(DemoConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                               eval_count=args.eval_count, num_experts=args.experts, seed=args.seed,
-                               base=args.base))
+    given = {"out": args.out, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+             "eval_count": args.eval_count, "num_experts": args.experts, "seed": args.seed, "base": args.base}
+    return run_demo(DemoConfig(**{key: value for key, value in given.items() if value is not None}))
 
 
 def cmd_selfcheck(args) -> int:
@@ -247,13 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     val.set_defaults(func=cmd_data_validate)
 
     demo = sub.add_parser("demo", help="the embedded end-to-end demo on the toy world (make demo)")
-    demo.add_argument("--out", default="mtu-demo", help="report folder")
-    demo.add_argument("--steps", type=int, default=700, help="training steps")
-    demo.add_argument("--batch-size", type=int, default=32)
-    demo.add_argument("--lr", type=float, default=1e-3)
-    demo.add_argument("--eval-count", type=int, default=64, help="held-out examples per task")
-    demo.add_argument("--experts", type=int, default=4)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", default=None, help="report folder (default mtu-demo)")
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default 1600)")
+    demo.add_argument("--batch-size", type=int, default=None, help="samples per step (default 16)")
+    demo.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
+    demo.add_argument("--eval-count", type=int, default=None, help="held-out examples per task (default 64)")
+    demo.add_argument("--experts", type=int, default=None, help="experts N (default 4)")
+    demo.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     demo.add_argument("--base", default=None, help="base pipeline folder (default: the shipped toy-world base)")
     demo.set_defaults(func=cmd_demo)
 

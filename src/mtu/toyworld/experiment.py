@@ -12,20 +12,21 @@ from .evaluate import TASKS, Example, generate_outputs, score
 
 def toyworld_train_config(base: str, run_dir, tasks=TASKS, method: str = "mtu", mtu: dict | None = None,
                           steps: int = 500, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
-                          log_with: str = "tensorboard", **model_fields):
+                          log_with: str = "tensorboard", task_weights: dict | None = None, **model_fields):
     """The `TrainConfig` of a toy-world run (what `mtu train` would take as YAML): toy-world sources of `tasks`
-    at 32 px, tasks taking turns within each batch, Adam with warm-up and cosine decay, no intermediate
-    checkpoints."""
+    at 32 px, Adam with warm-up and cosine decay, no intermediate checkpoints. Tasks take turns within each batch,
+    or with `task_weights` ({task: mixing ratio}, default 1) each sample's task is drawn by those ratios."""
     from ..training import TrainConfig
     from ..training.config import ModelConfig, OptimConfig
 
     return TrainConfig(
         output_dir=str(run_dir),
         model=ModelConfig(base=base, method=method, mtu=dict(mtu or {}), **model_fields),
-        data=[{"format": "toyworld", "task": task, "count": 20_000, "seed": seed, "resolution": 32}
-              for task in tasks],
+        data=[{"format": "toyworld", "task": task, "count": 20_000, "seed": seed, "resolution": 32,
+               "weight": (task_weights or {}).get(task, 1.0)} for task in tasks],
         optim=OptimConfig(optimizer="adam", lr=lr, schedule="cosine", warmup_steps=min(50, steps)),
-        max_steps=steps, batch_size=batch_size, seed=seed, task_sampling="stratified",
+        max_steps=steps, batch_size=batch_size, seed=seed,
+        task_sampling="weighted" if task_weights else "stratified",
         checkpoint_every=0, keep_checkpoints=1, log_with=log_with, log_every=max(1, min(10, steps)),
     )
 

@@ -28,17 +28,28 @@ def image_rows(rows: list[list[Image.Image | None]], path, scale: int = 3, gap: 
     return Path(path)
 
 
-def _heat(value: float) -> tuple[int, int, int]:
-    """White (0) -> dark blue (1)."""
-    value = min(max(value, 0.0), 1.0)
-    return (round(255 - 225 * value), round(255 - 190 * value), round(255 - 80 * value))
+def _heat(deviation: float) -> tuple[int, int, int]:
+    """Diverging colour of a deviation in [-1, 1]: blue above uniform, red below, white at uniform."""
+    value = min(max(deviation, -1.0), 1.0)
+    if value >= 0:
+        return (round(255 - 215 * value), round(255 - 165 * value), 255)
+    return (255, round(255 + 185 * value), round(255 + 185 * value))
+
+
+def _spread(weights: dict[str, dict[str, list[float]]]) -> tuple[float, float]:
+    """(uniform weight 1/N, largest |weight - 1/N|) over every task, block and expert (the colour scale)."""
+    values = [value for layers in weights.values() for row in layers.values() for value in row]
+    uniform = 1.0 / len(next(iter(next(iter(weights.values())).values())))
+    return uniform, max(max(abs(value - uniform) for value in values), 1e-12)
 
 
 def heatmap_png(weights: dict[str, dict[str, list[float]]], path, cell: int = 14) -> Path:
-    """One panel per task: rows are upcycled blocks (input to output), columns experts; darker = more weight."""
+    """One panel per task: rows are upcycled blocks (input to output), columns experts; blue = more weight than
+    uniform (1/N), red = less, full colour at the largest deviation of any cell (see `heatmap_html`)."""
     tasks = list(weights)
     layers = list(weights[tasks[0]])
     experts = len(weights[tasks[0]][layers[0]])
+    uniform, spread = _spread(weights)
     gap = cell
     width = len(tasks) * (experts * cell + gap) - gap
     image = Image.new("RGB", (width, len(layers) * cell + 16), (255, 255, 255))
@@ -49,7 +60,7 @@ def heatmap_png(weights: dict[str, dict[str, list[float]]], path, cell: int = 14
         for row, layer in enumerate(layers):
             for expert, value in enumerate(weights[task][layer]):
                 x, y = left + expert * cell, 16 + row * cell
-                draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=_heat(value))
+                draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=_heat((value - uniform) / spread))
     image.save(path)
     return Path(path)
 
@@ -59,15 +70,17 @@ def heatmap_html(weights: dict[str, dict[str, list[float]]]) -> str:
     tasks = list(weights)
     layers = list(weights[tasks[0]])
     experts = len(weights[tasks[0]][layers[0]])
+    uniform, spread = _spread(weights)
     head = "".join(f'<th colspan="{experts}">{html.escape(task)}</th>' for task in tasks)
     sub = "".join(f"<th>e{e}</th>" for _ in tasks for e in range(experts))
     body = []
     for layer in layers:
-        cells = "".join(
-            f'<td style="background:rgb{_heat(value)};color:{"#fff" if value > 0.6 else "#000"}">{value:.2f}</td>'
-            for task in tasks for value in weights[task][layer])
+        cells = "".join(f'<td style="background:rgb{_heat((value - uniform) / spread)}">{value:.3f}</td>'
+                        for task in tasks for value in weights[task][layer])
         body.append(f"<tr><th class='layer'>{html.escape(layer)}</th>{cells}</tr>")
-    return (f"<table class='heat'><tr><th></th>{head}</tr><tr><th>block</th>{sub}</tr>{''.join(body)}</table>")
+    legend = (f"<p>Blue: more than the uniform weight {uniform:.3f}; red: less; full colour = "
+              f"{spread:.4f} away from uniform (the largest deviation here).</p>")
+    return f"{legend}<table class='heat'><tr><th></th>{head}</tr><tr><th>block</th>{sub}</tr>{''.join(body)}</table>"
 
 
 def loss_svg(history: list[dict], tasks: list[str], width: int = 640, height: int = 240) -> str:

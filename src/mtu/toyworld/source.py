@@ -7,6 +7,7 @@ remove, the SR degradation) come from a generator seeded by (seed, epoch, index)
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +18,7 @@ from ..data.degradation import DegradationConfig
 from ..data.schemas import get_schema
 from ..upcycling.tasks import get_task
 from .scene import MAX_SIZE, MIN_SIZE, caption, make_scenes
-from .tasks import edit_pair, inpaint_pair, sample_edit, sample_removal, sr_pair, t2i_pair
+from .tasks import TOY_DEGRADATION, edit_pair, inpaint_pair, sample_edit, sample_removal, sr_pair, t2i_pair
 
 # The schema whose roles each task's fields fill; it decides how `make_example` derives a missing condition.
 TASK_SCHEMAS = {"t2i": "captions", "edit": "instructpix2pix", "sr": "sr_highres", "inpaint": "gqa_inpaint",
@@ -36,7 +37,7 @@ class ToyWorldConfig:
         resolution: Side R of the rendered images, a multiple of 8 in [32, 128] (renders are crisp at R).
         sr_scale: Downscale factor of the SR degradation; must divide `resolution`.
         max_failure_fraction: Highest tolerated fraction of failed items (`check_failure_rate`).
-        degradation: Ranges of the SR degradation.
+        degradation: Ranges of the SR degradation (default `TOY_DEGRADATION`, scaled to toy image sizes).
         weight: Mixing ratio of this source relative to the others (> 0); used by the trainer's sampler.
     """
 
@@ -47,7 +48,7 @@ class ToyWorldConfig:
     resolution: int = 32
     sr_scale: int = 2
     max_failure_fraction: float = 0.01
-    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+    degradation: DegradationConfig = field(default_factory=lambda: copy.deepcopy(TOY_DEGRADATION))
     weight: float = 1.0
 
     def __post_init__(self):
