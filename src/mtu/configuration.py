@@ -25,3 +25,11 @@ class JsonConfig:
     @classmethod
     def from_json_string(cls, text: str):
         return cls.from_dict(json.loads(text))
+
+
+def check_counts(config, names, minimum: int = 1) -> None:
+    """Raises ValueError naming the first field of `names` on `config` that is not an integer >= `minimum`."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")

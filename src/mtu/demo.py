@@ -49,10 +49,9 @@ class DemoConfig:
     base: str | None = None
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_count", "num_experts"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+        from .configuration import check_counts
+
+        check_counts(self, ("steps", "batch_size", "eval_count", "num_experts"))
         if not self.lr > 0:
             raise ValueError(f"`lr` must be > 0, got {self.lr!r}.")
 

@@ -59,8 +59,10 @@ def evaluation_set(task: str, count: int, size: int = 32, sr_scale: int = 2) -> 
 
 
 @torch.no_grad()
-def generate_outputs(pipe, examples: list[Example], seed: int = 0, batch_size: int = 32, **call_kwargs) -> list:
-    """Outputs of `pipe(task=...)` for `examples`, in batches, one generator per example seeded (seed, index)."""
+def generate_outputs(pipe, examples: list[Example], seed: int = 0, batch_size: int = 32, stock: bool = False,
+                     **call_kwargs) -> list:
+    """Outputs of `pipe(task=...)` for `examples`, in batches, one generator per example seeded (seed, index).
+    `stock`: `pipe` is a stock diffusers pipeline of the examples' task, called without `task`."""
     outputs = []
     for begin in range(0, len(examples), batch_size):
         chunk = examples[begin:begin + batch_size]
@@ -71,7 +73,9 @@ def generate_outputs(pipe, examples: list[Example], seed: int = 0, batch_size: i
             kwargs["prompt"] = [example.prompt for example in chunk]
         if task != "t2i":
             kwargs["image"] = [example.image for example in chunk]
-        outputs += pipe(task=task, generator=generators, **kwargs).images
+        if not stock:
+            kwargs["task"] = task
+        outputs += pipe(generator=generators, **kwargs).images
     return outputs
 
 

@@ -26,10 +26,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..configuration import check_counts
 from .components import (assemble_pipeline, build_scheduler, build_text_encoder, build_tokenizer, build_unet,
                          build_vae)
 from .oracle import t2i_faithful
-from .scene import caption, heldout_scenes, make_scenes, render_array
+from .evaluate import evaluation_set, generate_outputs
+from .report import image_rows
+from .scene import caption, make_scenes, render_array
 from .tasks import sample_removal, sr_input
 
 EVAL_STEPS, EVAL_GUIDANCE, EVAL_BATCH = 20, 7.5, 32  # SD1.5's t2i defaults (paper A.2)
@@ -70,10 +73,7 @@ class PretrainConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        for name in ("scenes", "vae_steps", "vae_batch", "steps", "batch", "eval_count"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+        check_counts(self, ("scenes", "vae_steps", "vae_batch", "steps", "batch", "eval_count"))
         if self.resolution not in (32, 64):
             raise ValueError(f"`resolution` must be 32 or 64, got {self.resolution!r}.")
 
@@ -200,40 +200,17 @@ def train_t2i(config: PretrainConfig, vae, tokenizer, scenes: list) -> tuple[tor
                                 "loss_curve": [float(np.mean(history[i:i + 100])) for i in range(0, len(history), 100)]}
 
 
-def evaluation_prompts(count: int) -> tuple[list, list[str]]:
-    """The held-out scenes the t2i faithfulness is measured on, and their captions."""
-    scenes = heldout_scenes(count)
-    return scenes, [caption(scene) for scene in scenes]
-
-
 @torch.no_grad()
-def evaluate_t2i(pipe, count: int = 256, seed: int = 0, generate=None) -> dict:
-    """Caption faithfulness of a text-to-image pipeline on the first `count` held-out captions.
-
-    Images are made in batches of `EVAL_BATCH` with one generator per image seeded (seed, index), 20 steps,
-    guidance 7.5. `generate(prompts, generators)` -> PIL images overrides the call (e.g. `task="t2i"` for an MTU
-    pipeline). Returns the fraction faithful and the per-caption outcomes.
+def evaluate_t2i(pipe, count: int = 256, seed: int = 0) -> dict:
+    """Caption faithfulness of a stock text-to-image pipeline on the first `count` held-out captions
+    (`evaluate.evaluation_set("t2i")`), made in batches of `EVAL_BATCH` with one generator per image seeded
+    (seed, index), 20 steps, guidance 7.5. Returns the fraction faithful, the per-caption outcomes and the images.
     """
-    scenes, prompts = evaluation_prompts(count)
-    generate = generate or (lambda texts, generators: pipe(
-        texts, num_inference_steps=EVAL_STEPS, guidance_scale=EVAL_GUIDANCE, generator=generators).images)
-    outcomes, images = [], []
-    for begin in range(0, count, EVAL_BATCH):
-        batch = prompts[begin:begin + EVAL_BATCH]
-        generators = [torch.Generator().manual_seed(seed * 1_000_003 + begin + i) for i in range(len(batch))]
-        made = generate(batch, generators)
-        images += made
-        outcomes += [bool(t2i_faithful(image, scene)) for image, scene in zip(made, scenes[begin:begin + len(batch)])]
+    examples = evaluation_set("t2i", count)
+    images = generate_outputs(pipe, examples, seed, EVAL_BATCH, stock=True, num_inference_steps=EVAL_STEPS,
+                              guidance_scale=EVAL_GUIDANCE)
+    outcomes = [bool(t2i_faithful(image, example.target_scene)) for image, example in zip(images, examples)]
     return {"faithfulness": sum(outcomes) / len(outcomes), "outcomes": outcomes, "images": images}
-
-
-def save_image_grid(images: list, path, columns: int = 16, scale: int = 2) -> None:
-    side = images[0].size[0] * scale
-    rows = math.ceil(len(images) / columns)
-    grid = Image.new("RGB", (columns * side, rows * side), (255, 255, 255))
-    for i, image in enumerate(images):
-        grid.paste(image.resize((side, side), Image.NEAREST), ((i % columns) * side, (i // columns) * side))
-    grid.save(path)
 
 
 def pretrain(config: PretrainConfig) -> dict:
@@ -281,7 +258,8 @@ def pretrain(config: PretrainConfig) -> dict:
             "batch": EVAL_BATCH, "faithfulness": evaluation["faithfulness"], "outcomes": evaluation["outcomes"],
             "seconds": time.perf_counter() - start}
         (folder / "recipe.json").write_text(json.dumps(record, indent=1))
-        save_image_grid(evaluation["images"][:64], folder / "samples.png")
+        shown = evaluation["images"][:64]
+        image_rows([shown[i:i + 16] for i in range(0, len(shown), 16)], folder / "samples.png", scale=2, gap=0)
 
     atomic_save_directory(write, out)
     import shutil

@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 
 import yaml
 
-from ..configuration import known_fields
+from ..configuration import check_counts, known_fields
 
 Method = Literal["mtu", "full", "lora", "ia3"]
 Optimizer = Literal["adam", "adamw"]
@@ -189,11 +189,8 @@ class TrainConfig:
             self.optim = OptimConfig(**self.optim)
         if not self.data:
             raise ValueError("`data` must list at least one source, got none.")
-        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "keep_checkpoints", "log_every",
-                     "max_nonfinite_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+        check_counts(self, ("max_steps", "batch_size", "gradient_accumulation_steps", "keep_checkpoints", "log_every",
+                            "max_nonfinite_steps"))
         for name in ("checkpoint_every", "validate_every", "num_workers"):
             _check_positive("train", name, getattr(self, name), allow_zero=True)
         _check_choice("train", "mixed_precision", self.mixed_precision, Precision)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
-from ..configuration import JsonConfig, known_fields
+from ..configuration import JsonConfig, check_counts, known_fields
 from .tasks import get_task
 
 InitMode = Literal["preserve", "shard"]
@@ -67,10 +67,7 @@ class MTUConfig(JsonConfig):
             raise ValueError(
                 f"`top_k` must be None or an integer in [1, num_experts={self.num_experts}], got {self.top_k!r}."
             )
-        for name in ("router_hidden_size", "task_embedding_size"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+        check_counts(self, ("router_hidden_size", "task_embedding_size"))
         if self.init not in get_args(InitMode):
             raise ValueError(f"`init` must be one of {get_args(InitMode)}, got {self.init!r}.")
         if self.init == "preserve" and self.num_experts * self.granularity < 1 - 1e-9:
