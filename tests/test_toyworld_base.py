@@ -46,3 +46,13 @@ def test_pretrain_recipe_writes_a_loadable_pipeline(tmp_path):
 def test_pretrain_refuses_bad_options():
     with pytest.raises(ValueError, match="`steps` must be an integer >= 1, got 0"):
         PretrainConfig(steps=0)
+
+
+def test_pretrain_cli_errors_are_one_line(capsys):
+    from mtu.cli import main
+
+    assert main(["toyworld", "pretrain", "--stepz", "3"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("mtu: error: unknown pretrain option(s) --stepz;") and "\n" not in error
+    assert main(["toyworld", "pretrain", "--resolution", "48"]) == 2
+    assert capsys.readouterr().err.strip() == "mtu: error: `resolution` must be 32 or 64, got 48."
