@@ -46,6 +46,10 @@ def test_pretrain_recipe_writes_a_loadable_pipeline(tmp_path):
 def test_pretrain_refuses_bad_options():
     with pytest.raises(ValueError, match="`steps` must be an integer >= 1, got 0"):
         PretrainConfig(steps=0)
+    with pytest.raises(ValueError, match=r"`lr` must be a number > 0, got -0.1"):
+        PretrainConfig(lr=-0.1)
+    with pytest.raises(ValueError, match=r"`ema_decay` must be a number in \[0, 1.0\), got 1.5"):
+        PretrainConfig(ema_decay=1.5)
 
 
 def test_pretrain_cli_errors_are_one_line(capsys):

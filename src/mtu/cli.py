@@ -172,7 +172,7 @@ def cmd_toyworld_pretrain(args) -> int:
     from .toyworld.pretrain import PretrainConfig, pretrain
 
     values = parse_overrides(args.overrides)
-    known = {f.name for f in fields(PretrainConfig)} - {"extra"}
+    known = {f.name for f in fields(PretrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown pretrain option(s) {', '.join('--' + k for k in unknown)}; "

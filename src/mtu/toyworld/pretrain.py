@@ -18,7 +18,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -70,10 +70,16 @@ class PretrainConfig:
     ema_decay: float = 0.999
     empty_prompt_fraction: float = 0.1
     eval_count: int = 256
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        check_counts(self, ("scenes", "vae_steps", "vae_batch", "steps", "batch", "eval_count"))
+        check_counts(self, ("scenes", "vae_steps", "vae_batch", "steps", "batch", "warmup", "eval_count"))
+        for name, low, high in (("vae_lr", 0.0, None), ("lr", 0.0, None), ("kl_weight", None, None),
+                                ("ema_decay", None, 1.0), ("empty_prompt_fraction", None, 1.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+                    low is not None and value <= low) or (high is not None and value >= high):
+                bounds = "> 0" if low is not None else ">= 0" if high is None else f"in [0, {high})"
+                raise ValueError(f"`{name}` must be a number {bounds}, got {value!r}.")
         if self.resolution not in (32, 64):
             raise ValueError(f"`resolution` must be 32 or 64, got {self.resolution!r}.")
 
@@ -231,7 +237,7 @@ def pretrain(config: PretrainConfig) -> dict:
     pipe = assemble_pipeline(unet, vae, text_encoder, tokenizer)
     record = {
         "recipe": asdict(config), "command": "mtu toyworld pretrain " + " ".join(
-            f"--{k} {v}" for k, v in asdict(config).items() if k not in ("out", "extra")),
+            f"--{k} {v}" for k, v in asdict(config).items() if k != "out"),
         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
                      "transformers": transformers.__version__},
         **vae_record, **t2i_record,
