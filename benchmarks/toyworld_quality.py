@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from mtu.toyworld.components import shipped_base  # noqa: E402
 from mtu.toyworld.evaluate import MAIN_METRIC, TASKS, evaluation_set  # noqa: E402
-from mtu.toyworld.experiment import pipeline_for, score_tasks, toyworld_train_config, train_and_score  # noqa: E402
+from mtu.toyworld.experiment import score_base, toyworld_train_config, train_and_score  # noqa: E402
 
 ROWS = {
     "base": None,
@@ -64,12 +64,9 @@ def matched_lora_rank(base: str, tasks=TASKS, mtu: dict | None = None) -> tuple[
 
 
 def run_row(name: str, spec, base: str, args, seed: int, examples: dict, lora_rank: int) -> dict:
-    if spec is None:  # the base model itself (an MTU model at preserve init computes exactly the base)
-        from mtu.upcycling import MTUConfig, load_base_unet, upcycle
-
-        model = upcycle(load_base_unet(base), MTUConfig(tasks=list(TASKS), num_experts=4))
-        scores, _ = score_tasks(pipeline_for(model, base), {"t2i": examples["t2i"]}, seed)
-        return {"scores": scores, "trainable": 0}
+    if spec is None:  # the base model itself
+        scores, _ = score_base(base, examples["t2i"], seed)
+        return {"scores": {"t2i": scores}, "trainable": 0}
     tasks = spec.get("tasks", TASKS)
     extra = {"lora_rank": lora_rank} if spec["method"] == "lora" else dict(spec.get("model", {}))
     config = toyworld_train_config(base, Path(args.out) / f"{name.replace(':', '-')}-seed{seed}", tasks,

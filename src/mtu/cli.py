@@ -154,9 +154,9 @@ def cmd_cache(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import DemoConfig, run_demo
 
-    given = {"out": args.out, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-             "eval_count": args.eval_count, "num_experts": args.experts, "seed": args.seed, "base": args.base}
-    return run_demo(DemoConfig(**{key: value for key, value in given.items() if value is not None}))
+    return run_demo(DemoConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                               eval_count=args.eval_count, num_experts=args.experts, seed=args.seed,
+                               base=args.base))
 
 
 def cmd_selfcheck(args) -> int:
@@ -246,15 +246,19 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--json", action="store_true")
     val.set_defaults(func=cmd_data_validate)
 
-    demo = sub.add_parser("demo", help="the embedded end-to-end demo on the toy world (make demo)")
-    demo.add_argument("--out", default=None, help="report folder (default mtu-demo)")
-    demo.add_argument("--steps", type=int, default=None, help="training steps (default 1600)")
-    demo.add_argument("--batch-size", type=int, default=None, help="samples per step (default 16)")
-    demo.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
-    demo.add_argument("--eval-count", type=int, default=None, help="held-out examples per task (default 64)")
-    demo.add_argument("--experts", type=int, default=None, help="experts N (default 4)")
-    demo.add_argument("--seed", type=int, default=None, help="seed (default 0)")
-    demo.add_argument("--base", default=None, help="base pipeline folder (default: the shipped toy-world base)")
+    from .demo import DemoConfig
+
+    demo = sub.add_parser("demo", help="the embedded end-to-end demo on the toy world (make demo)",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    demo.add_argument("--out", default=DemoConfig.out, help="report folder")
+    demo.add_argument("--steps", type=int, default=DemoConfig.steps, help="training steps")
+    demo.add_argument("--batch-size", type=int, default=DemoConfig.batch_size, help="samples per step")
+    demo.add_argument("--lr", type=float, default=DemoConfig.lr, help="peak learning rate")
+    demo.add_argument("--eval-count", type=int, default=DemoConfig.eval_count, help="held-out examples per task")
+    demo.add_argument("--experts", type=int, default=DemoConfig.num_experts, help="experts N")
+    demo.add_argument("--seed", type=int, default=DemoConfig.seed, help="seed")
+    demo.add_argument("--base", default=DemoConfig.base,
+                      help="base pipeline folder; None: the shipped toy-world base")
     demo.set_defaults(func=cmd_demo)
 
     check = sub.add_parser("selfcheck", help="upcycle a real architecture at random init and check invariants")

@@ -62,8 +62,7 @@ def run_demo(config: DemoConfig | None = None) -> int:
     from .toyworld import report
     from .toyworld.components import shipped_base
     from .toyworld.evaluate import BASELINE_NAME, MAIN_METRIC, baseline_outputs, evaluation_set, score
-    from .toyworld.experiment import pipeline_for, score_tasks, toyworld_train_config, train_and_score
-    from .upcycling import MTUConfig, load_base_unet, upcycle
+    from .toyworld.experiment import score_base, toyworld_train_config, train_and_score
     from .upcycling.serialization import atomic_save_directory
 
     config = config or DemoConfig()
@@ -79,11 +78,7 @@ def run_demo(config: DemoConfig | None = None) -> int:
 
     examples = {task: evaluation_set(task, config.eval_count) for task in TASKS}
     with step(f"[1/4] base model {base}: t2i faithfulness on {config.eval_count} held-out captions"):
-        # The base's own function: the upcycled model at init computes exactly the base UNet.
-        initial = upcycle(load_base_unet(base), MTUConfig(tasks=list(TASKS), num_experts=config.num_experts))
-        base_scores, base_outputs = score_tasks(pipeline_for(initial, base), {"t2i": examples["t2i"]}, config.seed)
-        base_scores, base_outputs = base_scores["t2i"], base_outputs["t2i"]
-        del initial
+        base_scores, base_outputs = score_base(base, examples["t2i"], config.seed, config.num_experts)
     print(f"      base t2i faithfulness {base_scores['faithfulness']:.3f}", file=sys.stderr)
 
     with step(f"[2/4] upcycling (N={config.num_experts}), training on {', '.join(TASKS)} for {config.steps} steps "

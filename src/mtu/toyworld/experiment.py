@@ -3,10 +3,6 @@ held-out examples. The demo runs one (MTU on four tasks); the quality benchmark 
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
-
 from .evaluate import TASKS, Example, generate_outputs, score
 
 
@@ -65,9 +61,17 @@ def train_and_score(config, examples: dict[str, list[Example]], seed: int = 0) -
     if trainer.ema is not None:
         trainer.ema.copy_to(list(trainer.params.values()))
     del trainer
-    torch.set_grad_enabled(True)
     pipe = pipeline_for(model, config.model.base)
     tasks = {task: examples[task] for task in model.task_names if task in examples}
     scores, outputs = score_tasks(pipe, tasks, seed)
-    return {"scores": scores, "outputs": outputs, "summary": summary, "model": model, "trainable": trainable,
-            "run_dir": Path(config.output_dir)}
+    return {"scores": scores, "outputs": outputs, "summary": summary, "model": model, "trainable": trainable}
+
+
+def score_base(base: str, examples: list[Example], seed: int = 0, num_experts: int = 4) -> tuple[dict, list]:
+    """(scores, outputs) of the base model itself on text-to-image `examples`, through the same `MTUPipeline`
+    code as trained models: an upcycled model at `init="preserve"` computes exactly the base UNet."""
+    from ..upcycling import MTUConfig, load_base_unet, upcycle
+
+    model = upcycle(load_base_unet(base), MTUConfig(tasks=list(TASKS), num_experts=num_experts))
+    scores, outputs = score_tasks(pipeline_for(model, base), {"t2i": examples}, seed)
+    return scores["t2i"], outputs["t2i"]

@@ -33,7 +33,7 @@ from .oracle import t2i_faithful
 from .evaluate import evaluation_set, generate_outputs
 from .report import image_rows
 from .scene import caption, make_scenes, render_array
-from .tasks import sample_removal, sr_input
+from .tasks import removal_mask, sample_removal, sr_input
 
 EVAL_STEPS, EVAL_GUIDANCE, EVAL_BATCH = 20, 7.5, 32  # SD1.5's t2i defaults (paper A.2)
 
@@ -73,13 +73,18 @@ class PretrainConfig:
 
     def __post_init__(self):
         check_counts(self, ("scenes", "vae_steps", "vae_batch", "steps", "batch", "warmup", "eval_count"))
-        for name, low, high in (("vae_lr", 0.0, None), ("lr", 0.0, None), ("kl_weight", None, None),
-                                ("ema_decay", None, 1.0), ("empty_prompt_fraction", None, 1.0)):
+        def number(name: str) -> float:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
-                    low is not None and value <= low) or (high is not None and value >= high):
-                bounds = "> 0" if low is not None else ">= 0" if high is None else f"in [0, {high})"
-                raise ValueError(f"`{name}` must be a number {bounds}, got {value!r}.")
+            return value if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
+
+        for name in ("vae_lr", "lr"):
+            if not number(name) > 0:
+                raise ValueError(f"`{name}` must be a number > 0, got {getattr(self, name)!r}.")
+        if not number("kl_weight") >= 0:
+            raise ValueError(f"`kl_weight` must be a number >= 0, got {self.kl_weight!r}.")
+        for name in ("ema_decay", "empty_prompt_fraction"):
+            if not 0 <= number(name) < 1:
+                raise ValueError(f"`{name}` must be a number in [0, 1.0), got {getattr(self, name)!r}.")
         if self.resolution not in (32, 64):
             raise ValueError(f"`resolution` must be 32 or 64, got {self.resolution!r}.")
 
@@ -94,8 +99,8 @@ def to_tensor(arrays: list[np.ndarray]) -> torch.Tensor:
 
 
 def _vae_image(scene, rng: np.random.Generator, size: int) -> np.ndarray:
-    """A VAE training image: a crisp render (half), a degraded-and-upsampled one (SR's condition), or the scene
-    with a removed shape blacked out (the masked image of mask inpainting)."""
+    """A VAE training image: a crisp render (70%), a degraded-and-upsampled one (SR's condition, 20%), or the scene
+    with a removed shape blacked out (the masked image of mask inpainting, 10%)."""
     choice = rng.random()
     array = render_array(scene, size)
     if choice < 0.7:
@@ -103,8 +108,6 @@ def _vae_image(scene, rng: np.random.Generator, size: int) -> np.ndarray:
     if choice < 0.9:
         low = sr_input(Image.fromarray(array), seed=int(rng.integers(2 ** 31)))
         return np.asarray(low.resize((size, size), Image.BICUBIC))
-    from .tasks import removal_mask
-
     mask = np.asarray(removal_mask(sample_removal(scene, rng), size)) > 127
     array = array.copy()
     array[mask] = 0
