@@ -53,6 +53,9 @@ class PretrainConfig:
         ema_decay: EMA of the text-to-image weights (the saved ones).
         empty_prompt_fraction: Share of empty captions (classifier-free guidance).
         eval_count: Held-out captions the saved model's faithfulness is measured on.
+        vae_from: A pipeline folder whose VAE is reused instead of running stage 1 (e.g. the shipped base's).
+        device: Where training runs: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
+            Random draws are made on the CPU either way, so the batches, noise and timesteps do not depend on it.
     """
 
     out: str = "toyworld-base"
@@ -70,6 +73,8 @@ class PretrainConfig:
     ema_decay: float = 0.999
     empty_prompt_fraction: float = 0.1
     eval_count: int = 256
+    vae_from: str | None = None
+    device: str = "auto"
 
     def __post_init__(self):
         check_counts(self, ("scenes", "vae_steps", "vae_batch", "steps", "batch", "warmup", "eval_count"))
@@ -87,6 +92,17 @@ class PretrainConfig:
                 raise ValueError(f"`{name}` must be a number in [0, 1.0), got {getattr(self, name)!r}.")
         if self.resolution not in (32, 64):
             raise ValueError(f"`resolution` must be 32 or 64, got {self.resolution!r}.")
+        if self.vae_from is not None and not (Path(self.vae_from) / "vae" / "config.json").is_file():
+            raise ValueError(f"`vae_from` must be a pipeline folder with a vae/ subfolder, got {self.vae_from!r}.")
+        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise ValueError(f"`device` must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}.")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"`device` is {self.device!r} but CUDA is not available here; use 'cpu' or 'auto'.")
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
 
 
 def _log(message: str) -> None:
@@ -115,16 +131,17 @@ def _vae_image(scene, rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def train_vae(config: PretrainConfig, scenes: list) -> tuple[torch.nn.Module, dict]:
-    vae = build_vae(config.seed, config.resolution)
+    device = config.torch_device()
+    vae = build_vae(config.seed, config.resolution).to(device)
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.vae_lr)
     rng = np.random.default_rng([config.seed, 1])
     generator = torch.Generator().manual_seed(config.seed)
     start, history = time.perf_counter(), []
     for step in range(1, config.vae_steps + 1):
         picks = rng.integers(len(scenes), size=config.vae_batch)
-        images = to_tensor([_vae_image(scenes[i], rng, config.resolution) for i in picks])
+        images = to_tensor([_vae_image(scenes[i], rng, config.resolution) for i in picks]).to(device)
         posterior = vae.encode(images).latent_dist
-        latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(device)
         recon = vae.decode(latents).sample
         mse = F.mse_loss(recon, images)
         loss = mse + config.kl_weight * posterior.kl().mean()
@@ -138,7 +155,7 @@ def train_vae(config: PretrainConfig, scenes: list) -> tuple[torch.nn.Module, di
         if step % 100 == 0 or step == config.vae_steps:
             _log(f"vae step {step}/{config.vae_steps}: mse {np.mean(history[-100:]):.5f} "
                  f"({time.perf_counter() - start:.0f} s)")
-    vae.eval().requires_grad_(False)
+    vae.cpu().eval().requires_grad_(False)
     return vae, {"vae_final_mse": float(np.mean(history[-100:])), "vae_seconds": time.perf_counter() - start}
 
 
@@ -146,8 +163,10 @@ def train_vae(config: PretrainConfig, scenes: list) -> tuple[torch.nn.Module, di
 def encode_scenes(vae, scenes: list, size: int, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """(means, stds) of the VAE posterior of every scene's render, unscaled."""
     means, stds = [], []
+    device = next(vae.parameters()).device
     for i in range(0, len(scenes), batch):
-        posterior = vae.encode(to_tensor([render_array(scene, size) for scene in scenes[i:i + batch]])).latent_dist
+        images = to_tensor([render_array(scene, size) for scene in scenes[i:i + batch]]).to(device)
+        posterior = vae.encode(images).latent_dist
         means.append(posterior.mean)
         stds.append(posterior.std)
     return torch.cat(means), torch.cat(stds)
@@ -157,35 +176,53 @@ def train_t2i(config: PretrainConfig, vae, tokenizer, scenes: list) -> tuple[tor
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
 
-    start = time.perf_counter()
+    start, device = time.perf_counter(), config.torch_device()
+    vae.to(device)
     means, stds = encode_scenes(vae, scenes, config.resolution)
     scale = float(1.0 / means.std())
     vae.register_to_config(scaling_factor=scale)
     captions = [caption(scene) for scene in scenes]
     ids = tokenizer(captions + [""], padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="pt").input_ids
+    ids = ids.to(device)
     empty_ids = ids[-1]
     ids = ids[:-1]
     _log(f"encoded {len(scenes)} training scenes; latent scaling factor {scale:.4f}")
 
-    unet = build_unet(config.seed, config.resolution // 4)
-    text_encoder = build_text_encoder(config.seed)
+    unet = build_unet(config.seed, config.resolution // 4).to(device)
+    text_encoder = build_text_encoder(config.seed).to(device)
     unet.train()
     text_encoder.train()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
-    ema = EMAModel(params, decay=config.ema_decay)
+    ema = EMAModel(params, decay=config.ema_decay, foreach=True)
     noise_schedule = DDPMScheduler.from_config(build_scheduler().config)
     rng = np.random.default_rng([config.seed, 2])
     generator = torch.Generator().manual_seed(config.seed + 1)
-    history = []
+    shape = (config.batch, *means.shape[1:])
+
+    def draws(first: int, count: int) -> list[tuple[torch.Tensor, ...]]:
+        # Each step's random draws, made on the CPU in a fixed order and moved to the device in one copy per
+        # chunk of steps (a copy per step would make the host wait for the device every step).
+        steps = []
+        for _ in range(first, first + count):
+            picks = torch.from_numpy(rng.integers(len(scenes), size=config.batch))
+            draw = torch.randn(shape, generator=generator)
+            empty = torch.from_numpy(rng.random(config.batch) < config.empty_prompt_fraction)
+            noise = torch.randn(shape, generator=generator)
+            timesteps = torch.randint(0, noise_schedule.config.num_train_timesteps, (config.batch,),
+                                      generator=generator)
+            steps.append((picks, draw, empty, noise, timesteps))
+        stacked = [torch.stack(column).to(device) for column in zip(*steps)]
+        return [tuple(column[i] for column in stacked) for i in range(count)]
+
+    history, pending, queue = [], [], []  # losses stay on the device until logged: no sync per step
     for step in range(1, config.steps + 1):
-        picks = torch.from_numpy(rng.integers(len(scenes), size=config.batch))
-        latents = (means[picks] + stds[picks] * torch.randn(means[picks].shape, generator=generator)) * scale
-        tokens = ids[picks].clone()
-        tokens[torch.from_numpy(rng.random(config.batch) < config.empty_prompt_fraction)] = empty_ids
-        noise = torch.randn(latents.shape, generator=generator)
-        timesteps = torch.randint(0, noise_schedule.config.num_train_timesteps, (config.batch,), generator=generator)
+        if not queue:
+            queue = draws(step, min(100, config.steps - step + 1))
+        picks, draw, empty, noise, timesteps = queue.pop(0)
+        latents = (means[picks] + stds[picks] * draw) * scale
+        tokens = torch.where(empty[:, None], empty_ids, ids[picks])  # a masked assignment would sync
         noisy = noise_schedule.add_noise(latents, noise, timesteps)
         hidden = text_encoder(tokens)[0]
         loss = F.mse_loss(unet(noisy, timesteps, hidden).sample, noise)
@@ -197,13 +234,16 @@ def train_t2i(config: PretrainConfig, vae, tokenizer, scenes: list) -> tuple[tor
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         ema.step(params)
-        history.append(loss.item())
+        pending.append(loss.detach())
         if step % 100 == 0 or step == config.steps:
+            history.extend(torch.stack(pending).tolist())
+            pending.clear()
             _log(f"t2i step {step}/{config.steps}: loss {np.mean(history[-100:]):.4f} "
                  f"({time.perf_counter() - start:.0f} s)")
     ema.copy_to(params)
-    unet.eval().requires_grad_(False)
-    text_encoder.eval().requires_grad_(False)
+    unet.cpu().eval().requires_grad_(False)
+    text_encoder.cpu().eval().requires_grad_(False)
+    vae.cpu()
     return unet, text_encoder, {"t2i_final_loss": float(np.mean(history[-100:])),
                                 "t2i_seconds": time.perf_counter() - start, "latent_scaling_factor": scale,
                                 "loss_curve": [float(np.mean(history[i:i + 100])) for i in range(0, len(history), 100)]}
@@ -232,15 +272,22 @@ def pretrain(config: PretrainConfig) -> dict:
     out = Path(config.out)
     torch.manual_seed(config.seed)
     scenes = make_scenes(config.seed, config.scenes, "train")
-    vae, vae_record = train_vae(config, scenes)
-    vae.save_pretrained(out.parent / f".{out.name}.vae-stage")  # for inspection; replaced by the final folder
+    if config.vae_from is None:
+        vae, vae_record = train_vae(config, scenes)
+        vae.save_pretrained(out.parent / f".{out.name}.vae-stage")  # for inspection; replaced by the final folder
+    else:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(config.vae_from, subfolder="vae", local_files_only=True).float()
+        vae.eval().requires_grad_(False)
+        vae_record = {"vae_reused_from": str(config.vae_from)}
     staging_tokenizer = out.parent / f".{out.name}.tokenizer"
     tokenizer = build_tokenizer(staging_tokenizer)
     unet, text_encoder, t2i_record = train_t2i(config, vae, tokenizer, scenes)
     pipe = assemble_pipeline(unet, vae, text_encoder, tokenizer)
     record = {
         "recipe": asdict(config), "command": "mtu toyworld pretrain " + " ".join(
-            f"--{k} {v}" for k, v in asdict(config).items() if k != "out"),
+            f"--{k} {v}" for k, v in asdict(config).items() if k != "out" and v is not None),
         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
                      "transformers": transformers.__version__},
         **vae_record, **t2i_record,

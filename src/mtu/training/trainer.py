@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, gather_object
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, gather_object
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
@@ -27,6 +27,7 @@ from .components import encode_prompts, load_base, sdxl_added_conditions
 from .config import TrainConfig, config_differences
 from .data_feed import DataFeed
 from .methods import build_model, trainable_parameters
+from .sharding import gather_full, is_sharded, reshard_optimizer_state, shard_like
 from .step import micro_step_loss
 
 
@@ -92,6 +93,9 @@ class Trainer:
             # Routing decides which task convs/LNs/experts a micro-batch touches; the rest get no gradient.
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
+        self.deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
+        if self.deepspeed:
+            self._configure_deepspeed()
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision,
                                                                                  torch.float32)
         self.feed = DataFeed(config, self.accelerator.process_index, self.accelerator.num_processes)
@@ -102,17 +106,54 @@ class Trainer:
             param.data = param.data.float() if param.requires_grad else param.data.to(self.weight_dtype)
         if config.gradient_checkpointing:
             self.model.enable_gradient_checkpointing()
-        self.params = trainable_parameters(self.model)
         self.task_channels = {task: self.model.task_in_channels(task) for task in self.feed.tasks}
-        self.optimizer = _optimizer(config, list(self.params.values()))
+        self.optimizer = _optimizer(config, list(trainable_parameters(self.model).values()))
         self.lr_scheduler = get_scheduler(config.optim.schedule, self.optimizer,
                                           num_warmup_steps=config.optim.warmup_steps,
                                           num_training_steps=config.max_steps)
-        self.ema = EMAModel(list(self.params.values()), decay=config.ema_decay) if config.ema_decay else None
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        # Taken after `prepare`: FSDP2 replaces the parameters with sharded ones (the optimizer is re-pointed).
+        self.params = trainable_parameters(self.accelerator.unwrap_model(self.model))
+        self.ema = EMAModel(list(self.params.values()), decay=config.ema_decay) if config.ema_decay else None
         self.step, self.counters = 0, {"nonfinite_skipped": 0, "nonfinite_in_a_row": 0}
         self.history: list[dict] = []
         self.tasks_seen: set[str] = set()
+
+    def _configure_deepspeed(self) -> None:
+        """Fills the DeepSpeed config's "auto" values from the run config (the trainer feeds its own batches, so
+        accelerate cannot infer the micro-batch size), and refuses what this trainer does not do under DeepSpeed."""
+        config, plugin = self.config, self.accelerator.state.deepspeed_plugin
+        if config.gradient_accumulation_steps != 1:
+            raise ValueError(f"`gradient_accumulation_steps` must be 1 under DeepSpeed (got "
+                             f"{config.gradient_accumulation_steps}); use a larger `batch_size`, or DDP/FSDP.")
+        if self.resume_from is not None:
+            raise ValueError(f"resuming under DeepSpeed is not supported; resume {str(self.resume_from)!r} with one "
+                             f"process, DDP or FSDP (checkpoints hold whole tensors and move between them).")
+        values = {"train_micro_batch_size_per_gpu": config.batch_size, "gradient_accumulation_steps": 1,
+                  "gradient_clipping": config.optim.max_grad_norm}
+        for key, value in values.items():
+            if key not in plugin.deepspeed_config or plugin.is_auto(key):
+                plugin.deepspeed_config[key] = value
+
+    def _optimizer_state(self) -> dict:
+        """The optimizer's state dict with whole tensors, in torch's per-parameter layout for every backend.
+
+        DeepSpeed's ZeRO optimizer keeps flat, partitioned moments; they are gathered per parameter (collective)
+        into the layout a plain Adam/AdamW would have, so such a checkpoint resumes anywhere.
+        """
+        if not self.deepspeed:
+            return gather_full(self.optimizer.state_dict())
+        from deepspeed.utils import safe_get_full_optimizer_state
+
+        base = self.optimizer.optimizer.optimizer  # accelerate wrapper -> ZeRO optimizer -> torch optimizer
+        steps = [state["step"] for state in base.state.values() if "step" in state]
+        state = {}
+        for index, param in enumerate(self.params.values()):
+            moments = {key: safe_get_full_optimizer_state(param, key) for key in ("exp_avg", "exp_avg_sq")}
+            if steps and all(value is not None for value in moments.values()):
+                state[index] = {"step": torch.as_tensor(steps[0], dtype=torch.float32).cpu(), **moments}
+        group = {key: value for key, value in base.param_groups[0].items() if key != "params"}
+        return {"state": state, "param_groups": [{**group, "params": list(range(len(self.params)))}]}
 
     def encode_text(self, prompts: list[str]):
         """(encoder_hidden_states, extra UNet kwargs), from the cache when it holds text embeddings."""
@@ -125,16 +166,17 @@ class Trainer:
 
     # -- state ---------------------------------------------------------------------------------------------------
     def state(self) -> dict:
+        """The whole run state, with whole tensors (gathering FSDP shards is collective: call on every rank)."""
         state = {
-            "trainable": dict(self.params),
-            "optimizer": self.optimizer.state_dict(),
+            "trainable": gather_full(dict(self.params)),
+            "optimizer": self._optimizer_state(),
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "counters": dict(self.counters),
             "data": self.feed.state(),
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
         }
         if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
+            state["ema"] = gather_full(self.ema.state_dict())
         if self.accelerator.scaler is not None:
             state["scaler"] = self.accelerator.scaler.state_dict()
         return state
@@ -143,8 +185,9 @@ class Trainer:
     def load_state(self, folder: Path) -> None:
         self.step, state = load_checkpoint(folder)
         for name, param in self.params.items():
-            param.copy_(state["trainable"][name])
+            param.copy_(shard_like(state["trainable"][name], param))
         self.optimizer.load_state_dict(state["optimizer"])
+        reshard_optimizer_state(self.optimizer)
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.counters.update(state["counters"])
         self.feed.load_state(state["data"])
@@ -153,6 +196,8 @@ class Trainer:
         random.setstate(state["rng"]["python"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
+            self.ema.shadow_params = [shard_like(shadow, param) for shadow, param
+                                      in zip(self.ema.shadow_params, self.params.values())]
         if self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
 
@@ -194,7 +239,8 @@ class Trainer:
                     loss, losses = micro_step_loss(self.model, self.parts, batch, self.step, config.seed,
                                                    config.conditioning_dropout, config.task_loss_weights,
                                                    self.encode_text, self.weight_dtype, self.task_channels)
-                self.accelerator.backward(loss / accumulate)
+                # DeepSpeed's engine divides by its own accumulation count (1, see _configure_deepspeed).
+                self.accelerator.backward(loss if self.deepspeed else loss / accumulate)
             self.tasks_seen.update(losses)
             finite &= bool(torch.isfinite(loss))
             total += loss.item() / accumulate
@@ -246,6 +292,8 @@ class Trainer:
         final = self.export()
         summary = {"steps": self.step, "final": str(final), "history": self.history, **self.counters,
                    "processes": self.accelerator.num_processes,
+                   "distributed_type": str(self.accelerator.distributed_type).split(".")[-1],
+                   "sharded_parameters": any(is_sharded(param) for param in self.params.values()),
                    "tasks_seen_per_process": [sorted(seen) for seen in gather_object([self.tasks_seen])],
                    "data_failures": self.feed.failure_summary()}
         if self.accelerator.is_main_process:
@@ -269,23 +317,21 @@ class Trainer:
         """Writes the trained weights (EMA weights when EMA is on) to `output_dir/final`."""
         final = self.run_dir / "final"
         model = self.accelerator.unwrap_model(self.model)
-        params = list(self.params.values())
+        if self.ema is None:
+            weights = {name: param.detach() for name, param in self.params.items()}
+        else:
+            weights = dict(zip(self.params, (shadow.detach() for shadow in self.ema.shadow_params)))
+        weights = {name: tensor.cpu().contiguous() for name, tensor in gather_full(weights).items()}  # collective
         if self.accelerator.is_main_process:
-            if self.ema is not None:
-                self.ema.store(params)
-                self.ema.copy_to(params)
             if self.config.model.method == "mtu":
-                model.save_pretrained(final)
+                model.save_pretrained(final, state_dict=weights)
             else:
                 from ..upcycling.serialization import atomic_save_safetensors
 
                 final.mkdir(parents=True, exist_ok=True)
-                atomic_save_safetensors({k: v.detach().cpu().contiguous() for k, v in self.params.items()},
-                                        final / "trainable.safetensors")
+                atomic_save_safetensors(weights, final / "trainable.safetensors")
                 atomic_write_text(final / "method.json", json.dumps({"method": self.config.model.method,
                                                                      "tasks": self.feed.tasks}))
-            if self.ema is not None:
-                self.ema.restore(params)
         self.accelerator.wait_for_everyone()
         return final
 

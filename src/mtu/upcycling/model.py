@@ -50,6 +50,10 @@ class MTUModel(nn.Module):
     exactly its single-task output). Build one with `mtu.upcycle` or `mtu.load_mtu`.
     """
 
+    # The units FSDP shards one by one (accelerate's transformer-based auto-wrap reads this, as for diffusers'
+    # UNet); every Stable Diffusion UNet has both.
+    _no_split_modules = ["BasicTransformerBlock", "ResnetBlock2D"]
+
     def __init__(self, unet: UNet2DConditionModel, config: MTUConfig, task_specs: list[TaskSpec], base_info: dict,
                  task_embeddings: torch.Tensor):
         super().__init__()
@@ -158,11 +162,15 @@ class MTUModel(nn.Module):
         return {name: module.router(self.task_embeddings)[index].float().cpu()
                 for name, module in self.mtu_modules() if isinstance(module, MTUFeedForward)}
 
-    def save_pretrained(self, save_directory) -> None:
-        """Writes `mtu_config.json` and `mtu_model.safetensors` (MTU-owned tensors only, written atomically)."""
+    def save_pretrained(self, save_directory, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Writes `mtu_config.json` and `mtu_model.safetensors` (MTU-owned tensors only, written atomically).
+
+        `state_dict` (name -> tensor, the names of `mtu_named_parameters`) replaces the model's own tensors, e.g.
+        EMA weights or tensors gathered from FSDP shards.
+        """
         from .serialization import save_adapter
 
-        save_adapter(self, save_directory)
+        save_adapter(self, save_directory, state_dict)
 
     def fold(self, task: str) -> UNet2DConditionModel:
         """A stock `UNet2DConditionModel` computing this model's output for `task`; see `mtu.fold`."""

@@ -83,11 +83,18 @@ def atomic_save_directory(write, directory) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def save_adapter(model, save_directory) -> None:
-    """Writes the MTU-owned tensors and the config (with the base's identity) into `save_directory`."""
+def save_adapter(model, save_directory, state_dict: dict | None = None) -> None:
+    """Writes the MTU-owned tensors (or `state_dict`, which must hold exactly those names) and the config (with
+    the base's identity) into `save_directory`."""
     directory = Path(save_directory)
-    directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: param.detach().contiguous() for name, param in model.mtu_named_parameters()}
+    if state_dict is not None:
+        if state_dict.keys() != tensors.keys():
+            missing, extra = sorted(tensors.keys() - state_dict.keys()), sorted(state_dict.keys() - tensors.keys())
+            raise ValueError(f"`state_dict` must hold exactly the MTU tensors; missing {missing[:5]}, "
+                             f"unexpected {extra[:5]}.")
+        tensors = {name: state_dict[name].detach().contiguous() for name in tensors}
+    directory.mkdir(parents=True, exist_ok=True)
     if any(t.is_meta for t in tensors.values()):
         raise ValueError("cannot save an MTU model on the meta device; it has shapes but no weights.")
     dtype = str(model.task_embeddings.dtype).removeprefix("torch.")

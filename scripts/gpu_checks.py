@@ -1,0 +1,228 @@
+"""The checks that need a GPU, in one call of a lent machine (see docs/BENCHMARKS.md, "GPU session").
+
+1. Distributed backends (issue 3): the trainer under FSDP2 and DeepSpeed ZeRO-2 through `accelerate launch`,
+   with no code change, against a plain one-process run of the same tiny config (same global batch):
+   final weights equal (tests/training_parts.assert_same_training's tolerance), an FSDP run resumed from its
+   step-2 checkpoint ends where the uninterrupted one did, and FSDP's and DeepSpeed's checkpoints (whole tensors)
+   resume in a plain process and end where the plain run did.
+2. The toy world's base (issue 4), in the background while 1 runs: `toyworld pretrain`'s text-to-image stage on the
+   GPU (the shipped VAE reused), with the number of steps that fits `--pretrain-seconds`, measured from a short
+   calibration run. The pipeline folder comes back as base.tar.
+
+    python scripts/gpu_checks.py --out $OUT [--pretrain-seconds 420] [--skip-backends] [--skip-pretrain]
+
+Prints a table last; writes checks.json, the logs and base.tar under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _run(name: str, command: list[str], log_dir: Path, timeout: int = 150) -> dict:
+    """Runs `command`, its output appended to log_dir/backends.log (one file: the device returns few)."""
+    start = time.perf_counter()
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=timeout, cwd=ROOT)
+        code, output = result.returncode, result.stdout + result.stderr
+    except subprocess.TimeoutExpired as error:
+        parts = [part.decode(errors="replace") if isinstance(part, bytes) else part or ""
+                 for part in (error.stdout, error.stderr)]
+        code, output = "timeout", "".join(parts)
+    seconds = time.perf_counter() - start
+    with open(log_dir / "backends.log", "a") as log:
+        log.write(f"\n===== {name}: {' '.join(command)}\n{output}\n===== {name}: rc={code} {seconds:.1f} s\n")
+    tail = output[-1500:]
+    print(f"[{name}] rc={code} {seconds:.0f} s", flush=True)
+    if code != 0:
+        print(tail, flush=True)
+    return {"rc": code, "seconds": round(seconds, 1), "tail": tail if code != 0 else ""}
+
+
+def _train_command(backend: str, config: Path, resume: bool = False) -> list[str]:
+    tail = ["-m", "mtu.cli", "train", "--config", str(config)] + (["--resume", "auto"] if resume else [])
+    if backend == "plain":
+        return [sys.executable] + tail
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if backend == "fsdp":
+        launch += ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
+                   "--fsdp_cpu_ram_efficient_loading", "false", "--fsdp_reshard_after_forward", "true"]
+    elif backend == "deepspeed":
+        launch += ["--use_deepspeed", "--zero_stage", "2"]
+    return launch + tail
+
+
+def _compare(expected: Path, actual: Path, base: str) -> dict:
+    from tests.training_parts import assert_same_training
+
+    try:
+        return {"same": True, "relative": assert_same_training(expected, actual, base)}
+    except AssertionError as error:
+        return {"same": False, "error": str(error)[:300]}
+    except Exception as error:  # a run that wrote nothing
+        return {"same": False, "error": f"{type(error).__name__}: {error}"[:300]}
+
+
+def _resume_copy(source: Path, target: Path, checkpoint_step: int) -> None:
+    """`target`: `source`'s run cut back to its `checkpoint_step` checkpoint (as if killed right after it)."""
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)  # no config.yaml: its output_dir would differ, and resuming checks that
+    name = f"checkpoint-{checkpoint_step:07d}"
+    shutil.copytree(source / "checkpoints" / name, target / "checkpoints" / name)
+
+
+def backends(work: Path, out: Path) -> dict:
+    from tests.training_parts import tiny_run_config
+
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict = {}
+    runs = {}
+    for backend in ("plain", "fsdp", "deepspeed"):
+        config = tiny_run_config(work, batch_size=4, max_steps=4, checkpoint_every=2, keep_checkpoints=4,
+                                 task_sampling="stratified")
+        config["output_dir"] = str(work / backend)
+        path = work / f"{backend}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        runs[backend] = (path, Path(config["output_dir"]))
+        results[backend] = _run(backend, _train_command(backend, path), out)
+        summary = Path(config["output_dir"]) / "train_summary.json"
+        if summary.is_file():  # which backend really ran (accelerate falls back silently in some set-ups)
+            record = json.loads(summary.read_text())
+            results[backend].update({k: record.get(k) for k in ("distributed_type", "sharded_parameters")})
+    base = yaml.safe_load(runs["plain"][0].read_text())["model"]["base"]
+    plain_dir = runs["plain"][1]
+    for backend in ("fsdp", "deepspeed"):
+        results[f"{backend} == plain"] = _compare(plain_dir, runs[backend][1], base)
+    # Resume checks: cut a run back to its step-2 checkpoint and finish it.
+    for source, resumed_with in (("fsdp", "fsdp"), ("fsdp", "plain"), ("deepspeed", "plain"), ("plain", "plain")):
+        name = f"{source} ckpt-2 resumed by {resumed_with}"
+        target = work / f"{source}-resumed-by-{resumed_with}"
+        try:
+            _resume_copy(runs[source][1], target, 2)
+        except FileNotFoundError as error:
+            results[name] = {"same": False, "error": f"no checkpoint to resume: {error}"[:300]}
+            continue
+        config = yaml.safe_load(runs[source][0].read_text())
+        config["output_dir"] = str(target)
+        path = work / f"{target.name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        run = _run(target.name, _train_command(resumed_with, path, resume=True), out)
+        expected = runs[source][1] if resumed_with == source else plain_dir
+        results[name] = {**run, **_compare(expected, target, base)}
+    return results
+
+
+def _calibrate(step_counts=(20, 120)) -> float:
+    """Seconds per text-to-image step at the pretrain settings, from two short runs (their difference)."""
+    from mtu.toyworld.components import build_tokenizer, shipped_base
+    from mtu.toyworld.pretrain import PretrainConfig, train_t2i
+    from mtu.toyworld.scene import make_scenes
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(shipped_base(), subfolder="vae").float().requires_grad_(False)
+    tokenizer = build_tokenizer(Path("/tmp/gpu_checks_tokenizer"))
+    scenes = make_scenes(0, 512, "train")
+    times = []
+    for steps in step_counts:
+        config = PretrainConfig(**{**PRETRAIN, "steps": steps, "warmup": 10, "scenes": 512})
+        start = time.perf_counter()
+        train_t2i(config, vae, tokenizer, scenes)
+        times.append(time.perf_counter() - start)
+    return (times[1] - times[0]) / (step_counts[1] - step_counts[0])
+
+
+# eval_count 64 keeps the device run short; the shipped figure is re-measured on 256 captions on the CPU.
+PRETRAIN = {"batch": 128, "lr": 5e-4, "warmup": 500, "ema_decay": 0.9995, "scenes": 100_000, "device": "auto",
+            "eval_count": 64}
+
+
+def pretrain_base(out: Path, seconds: float) -> dict:
+    from mtu.toyworld.components import shipped_base
+    from mtu.toyworld.pretrain import PretrainConfig, pretrain
+
+    start = time.perf_counter()
+    per_step = _calibrate()
+    # Left for encoding the scenes, saving and the CPU evaluation of 256 captions.
+    steps = int(max(200, (seconds - (time.perf_counter() - start) - 120) / per_step) // 100 * 100)
+    print(f"[pretrain] {per_step * 1000:.1f} ms/step at batch {PRETRAIN['batch']}: {steps} steps", flush=True)
+    config = PretrainConfig(**{**PRETRAIN, "out": str(out / "base"), "steps": steps,
+                               "vae_from": str(shipped_base())})
+    record = pretrain(config)
+    with tarfile.open(out / "base.tar", "w") as tar:
+        tar.add(out / "base", arcname="base")
+    shutil.rmtree(out / "base")
+    return {"ms_per_step": per_step * 1000, "steps": steps, "faithfulness": record["evaluation"]["faithfulness"],
+            "t2i_seconds": record["t2i_seconds"], "final_loss": record["t2i_final_loss"],
+            "seconds": time.perf_counter() - start}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--work", default="/tmp/gpu_checks")
+    parser.add_argument("--pretrain-seconds", type=float, default=420)
+    parser.add_argument("--skip-backends", action="store_true")
+    parser.add_argument("--skip-pretrain", action="store_true")
+    parser.add_argument("--pretrain-only", action="store_true", help="(internal) run part 2 in this process")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.pretrain_only:
+        record = pretrain_base(out, args.pretrain_seconds)
+        (out / "pretrain.json").write_text(json.dumps(record, indent=1))
+        return 0
+
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    print(f"device: {device}; torch {torch.__version__}", flush=True)
+    background = None
+    if not args.skip_pretrain:  # the GPU has room for both; part 2 is the long one
+        log = open(out / "pretrain.log", "w")
+        background = subprocess.Popen([sys.executable, __file__, "--out", str(out), "--pretrain-only",
+                                       "--pretrain-seconds", str(args.pretrain_seconds)],
+                                      stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT)
+    results = {"device": device, "torch": torch.__version__}
+    if not args.skip_backends:
+        results["backends"] = backends(Path(args.work), out)
+    if background is not None:
+        background.wait()
+        pretrain_json = out / "pretrain.json"
+        results["pretrain"] = (json.loads(pretrain_json.read_text()) if pretrain_json.is_file()
+                               else {"error": (out / "pretrain.log").read_text()[-1500:]})
+    (out / "checks.json").write_text(json.dumps(results, indent=1))
+    print(f"\n| check ({device}) | result |\n|---|---|")
+    for name, value in results.get("backends", {}).items():
+        if "same" in value:
+            shown = f"same, relative {value['relative']:.2e}" if value["same"] else f"DIFFERS/FAILED: {value['error']}"
+        else:
+            shown = f"rc {value['rc']}, {value['seconds']} s, {value.get('distributed_type')}, " \
+                    f"sharded parameters: {value.get('sharded_parameters')}"
+        print(f"| {name} | {shown} |")
+    if "pretrain" in results:
+        print(f"| pretrain | {json.dumps(results['pretrain'])[:400]} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
