@@ -124,3 +124,17 @@ def test_load_in_another_dtype(saved):
     loaded = mtu.load_mtu(directory, torch_dtype=torch.bfloat16)
     assert loaded.dtype == torch.bfloat16 and loaded.device.type == "cpu"
     assert torch.equal(loaded.task_embeddings, model.task_embeddings.to(torch.bfloat16))
+
+
+def test_save_with_given_tensors_writes_those(saved, tmp_path):
+    """`state_dict` (EMA weights, tensors gathered from FSDP shards) replaces the model's own; wrong names refused."""
+    model, _ = saved
+    given = {name: torch.full_like(param, 0.25) for name, param in model.mtu_named_parameters()}
+    model.save_pretrained(tmp_path / "given", state_dict=given)
+    with safe_open(str(tmp_path / "given" / WEIGHTS_NAME), framework="pt") as handle:
+        assert all(torch.equal(handle.get_tensor(name), given[name]) for name in given)
+    assert not all(torch.equal(param, given[name]) for name, param in model.mtu_named_parameters())
+    given.pop("task_embeddings")
+    with pytest.raises(ValueError, match="missing \\['task_embeddings'\\]"):
+        model.save_pretrained(tmp_path / "wrong", state_dict=given)
+    assert not (tmp_path / "wrong").exists()

@@ -54,6 +54,8 @@ class PretrainConfig:
         empty_prompt_fraction: Share of empty captions (classifier-free guidance).
         eval_count: Held-out captions the saved model's faithfulness is measured on.
         vae_from: A pipeline folder whose VAE is reused instead of running stage 1 (e.g. the shipped base's).
+        init_from: A pipeline folder whose UNet and text encoder stage 2 starts from (continued training),
+            instead of a fresh initialisation.
         device: Where training runs: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
             Random draws are made on the CPU either way, so the batches, noise and timesteps do not depend on it.
     """
@@ -74,6 +76,7 @@ class PretrainConfig:
     empty_prompt_fraction: float = 0.1
     eval_count: int = 256
     vae_from: str | None = None
+    init_from: str | None = None
     device: str = "auto"
 
     def __post_init__(self):
@@ -92,8 +95,11 @@ class PretrainConfig:
                 raise ValueError(f"`{name}` must be a number in [0, 1.0), got {getattr(self, name)!r}.")
         if self.resolution not in (32, 64):
             raise ValueError(f"`resolution` must be 32 or 64, got {self.resolution!r}.")
-        if self.vae_from is not None and not (Path(self.vae_from) / "vae" / "config.json").is_file():
-            raise ValueError(f"`vae_from` must be a pipeline folder with a vae/ subfolder, got {self.vae_from!r}.")
+        for name, parts in (("vae_from", ("vae",)), ("init_from", ("unet", "text_encoder"))):
+            folder = getattr(self, name)
+            if folder is not None and not all((Path(folder) / part / "config.json").is_file() for part in parts):
+                raise ValueError(f"`{name}` must be a pipeline folder with {' and '.join(p + '/' for p in parts)} "
+                                 f"subfolders, got {folder!r}.")
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise ValueError(f"`device` must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}.")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -189,8 +195,17 @@ def train_t2i(config: PretrainConfig, vae, tokenizer, scenes: list) -> tuple[tor
     ids = ids[:-1]
     _log(f"encoded {len(scenes)} training scenes; latent scaling factor {scale:.4f}")
 
-    unet = build_unet(config.seed, config.resolution // 4).to(device)
-    text_encoder = build_text_encoder(config.seed).to(device)
+    if config.init_from is None:
+        unet, text_encoder = build_unet(config.seed, config.resolution // 4), build_text_encoder(config.seed)
+    else:
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        unet = UNet2DConditionModel.from_pretrained(config.init_from, subfolder="unet", local_files_only=True)
+        text_encoder = CLIPTextModel.from_pretrained(config.init_from, subfolder="text_encoder",
+                                                     local_files_only=True)
+    unet, text_encoder = unet.float().to(device).requires_grad_(True), text_encoder.float().to(device)
+    text_encoder.requires_grad_(True)
     unet.train()
     text_encoder.train()
     params = list(unet.parameters()) + list(text_encoder.parameters())

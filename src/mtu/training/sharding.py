@@ -27,7 +27,7 @@ def is_sharded(value) -> bool:
 def gather_full(value):
     """`value` (nested dicts, lists and tuples) with every DTensor replaced by its whole tensor (collective)."""
     if is_sharded(value):
-        return value.full_tensor()
+        return value.detach().full_tensor()
     if isinstance(value, dict):
         return {k: gather_full(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -40,8 +40,9 @@ def shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     if is_sharded(like):
         from torch.distributed.tensor import distribute_tensor
 
-        return distribute_tensor(full.to(like.device_mesh.device_type, like.dtype), like.device_mesh, like.placements)
-    return full.to(like.device, like.dtype)
+        full = full.detach().to(like.device_mesh.device_type, like.dtype)
+        return distribute_tensor(full, like.device_mesh, like.placements)
+    return full.detach().to(like.device, like.dtype)
 
 
 def reshard_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
