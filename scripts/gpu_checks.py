@@ -99,7 +99,7 @@ def backends(work: Path, out: Path) -> dict:
     runs = {}
     for backend in ("plain", "fsdp", "deepspeed"):
         config = tiny_run_config(work, batch_size=4, max_steps=4, checkpoint_every=2, keep_checkpoints=4,
-                                 task_sampling="stratified")
+                                 validate_every=2, task_sampling="stratified")
         config["output_dir"] = str(work / backend)
         path = work / f"{backend}.yaml"
         path.write_text(yaml.safe_dump(config))

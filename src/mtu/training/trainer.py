@@ -302,15 +302,17 @@ class Trainer:
         return summary
 
     def validate(self) -> None:
-        """Writes each task's validation image strip (main process only)."""
-        if self.accelerator.is_main_process:
+        """Writes each task's validation image strip (main process; under FSDP every rank joins the forwards,
+        which gather the shards collectively)."""
+        main, sharded = self.accelerator.is_main_process, any(is_sharded(p) for p in self.params.values())
+        if main or sharded:
             from .validation import validation_examples, write_validation_images
 
             if not hasattr(self, "validation_set"):
                 self.validation_set = validation_examples(self.feed.datasets)
             folder = self.run_dir / "validation" / f"step-{self.step:07d}"
             write_validation_images(self.parts, self.accelerator.unwrap_model(self.model), self.validation_set,
-                                    folder, self.config.seed)
+                                    folder, self.config.seed, write=main)
         self.accelerator.wait_for_everyone()
 
     def export(self) -> Path:

@@ -49,11 +49,14 @@ def _pipeline(parts: FrozenParts, model):
 
 
 @torch.no_grad()
-def write_validation_images(parts: FrozenParts, model, examples: dict[str, dict], folder: Path, seed: int) -> list[Path]:
-    """Generates every task's validation sample and writes one PNG strip per task."""
+def write_validation_images(parts: FrozenParts, model, examples: dict[str, dict], folder: Path, seed: int,
+                            write: bool = True) -> list[Path]:
+    """Generates every task's validation sample and writes one PNG strip per task (none when `write` is False:
+    a rank that only takes part in the forward passes, as every FSDP rank must)."""
     pipe = _pipeline(parts, model)
     pipe.set_progress_bar_config(disable=True)
-    folder.mkdir(parents=True, exist_ok=True)
+    if write:
+        folder.mkdir(parents=True, exist_ok=True)
     written = []
     was_training = model.training
     model.eval()
@@ -76,8 +79,9 @@ def write_validation_images(parts: FrozenParts, model, examples: dict[str, dict]
             panels = [_to_uint8(example["condition"])] if "condition" in example else []
             panels += [_to_uint8(image * 2 - 1), _to_uint8(example["target"])]
             path = folder / f"{task}.png"
-            Image.fromarray(np.concatenate(panels, axis=1)).save(path)
-            written.append(path)
+            if write:
+                Image.fromarray(np.concatenate(panels, axis=1)).save(path)
+                written.append(path)
     finally:
         model.train(was_training)
     return written
