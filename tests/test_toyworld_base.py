@@ -60,3 +60,27 @@ def test_pretrain_cli_errors_are_one_line(capsys):
     assert error.startswith("mtu: error: unknown pretrain option(s) --stepz;") and "\n" not in error
     assert main(["toyworld", "pretrain", "--resolution", "48"]) == 2
     assert capsys.readouterr().err.strip() == "mtu: error: `resolution` must be 32 or 64, got 48."
+
+
+def test_pretrain_continues_from_a_pipeline_and_reuses_its_vae(tmp_path):
+    """`vae_from` copies the VAE unchanged; `init_from` starts stage 2 from that UNet (a fresh init would be far)."""
+    from safetensors.torch import load_file
+
+    base = shipped_base()
+    pretrain(PretrainConfig(out=str(tmp_path / "next"), scenes=64, steps=2, batch=4, lr=1e-2, warmup=1,
+                            ema_decay=0.0, eval_count=4, vae_from=str(base), init_from=str(base), device="cpu"))
+    weights = "diffusion_pytorch_model.safetensors"
+    old_vae, new_vae = load_file(base / "vae" / weights), load_file(tmp_path / "next" / "vae" / weights)
+    assert all((old_vae[k] == new_vae[k]).all() for k in old_vae)
+    old_unet, new_unet = load_file(base / "unet" / weights), load_file(tmp_path / "next" / "unet" / weights)
+    moved = max(float((old_unet[k].float() - new_unet[k].float()).abs().max()) for k in old_unet)
+    assert 0 < moved < 0.1, moved
+
+
+def test_pretrain_refuses_bad_sources_and_devices(tmp_path):
+    with pytest.raises(ValueError, match="`init_from` must be a pipeline folder with unet/ and text_encoder/"):
+        PretrainConfig(init_from=str(tmp_path))
+    with pytest.raises(ValueError, match="`vae_from` must be a pipeline folder with vae/"):
+        PretrainConfig(vae_from=str(tmp_path))
+    with pytest.raises(ValueError, match="`device` must be 'auto', 'cpu' or 'cuda\\[:N\\]', got 'tpu'"):
+        PretrainConfig(device="tpu")

@@ -277,6 +277,20 @@ def evaluate_t2i(pipe, count: int = 256, seed: int = 0) -> dict:
     return {"faithfulness": sum(outcomes) / len(outcomes), "outcomes": outcomes, "images": images}
 
 
+def earlier_recipe(folder) -> dict | None:
+    """The recipe a continued model started from (its command, config, loss, measured faithfulness and, in turn,
+    what it continued from), so the chain that made a model stays in its recipe.json."""
+    path = Path(folder) / "recipe.json"
+    if not path.is_file():
+        return None
+    earlier = json.loads(path.read_text())
+    kept = {key: earlier[key] for key in ("command", "recipe", "versions", "t2i_final_loss", "latent_scaling_factor",
+                                          "continued_from") if key in earlier}
+    if "evaluation" in earlier:
+        kept["faithfulness"] = earlier["evaluation"]["faithfulness"]
+    return kept
+
+
 def pretrain(config: PretrainConfig) -> dict:
     """Runs the recipe and writes the pipeline folder with recipe.json; returns the recipe record."""
     import diffusers
@@ -307,6 +321,8 @@ def pretrain(config: PretrainConfig) -> dict:
                      "transformers": transformers.__version__},
         **vae_record, **t2i_record,
     }
+    if config.init_from is not None:
+        record["continued_from"] = earlier_recipe(config.init_from)
 
     def write(folder: Path) -> None:
         # UNet and VAE weights are stored in float16 (half the size), which diffusers loads as float32 by
