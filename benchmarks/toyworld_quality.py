@@ -1,8 +1,9 @@
 """Quality on the toy world: analogues of the paper's Tables 2-5, every row with the same data, steps, batch,
 learning rate and seeds, scored by the oracle on the same held-out examples.
 
-    python benchmarks/toyworld_quality.py [--steps 300] [--batch-size 32] [--lr 1e-3] [--seeds 0,1]
-                                          [--eval-count 32] [--rows ROW,ROW,...] [--out runs/quality]
+    python benchmarks/toyworld_quality.py [--steps 1600] [--batch-size 16] [--lr 2e-3] [--seeds 0,1]
+                                          [--eval-count 32] [--tune-count 32] [--rows ROW,ROW,...]
+                                          [--out runs/quality]
 
 Rows (`--rows`, default all):
   base            the shipped base model, text-to-image only (Table 2, first row)
@@ -13,6 +14,9 @@ Rows (`--rows`, default all):
                   all four tasks, task input convs (Table 3)
   mtu-n1, mtu-n2, mtu-n8, mtu-top4of8     N in {1, 2, 8} with G=1/N, and top-k 4 of 8 (Table 4)
   mtu-n4-shard    the paper's plain shard init instead of our `preserve` init (our own row)
+
+Every trained row's edit and inpaint guidance is chosen the same way, on `--tune-count` validation examples
+(training-split scenes; never the held-out ones), as the demo does (`experiment.choose_guidance`).
 
 Each cell is the mean over seeds, +- the standard deviation when there are several. Main metrics: t2i caption
 faithfulness, edit success, sr PSNR (dB), inpaint success (removed and the rest preserved). Also written as JSON.
@@ -72,8 +76,9 @@ def run_row(name: str, spec, base: str, args, seed: int, examples: dict, lora_ra
     config = toyworld_train_config(base, Path(args.out) / f"{name.replace(':', '-')}-seed{seed}", tasks,
                                    method=spec["method"], mtu=spec.get("mtu"), steps=args.steps,
                                    batch_size=args.batch_size, lr=args.lr, seed=seed, log_with="none", **extra)
-    result = train_and_score(config, examples, seed)
-    return {"scores": result["scores"], "trainable": result["trainable"]}
+    result = train_and_score(config, examples, seed, tune_guidance=args.tune_count)
+    return {"scores": result["scores"], "trainable": result["trainable"],
+            "guidance": {task: value["chosen"] for task, value in result["guidance"].items()}}
 
 
 def _cell(values: list[float]) -> str:
@@ -85,9 +90,11 @@ def _cell(values: list[float]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--steps", type=int, default=1600)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--tune-count", type=int, default=32,
+                        help="validation examples for choosing edit/inpaint guidance (0: paper defaults)")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--eval-count", type=int, default=32)
     parser.add_argument("--rows", default=",".join(ROWS))
@@ -111,7 +118,8 @@ def main() -> int:
             start = time.perf_counter()
             results.setdefault(name, []).append(run_row(name, ROWS[name], base, args, seed, examples, lora_rank))
             print(f"  {name} seed {seed}: {time.perf_counter() - start:.0f} s "
-                  f"{json.dumps(results[name][-1]['scores'])}", file=sys.stderr, flush=True)
+                  f"{json.dumps(results[name][-1]['scores'])} guidance {results[name][-1].get('guidance')}",
+                  file=sys.stderr, flush=True)
     header = "| row | trainable | " + " | ".join(f"{task} {MAIN_METRIC[task]}" for task in TASKS) + " |"
     print("\n" + header + "\n|" + "---|" * (len(TASKS) + 2))
     for name, runs in results.items():

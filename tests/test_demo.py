@@ -7,7 +7,8 @@ from mtu.cli import main
 
 def test_short_demo_writes_a_complete_report(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--steps", "2", "--batch-size", "4", "--eval-count", "2"])
+    code = main(["demo", "--out", str(out), "--steps", "2", "--batch-size", "4", "--eval-count", "2",
+                 "--tune-count", "2"])
     assert code == 0
     for name in ("report.html", "metrics.json", "router_heatmap.png", "adapter/mtu_config.json",
                  "adapter/mtu_model.safetensors", "run/config.yaml", "run/train_summary.json"):
@@ -18,8 +19,15 @@ def test_short_demo_writes_a_complete_report(tmp_path, capsys):
     assert [row["task"] for row in metrics["tasks"]] == ["t2i", "edit", "sr", "inpaint"]
     weights = metrics["router_weights"]["edit"]
     assert len(weights) == 7 and all(abs(sum(values) - 1) < 1e-5 and len(values) == 4 for values in weights.values())
+    choice = metrics["guidance_choice"]
+    assert sorted(choice) == ["edit", "inpaint"]  # the dual-guidance tasks
+    pairs = [(row["guidance_scale"], row["image_guidance_scale"]) for row in choice["edit"]["tried"]]
+    assert pairs == [(7.5, 1.6), (7.5, 3.0), (7.5, 5.0), (3.0, 1.6), (3.0, 3.0), (3.0, 5.0)]
+    chosen = choice["edit"]["chosen"]
+    assert (chosen["guidance_scale"], chosen["image_guidance_scale"]) in pairs
+    assert metrics["tasks"][1]["guidance"] == chosen
     page = (out / "report.html").read_text()
-    assert "<svg" in page and "gallery/inpaint.png" in page and "Fig. 5" in page
+    assert "<svg" in page and "gallery/inpaint.png" in page and "Fig. 5" in page and "guidance chosen" in page
     printed = capsys.readouterr().out
     assert "report:" in printed and "faithfulness" in printed
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -35,3 +35,19 @@ def test_trivial_baselines():
 def test_bad_task_is_refused():
     with pytest.raises(ValueError, match="`task` must be one of"):
         evaluation_set("colourise", 4)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_validation_split_is_fixed_and_apart_from_the_held_out_one(task):
+    validation = evaluation_set(task, 16, split="validation")
+    assert [e.prompt for e in validation] == [e.prompt for e in evaluation_set(task, 16, split="validation")]
+    source = lambda example: example.edit.before if example.edit else example.target_scene  # noqa: E731
+    held_out = {source(e) for e in evaluation_set(task, 200)}  # the scenes drawn (an edit's target may be any)
+    assert not held_out & {source(e) for e in validation}
+    assert score(validation, [e.target for e in validation])[
+        {"t2i": "faithfulness", "edit": "success", "sr": "psnr", "inpaint": "success"}[task]] > 0
+
+
+def test_bad_split_is_refused():
+    with pytest.raises(ValueError, match="`split` must be 'test' or 'validation', got 'train'"):
+        evaluation_set("edit", 2, split="train")

@@ -156,7 +156,7 @@ def cmd_demo(args) -> int:
 
     return run_demo(DemoConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                eval_count=args.eval_count, num_experts=args.experts, seed=args.seed,
-                               base=args.base))
+                               base=args.base, tune_count=args.tune_count))
 
 
 def cmd_selfcheck(args) -> int:
@@ -257,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--eval-count", type=int, default=DemoConfig.eval_count, help="held-out examples per task")
     demo.add_argument("--experts", type=int, default=DemoConfig.num_experts, help="experts N")
     demo.add_argument("--seed", type=int, default=DemoConfig.seed, help="seed")
+    demo.add_argument("--tune-count", type=int, default=DemoConfig.tune_count,
+                      help="validation examples for choosing edit/inpaint guidance (0: paper defaults)")
     demo.add_argument("--base", default=DemoConfig.base,
                       help="base pipeline folder; None: the shipped toy-world base")
     demo.set_defaults(func=cmd_demo)

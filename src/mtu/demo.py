@@ -36,6 +36,8 @@ class DemoConfig:
         eval_count: Held-out examples per task for the gallery and the metrics.
         num_experts: N (granularity 1/N: same parameter count and FLOPs as the base).
         seed: Seeds training and sampling.
+        tune_count: Validation examples (training-split scenes, not the held-out ones) on which edit's and
+            inpaint's (text, image) guidance is chosen before the held-out evaluation; 0 keeps the paper's defaults.
         base: Base pipeline folder; default the shipped toy-world base.
     """
 
@@ -47,11 +49,14 @@ class DemoConfig:
     num_experts: int = 4
     seed: int = 0
     base: str | None = None
+    tune_count: int = 32
 
     def __post_init__(self):
         from .configuration import check_counts
 
         check_counts(self, ("steps", "batch_size", "eval_count", "num_experts"))
+        if isinstance(self.tune_count, bool) or not isinstance(self.tune_count, int) or self.tune_count < 0:
+            raise ValueError(f"`tune_count` must be an integer >= 0, got {self.tune_count!r}.")
         if not self.lr > 0:
             raise ValueError(f"`lr` must be > 0, got {self.lr!r}.")
 
@@ -82,12 +87,16 @@ def run_demo(config: DemoConfig | None = None) -> int:
     print(f"      base t2i faithfulness {base_scores['faithfulness']:.3f}", file=sys.stderr)
 
     with step(f"[2/4] upcycling (N={config.num_experts}), training on {', '.join(TASKS)} for {config.steps} steps "
-              f"of {config.batch_size}, generating {config.eval_count} held-out examples per task"):
+              f"of {config.batch_size}, choosing edit/inpaint guidance on {config.tune_count} validation examples, "
+              f"generating {config.eval_count} held-out examples per task"):
         run_config = toyworld_train_config(base, staging / "run", TASKS, mtu={"num_experts": config.num_experts},
                                            steps=config.steps, batch_size=config.batch_size, lr=config.lr,
                                            seed=config.seed)
-        result = train_and_score(run_config, examples, config.seed)
+        result = train_and_score(run_config, examples, config.seed, tune_guidance=config.tune_count)
         summary, outputs = result["summary"], result["outputs"]
+    for task, value in result["guidance"].items():
+        print(f"      {task} guidance chosen on validation: text {value['chosen']['guidance_scale']}, image "
+              f"{value['chosen']['image_guidance_scale']}", file=sys.stderr)
 
     with step("[3/4] scoring against the trivial baselines"):
         rows = []
@@ -97,6 +106,7 @@ def run_demo(config: DemoConfig | None = None) -> int:
             baseline_scores = base_scores if baseline is None else score(examples[task], baseline)
             metric = MAIN_METRIC[task]
             rows.append({"task": task, "metric": metric, "value": scores[metric], "scores": scores,
+                         "guidance": result["guidance"].get(task, {}).get("chosen"),
                          "baseline": BASELINE_NAME[task], "baseline_value": baseline_scores[metric],
                          "baseline_scores": baseline_scores,
                          # t2i must hold the base's level; the image tasks must improve on doing nothing
@@ -127,6 +137,7 @@ def run_demo(config: DemoConfig | None = None) -> int:
         metrics = {"config": config.__dict__, "base": base,
                    "base_recipe_faithfulness": recipe.get("evaluation", {}).get("faithfulness"),
                    "tasks": rows, "all_beat_baselines": all(row["beats_baseline"] for row in rows),
+                   "guidance_choice": result["guidance"],
                    "router_weights": weights, "trainable_parameters": result["trainable"],
                    "train": {"steps": summary["steps"], "history": summary["history"],
                              "nonfinite_skipped": summary["nonfinite_skipped"]},
@@ -138,7 +149,7 @@ def run_demo(config: DemoConfig | None = None) -> int:
                  f"{config.steps} steps of {config.batch_size} samples; {config.eval_count} held-out examples per "
                  f"task; {seconds:.0f} s in all.</p>")
         report.write_html(staging / "report.html", "mtu demo: multi-task upcycling on the toy world", [
-            ("Summary", intro + report.metrics_table_html(rows)),
+            ("Summary", intro + report.metrics_table_html(rows) + report.guidance_html(result["guidance"])),
             *grid_sections,
             ("Router: expert weights per task (cf. the paper's Fig. 5)",
              "<img src='router_heatmap.png'>" + report.heatmap_html(weights)),

@@ -15,10 +15,11 @@ import torch
 from PIL import Image
 
 from .oracle import edit_fidelity, edit_success, inpaint_preserved, inpaint_removed, sr_psnr, sr_ssim, t2i_faithful
-from .scene import Scene, caption, heldout_scenes, render
+from .scene import Scene, caption, heldout_scenes, make_scenes, render
 from .tasks import Edit, sample_edit, sample_removal, sr_input
 
 EVAL_SEED = 1234
+VALIDATION_SEED = 4321  # the validation split: train-split scenes from their own seed (for choosing settings)
 TASKS = ("t2i", "edit", "sr", "inpaint")
 # Each task's main metric (the one the report compares against the trivial baseline) and its direction.
 MAIN_METRIC = {"t2i": "faithfulness", "edit": "success", "sr": "psnr", "inpaint": "success"}
@@ -38,18 +39,26 @@ class Example:
     edit: Edit | None = None
 
 
-def evaluation_set(task: str, count: int, size: int = 32, sr_scale: int = 2) -> list[Example]:
-    """`count` fixed held-out examples of `task` at `size` px (sr: the target is `size`, the input smaller)."""
+def evaluation_set(task: str, count: int, size: int = 32, sr_scale: int = 2, split: str = "test") -> list[Example]:
+    """`count` fixed examples of `task` at `size` px (sr: the target is `size`, the input smaller).
+
+    `split`: "test", the held-out scenes every reported figure is measured on; or "validation", scenes of the
+    training split from a seed of their own, on which settings such as guidance are chosen (never on "test").
+    """
     if task not in TASKS:
         raise ValueError(f"`task` must be one of {TASKS}, got {task!r}.")
-    rng = np.random.default_rng([EVAL_SEED, TASKS.index(task)])
+    if split not in ("test", "validation"):
+        raise ValueError(f"`split` must be 'test' or 'validation', got {split!r}.")
+    seed = EVAL_SEED if split == "test" else VALIDATION_SEED
+    scenes = heldout_scenes(count) if split == "test" else make_scenes(VALIDATION_SEED, count, "train")
+    rng = np.random.default_rng([seed, TASKS.index(task)])
     examples = []
-    for index, scene in enumerate(heldout_scenes(count)):
+    for index, scene in enumerate(scenes):
         if task == "t2i":
             examples.append(Example(task, caption(scene), None, render(scene, size), scene))
         elif task == "sr":
             target = render(scene, size)
-            examples.append(Example(task, None, sr_input(target, seed=EVAL_SEED + index, scale=sr_scale), target,
+            examples.append(Example(task, None, sr_input(target, seed=seed + index, scale=sr_scale), target,
                                     scene))
         else:
             edit = sample_removal(scene, rng) if task == "inpaint" else sample_edit(scene, rng)

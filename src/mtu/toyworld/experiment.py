@@ -3,7 +3,7 @@ held-out examples. The demo runs one (MTU on four tasks); the quality benchmark 
 
 from __future__ import annotations
 
-from .evaluate import TASKS, Example, generate_outputs, score
+from .evaluate import MAIN_METRIC, TASKS, Example, evaluation_set, generate_outputs, score
 
 
 def toyworld_train_config(base: str, run_dir, tasks=TASKS, method: str = "mtu", mtu: dict | None = None,
@@ -37,20 +37,45 @@ def pipeline_for(model, base: str):
     return pipe
 
 
-def score_tasks(pipe, examples: dict[str, list[Example]], seed: int = 0) -> tuple[dict, dict]:
-    """({task: scores}, {task: outputs}) of `pipe` on each task's held-out examples."""
+def choose_guidance(pipe, task: str, count: int = 32, seed: int = 0) -> tuple[dict, list[dict]]:
+    """The (text, image) guidance pair of a dual-guidance task (edit, inpaint) that scores best on `count`
+    validation examples (training-split scenes, never the held-out ones): the task's main metric first, then
+    fidelity. The grid is the paper's default of each scale, 3 and (image) 5; the defaults win ties.
+    Returns (call kwargs, one row per pair tried); ({}, []) for tasks without dual guidance.
+    """
+    defaults = pipe.task_defaults(task)
+    if defaults.guidance != "dual":
+        return {}, []
+    examples = evaluation_set(task, count, split="validation")
+    rows = []
+    for text in dict.fromkeys((defaults.guidance_scale, 3.0)):
+        for image in dict.fromkeys((defaults.image_guidance_scale, 3.0, 5.0)):
+            kwargs = {"guidance_scale": text, "image_guidance_scale": image}
+            rows.append({**kwargs, **score(examples, generate_outputs(pipe, examples, seed, **kwargs))})
+    best = max(rows, key=lambda row: (row[MAIN_METRIC[task]], row.get("fidelity_psnr", 0.0)))
+    return {"guidance_scale": best["guidance_scale"], "image_guidance_scale": best["image_guidance_scale"]}, rows
+
+
+def score_tasks(pipe, examples: dict[str, list[Example]], seed: int = 0,
+                guidance: dict[str, dict] | None = None) -> tuple[dict, dict]:
+    """({task: scores}, {task: outputs}) of `pipe` on each task's held-out examples; `guidance` gives a task's
+    sampling arguments (default: the pipeline's per-task defaults)."""
     scores, outputs = {}, {}
     for task, task_examples in examples.items():
-        outputs[task] = generate_outputs(pipe, task_examples, seed=seed)
+        outputs[task] = generate_outputs(pipe, task_examples, seed=seed, **(guidance or {}).get(task, {}))
         scores[task] = score(task_examples, outputs[task])
     return scores, outputs
 
 
-def train_and_score(config, examples: dict[str, list[Example]], seed: int = 0) -> dict:
+def train_and_score(config, examples: dict[str, list[Example]], seed: int = 0, tune_guidance: int = 0) -> dict:
     """Trains `config` and scores the trained model on `examples` (only the tasks it was trained on).
 
+    `tune_guidance`: when > 0, each dual-guidance task's guidance is first chosen on that many validation
+    examples (`choose_guidance`), then used on `examples`.
+
     Returns {"scores": {task: scores}, "outputs": {task: images}, "summary": the trainer's summary,
-    "model": the trained model (EMA weights if any, on CPU), "trainable": trainable parameter count}.
+    "model": the trained model (EMA weights if any, on CPU), "trainable": trainable parameter count,
+    "guidance": {task: {"chosen": call kwargs, "tried": rows}} for the tuned tasks}.
     """
     from ..training.trainer import Trainer
 
@@ -63,8 +88,15 @@ def train_and_score(config, examples: dict[str, list[Example]], seed: int = 0) -
     del trainer
     pipe = pipeline_for(model, config.model.base)
     tasks = {task: examples[task] for task in model.task_names if task in examples}
-    scores, outputs = score_tasks(pipe, tasks, seed)
-    return {"scores": scores, "outputs": outputs, "summary": summary, "model": model, "trainable": trainable}
+    guidance = {}
+    if tune_guidance:
+        for task in tasks:
+            chosen, tried = choose_guidance(pipe, task, tune_guidance, seed)
+            if tried:
+                guidance[task] = {"chosen": chosen, "tried": tried}
+    scores, outputs = score_tasks(pipe, tasks, seed, {task: value["chosen"] for task, value in guidance.items()})
+    return {"scores": scores, "outputs": outputs, "summary": summary, "model": model, "trainable": trainable,
+            "guidance": guidance}
 
 
 def score_base(base: str, examples: list[Example], seed: int = 0, num_experts: int = 4) -> tuple[dict, list]:

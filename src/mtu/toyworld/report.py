@@ -132,6 +132,24 @@ def metrics_table_html(rows: list[dict]) -> str:
     return f"<table class='metrics'>{header}{''.join(body)}</table>"
 
 
+def guidance_html(guidance: dict) -> str:
+    """The guidance pairs tried per task on the validation split, the chosen one in bold."""
+    parts = []
+    for task, value in guidance.items():
+        metrics = [k for k in value["tried"][0] if k not in ("guidance_scale", "image_guidance_scale")]
+        header = "<tr><th>text</th><th>image</th>" + "".join(f"<th>{html.escape(k)}</th>" for k in metrics) + "</tr>"
+        body = []
+        for row in value["tried"]:
+            chosen = all(row[k] == v for k, v in value["chosen"].items())
+            cells = [row["guidance_scale"], row["image_guidance_scale"]] + [f"{row[k]:.3f}" for k in metrics]
+            body.append("<tr>" + "".join(f"<td>{'<b>' if chosen else ''}{c}{'</b>' if chosen else ''}</td>"
+                                         for c in cells) + "</tr>")
+        parts.append(f"<p>{html.escape(task)}: guidance chosen on {len(value['tried'])} (text, image) pairs over "
+                     f"validation examples (training-split scenes; the held-out ones are only used for the table "
+                     f"above)</p><table>{header}{''.join(body)}</table>")
+    return "".join(parts)
+
+
 def write_html(path, title: str, sections: list[tuple[str, str]]) -> Path:
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;"
