@@ -36,3 +36,8 @@ def test_short_demo_writes_a_complete_report(tmp_path, capsys):
 def test_demo_bad_argument_is_one_line(capsys):
     assert main(["demo", "--steps", "0"]) == 2
     assert capsys.readouterr().err.strip() == "mtu: error: `steps` must be an integer >= 1, got 0."
+
+
+def test_demo_bad_tune_count_is_one_line(capsys):
+    assert main(["demo", "--tune-count", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "mtu: error: `tune_count` must be an integer >= 0, got -1."

@@ -114,6 +114,7 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         # Taken after `prepare`: FSDP2 replaces the parameters with sharded ones (the optimizer is re-pointed).
         self.params = trainable_parameters(self.accelerator.unwrap_model(self.model))
+        self.sharded = any(is_sharded(param) for param in self.params.values())
         self.ema = EMAModel(list(self.params.values()), decay=config.ema_decay) if config.ema_decay else None
         self.step, self.counters = 0, {"nonfinite_skipped": 0, "nonfinite_in_a_row": 0}
         self.history: list[dict] = []
@@ -293,7 +294,7 @@ class Trainer:
         summary = {"steps": self.step, "final": str(final), "history": self.history, **self.counters,
                    "processes": self.accelerator.num_processes,
                    "distributed_type": str(self.accelerator.distributed_type).split(".")[-1],
-                   "sharded_parameters": any(is_sharded(param) for param in self.params.values()),
+                   "sharded_parameters": self.sharded,
                    "tasks_seen_per_process": [sorted(seen) for seen in gather_object([self.tasks_seen])],
                    "data_failures": self.feed.failure_summary()}
         if self.accelerator.is_main_process:
@@ -304,8 +305,8 @@ class Trainer:
     def validate(self) -> None:
         """Writes each task's validation image strip (main process; under FSDP every rank joins the forwards,
         which gather the shards collectively)."""
-        main, sharded = self.accelerator.is_main_process, any(is_sharded(p) for p in self.params.values())
-        if main or sharded:
+        main = self.accelerator.is_main_process
+        if main or self.sharded:
             from .validation import validation_examples, write_validation_images
 
             if not hasattr(self, "validation_set"):
