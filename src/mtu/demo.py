@@ -55,8 +55,7 @@ class DemoConfig:
         from .configuration import check_counts
 
         check_counts(self, ("steps", "batch_size", "eval_count", "num_experts"))
-        if isinstance(self.tune_count, bool) or not isinstance(self.tune_count, int) or self.tune_count < 0:
-            raise ValueError(f"`tune_count` must be an integer >= 0, got {self.tune_count!r}.")
+        check_counts(self, ("tune_count",), minimum=0)
         if not self.lr > 0:
             raise ValueError(f"`lr` must be > 0, got {self.lr!r}.")
 

@@ -49,8 +49,10 @@ def evaluation_set(task: str, count: int, size: int = 32, sr_scale: int = 2, spl
         raise ValueError(f"`task` must be one of {TASKS}, got {task!r}.")
     if split not in ("test", "validation"):
         raise ValueError(f"`split` must be 'test' or 'validation', got {split!r}.")
-    seed = EVAL_SEED if split == "test" else VALIDATION_SEED
-    scenes = heldout_scenes(count) if split == "test" else make_scenes(VALIDATION_SEED, count, "train")
+    if split == "test":
+        seed, scenes = EVAL_SEED, heldout_scenes(count)
+    else:
+        seed, scenes = VALIDATION_SEED, make_scenes(VALIDATION_SEED, count, "train")
     rng = np.random.default_rng([seed, TASKS.index(task)])
     examples = []
     for index, scene in enumerate(scenes):
