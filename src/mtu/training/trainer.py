@@ -7,6 +7,7 @@ A run folder holds config.yaml (the resolved config), checkpoints/, logs/ and fi
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 from contextlib import nullcontext
@@ -299,8 +300,21 @@ class Trainer:
                    "data_failures": self.feed.failure_summary()}
         if self.accelerator.is_main_process:
             atomic_write_text(self.run_dir / "train_summary.json", json.dumps(summary, indent=2))
+        self._release_wrappers()
         self.accelerator.end_training()
         return summary
+
+    def _release_wrappers(self) -> None:
+        """Drops the DDP / DeepSpeed wrappers (keeping the bare model) before the process group is destroyed.
+
+        A DDP wrapper that outlives its gloo group is torn down at interpreter exit, and a launched rank has been
+        seen to hang there after `train()` returned; freeing it while the group still exists avoids that. The bare
+        model, its parameters and the EMA stay usable after training (the toy-world experiment scores them)."""
+        self.model = self.accelerator.unwrap_model(self.model)
+        self.optimizer = None
+        self.accelerator.free_memory()
+        gc.collect()
+        self.accelerator.wait_for_everyone()
 
     def validate(self) -> None:
         """Writes each task's validation image strip (main process; under FSDP every rank joins the forwards,
