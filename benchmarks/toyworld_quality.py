@@ -143,12 +143,16 @@ def table(results: dict[str, list[dict]]) -> str:
 
 def merge(paths: list[str]) -> dict[str, list[dict]]:
     """Joins the rows of several runs' quality.json (rows or seeds run on different days or machines). They must
-    share the budget (steps, batch, tune/eval counts, base; each row one learning rate); a (row, seed) pair may appear only once."""
+    share the budget (steps, batch, tune/eval counts, base; each row one learning rate); a (row, seed) pair may
+    appear only once."""
     results: dict[str, list[dict]] = {}
     budget = None
     for path in paths:
-        data = json.loads(Path(path).read_text())
-        this = {key: data["args"].get(key) for key in BUDGET}
+        try:
+            data = json.loads(Path(path).read_text())
+            this = {key: data["args"].get(key) for key in BUDGET}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise SystemExit(f"--merge: {path} is not a readable quality.json ({type(error).__name__}: {error})")
         if budget is None:
             budget = (this, path)
         elif this != budget[0]:
