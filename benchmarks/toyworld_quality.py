@@ -19,7 +19,8 @@ Rows (`--rows`, default all):
   mtu-n4-shard    the paper's plain shard init instead of our `preserve` init (our own row)
 Diagnostic rows (only when named): mtu-n4-alone:TASK (MTU N=4 trained on that task alone: the same trainable parts
   as mtu-n4 with all the batch on one task, like single:TASK) and full-all (one full fine-tune on all four tasks,
-  at `--full-lr`), to tell a gap from sharing one model among tasks apart from a gap from training fewer weights.
+  at `--full-lr`), to tell a gap from sharing one model among tasks apart from a gap from training fewer weights;
+  mtu-n4-sr2 (MTU N=4 with sr drawn twice as often as each other task: 2/5 of the samples instead of 1/4).
 
 Every trained row's edit and inpaint guidance is chosen the same way, on `--tune-count` validation examples
 (training-split scenes; never the held-out ones), as the demo does (`experiment.choose_guidance`).
@@ -62,6 +63,7 @@ ROWS = {
 DIAGNOSTIC_ROWS = {
     **{f"mtu-n4-alone:{task}": {"method": "mtu", "mtu": {"num_experts": 4}, "tasks": (task,)} for task in TASKS},
     "full-all": {"method": "full"},
+    "mtu-n4-sr2": {"method": "mtu", "mtu": {"num_experts": 4}, "task_weights": {"sr": 2.0}},
 }
 
 
@@ -90,7 +92,8 @@ def run_row(name: str, spec, base: str, args, seed: int, examples: dict, lora_ra
     extra = {"lora_rank": lora_rank} if spec["method"] == "lora" else dict(spec.get("model", {}))
     config = toyworld_train_config(base, Path(args.out) / f"{name.replace(':', '-')}-seed{seed}", tasks,
                                    method=spec["method"], mtu=spec.get("mtu"), steps=args.steps,
-                                   batch_size=args.batch_size, lr=lr, seed=seed, log_with="none", **extra)
+                                   batch_size=args.batch_size, lr=lr, seed=seed, log_with="none",
+                                   task_weights=spec.get("task_weights"), **extra)
     result = train_and_score(config, examples, seed, tune_guidance=args.tune_count)
     return {"scores": result["scores"], "trainable": result["trainable"], "lr": lr,
             "guidance": {task: value["chosen"] for task, value in result["guidance"].items()}}
