@@ -109,8 +109,12 @@ def _cell(values: list[float]) -> str:
     return f"{mean:.3f}" if len(values) == 1 else f"{mean:.3f} +- {statistics.stdev(values):.3f}"
 
 
+def _values(runs: list[dict], task: str) -> list[float]:
+    return [run["scores"][task][MAIN_METRIC[task]] for run in runs if task in run["scores"]]
+
+
 def _mean(runs: list[dict], task: str) -> float | None:
-    values = [run["scores"][task][MAIN_METRIC[task]] for run in runs if task in run["scores"]]
+    values = _values(runs, task)
     return statistics.fmean(values) if values else None
 
 
@@ -119,8 +123,7 @@ def table(results: dict[str, list[dict]]) -> str:
     lines = ["| row | trainable | lr | seeds | " + " | ".join(f"{task} {MAIN_METRIC[task]}" for task in TASKS) + " |",
              "|" + "---|" * (len(TASKS) + 4)]
     for name, runs in results.items():
-        cells = [_cell([run["scores"][task][MAIN_METRIC[task]] for run in runs if task in run["scores"]])
-                 for task in TASKS]
+        cells = [_cell(_values(runs, task)) for task in TASKS]
         seeds = ",".join(str(run.get("seed", "?")) for run in runs)
         rates = sorted({run["lr"] for run in runs if run.get("lr") is not None})
         if len(rates) > 1:
