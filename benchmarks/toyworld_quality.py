@@ -125,10 +125,7 @@ def table(results: dict[str, list[dict]]) -> str:
     for name, runs in results.items():
         cells = [_cell(_values(runs, task)) for task in TASKS]
         seeds = ",".join(str(run.get("seed", "?")) for run in runs)
-        rates = sorted({run["lr"] for run in runs if run.get("lr") is not None})
-        if len(rates) > 1:
-            raise SystemExit(f"row {name} was run at several learning rates {rates}; one row, one rate")
-        rate = f"{rates[0]:g}" if rates else "-"
+        rate = "-" if runs[0].get("lr") is None else f"{runs[0]['lr']:g}"  # one per row (`merge` checks)
         lines.append(f"| {name} | {runs[0]['trainable']:,} | {rate} | {seeds} | " + " | ".join(cells) + " |")
     if "mtu-n4" in results:
         lines.append("\nMTU N=4 against the target (within 5% of the single-task fine-tune; ahead of LoRA and IA3):")
@@ -171,6 +168,9 @@ def merge(paths: list[str]) -> dict[str, list[dict]]:
                 run.setdefault("lr", data["args"]["lr"] if name != "base" else None)
                 if any(other.get("seed") == run.get("seed") for other in results.get(name, [])):
                     raise SystemExit(f"--merge: row {name} seed {run.get('seed')} appears twice (again in {path})")
+                if any(other.get("lr") != run.get("lr") for other in results.get(name, [])):
+                    raise SystemExit(f"--merge: row {name} was run at several learning rates (again in {path}, at "
+                                     f"{run.get('lr')}); one row, one rate")
                 results.setdefault(name, []).append(run)
     order = [name for name in ROWS | DIAGNOSTIC_ROWS if name in results]
     return {name: sorted(results[name], key=lambda run: run.get("seed", -1)) for name in order}
@@ -204,8 +204,9 @@ def main() -> int:
     base = args.base or str(shipped_base())
     examples = {task: evaluation_set(task, args.eval_count) for task in TASKS}
     lora_rank, mtu_trainable = matched_lora_rank(base)
-    print(f"base {base}; {args.steps} steps x batch {args.batch_size}, lr {args.lr} (full fine-tunes {args.full_lr}), seeds {seeds}, "
-          f"{args.eval_count} held-out examples per task; LoRA rank {lora_rank} (MTU N=4 trains {mtu_trainable:,})",
+    print(f"base {base}; {args.steps} steps x batch {args.batch_size}, lr {args.lr} (full fine-tunes "
+          f"{args.full_lr}), seeds {seeds}, {args.eval_count} held-out examples per task; LoRA rank {lora_rank} "
+          f"(MTU N=4 trains {mtu_trainable:,})",
           flush=True)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict]] = {}

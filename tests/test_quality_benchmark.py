@@ -59,8 +59,8 @@ def test_merge_refuses_other_budgets_and_repeated_seeds(quality, tmp_path):
     with pytest.raises(SystemExit, match="missing.json is not a readable quality.json"):
         quality.merge([first, str(tmp_path / "missing.json")])
     other_rate = _write(tmp_path / "d.json", {"mtu-n4": [_run(1, 1e-3, t2i=0.8)]}, seeds="1")
-    with pytest.raises(SystemExit, match="several learning rates"):
-        quality.table(quality.merge([first, other_rate]))
+    with pytest.raises(SystemExit, match="row mtu-n4 was run at several learning rates"):
+        quality.merge([first, other_rate])
 
 
 def test_files_without_seed_or_rate_take_them_from_their_arguments(quality, tmp_path):
