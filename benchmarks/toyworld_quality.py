@@ -3,8 +3,8 @@ learning rate and seeds, scored by the oracle on the same held-out examples.
 
     python benchmarks/toyworld_quality.py [--steps 1600] [--batch-size 16] [--lr 2e-3] [--full-lr 2e-4] [--seeds 0,1]
                                           [--eval-count 32] [--tune-count 32] [--rows ROW,ROW,...]
-                                          [--out runs/quality]
-    python benchmarks/toyworld_quality.py --merge runs/a/quality.json,runs/b/quality.json
+                                          [--budget per-row|per-task] [--out runs/quality]
+    python benchmarks/toyworld_quality.py --merge runs/a/quality.json,runs/b/quality.json [--rows ROW,...]
 
 Rows (`--rows`, default all):
   base            the shipped base model, text-to-image only (Table 2, first row)
@@ -22,6 +22,10 @@ Diagnostic rows (only when named): mtu-n4-alone:TASK (MTU N=4 trained on that ta
   at `--full-lr`), to tell a gap from sharing one model among tasks apart from a gap from training fewer weights;
   mtu-n4-sr2 (MTU N=4 with sr drawn twice as often as each other task: 2/5 of the samples instead of 1/4).
 
+Budget (`--budget`): `per-row` (default, CPU-sized) trains every row `--steps` steps, so a row on four tasks sees
+each task a quarter as often as a single-task row; `per-task` is the paper's budget (A.2: single-task and MTU models
+alike train 100 epochs, i.e. every task's data as often in both), so a row on k tasks trains k x `--steps` steps.
+The two agree on base and single-task rows.
 Every trained row's edit and inpaint guidance is chosen the same way, on `--tune-count` validation examples
 (training-split scenes; never the held-out ones), as the demo does (`experiment.choose_guidance`).
 
@@ -83,23 +87,35 @@ def matched_lora_rank(base: str, tasks=TASKS, mtu: dict | None = None) -> tuple[
     return max(1, round((target - (one - per_rank)) / per_rank)), target
 
 
+def row_tasks(name: str) -> tuple:
+    """The tasks a row trains on (none for the base)."""
+    spec = (ROWS | DIAGNOSTIC_ROWS)[name]
+    return () if spec is None else tuple(spec.get("tasks", TASKS))
+
+
+def row_steps(name: str, steps: int, budget: str) -> int:
+    """Training steps of a row: `steps` each (`per-row`), or `steps` per task it trains on (`per-task`)."""
+    return steps * max(1, len(row_tasks(name))) if budget == "per-task" else steps
+
+
 def run_row(name: str, spec, base: str, args, seed: int, examples: dict, lora_rank: int) -> dict:
     if spec is None:  # the base model itself
         scores, _ = score_base(base, examples["t2i"], seed)
-        return {"scores": {"t2i": scores}, "trainable": 0}
+        return {"scores": {"t2i": scores}, "trainable": 0, "steps": 0}
     tasks = spec.get("tasks", TASKS)
+    steps = row_steps(name, args.steps, args.budget)
     lr = args.full_lr if spec["method"] == "full" else args.lr
     extra = {"lora_rank": lora_rank} if spec["method"] == "lora" else dict(spec.get("model", {}))
     config = toyworld_train_config(base, Path(args.out) / f"{name.replace(':', '-')}-seed{seed}", tasks,
-                                   method=spec["method"], mtu=spec.get("mtu"), steps=args.steps,
+                                   method=spec["method"], mtu=spec.get("mtu"), steps=steps,
                                    batch_size=args.batch_size, lr=lr, seed=seed, log_with="none",
                                    task_weights=spec.get("task_weights"), **extra)
     result = train_and_score(config, examples, seed, tune_guidance=args.tune_count)
-    return {"scores": result["scores"], "trainable": result["trainable"], "lr": lr,
+    return {"scores": result["scores"], "trainable": result["trainable"], "lr": lr, "steps": steps,
             "guidance": {task: value["chosen"] for task, value in result["guidance"].items()}}
 
 
-BUDGET = ("steps", "batch_size", "tune_count", "eval_count", "base")  # what every merged run must share
+BUDGET = ("steps", "batch_size", "tune_count", "eval_count", "base", "device")  # what every merged run must share
 
 
 def _cell(values: list[float]) -> str:
@@ -120,13 +136,14 @@ def _mean(runs: list[dict], task: str) -> float | None:
 
 def table(results: dict[str, list[dict]]) -> str:
     """The markdown table (mean +- std over seeds), then how MTU N=4 stands against the issue's target."""
-    lines = ["| row | trainable | lr | seeds | " + " | ".join(f"{task} {MAIN_METRIC[task]}" for task in TASKS) + " |",
-             "|" + "---|" * (len(TASKS) + 4)]
+    lines = ["| row | trainable | lr | steps | seeds | " + " | ".join(f"{task} {MAIN_METRIC[task]}" for task in TASKS)
+             + " |", "|" + "---|" * (len(TASKS) + 5)]
     for name, runs in results.items():
         cells = [_cell(_values(runs, task)) for task in TASKS]
         seeds = ",".join(str(run.get("seed", "?")) for run in runs)
         rate = "-" if runs[0].get("lr") is None else f"{runs[0]['lr']:g}"  # one per row (`merge` checks)
-        lines.append(f"| {name} | {runs[0]['trainable']:,} | {rate} | {seeds} | " + " | ".join(cells) + " |")
+        steps = ",".join(sorted({str(run.get("steps", "?")) for run in runs}))
+        lines.append(f"| {name} | {runs[0]['trainable']:,} | {rate} | {steps} | {seeds} | " + " | ".join(cells) + " |")
     if "mtu-n4" in results:
         lines.append("\nMTU N=4 against the target (within 5% of the single-task fine-tune; ahead of LoRA and IA3):")
         for task in TASKS:
@@ -144,16 +161,20 @@ def table(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def merge(paths: list[str]) -> dict[str, list[dict]]:
-    """Joins the rows of several runs' quality.json (rows or seeds run on different days or machines). They must
-    share the budget (steps, batch, tune/eval counts, base; each row one learning rate); a (row, seed) pair may
-    appear only once."""
+def merge(paths: list[str], rows: list[str] | None = None) -> dict[str, list[dict]]:
+    """Joins the rows of several runs' quality.json (rows or seeds run on different days or machines); `rows`
+    keeps only those rows, and `PATH@ROW+ROW` only those of one file. They must share the budget (steps, batch, tune/eval counts, base, training device; each
+    row one learning rate) and, where they hold rows on several tasks, the `--budget` mode (base and single-task
+    rows are the same in both); a (row, seed) pair may appear only once."""
     results: dict[str, list[dict]] = {}
-    budget = None
-    for path in paths:
+    budget = mode = None
+    for spec in paths:
+        path, _, only = spec.partition("@")
         try:
             data = json.loads(Path(path).read_text())
-            this = {key: data["args"].get(key) for key in BUDGET}
+            this = {key: data["args"].get(key, "cpu" if key == "device" else None) for key in BUDGET}
+            kept = {name: runs for name, runs in data["results"].items()
+                    if (rows is None or name in rows) and (not only or name in only.split("+"))}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise SystemExit(f"--merge: {path} is not a readable quality.json ({type(error).__name__}: {error})")
         if budget is None:
@@ -161,11 +182,19 @@ def merge(paths: list[str]) -> dict[str, list[dict]]:
         elif this != budget[0]:
             raise SystemExit(f"--merge: {path} was run with {this}, but {budget[1]} with {budget[0]}; "
                              "only runs with the same budget can share a table")
+        if any(len(row_tasks(name)) > 1 for name in kept if name in ROWS | DIAGNOSTIC_ROWS):
+            this_mode = data["args"].get("budget", "per-row")  # files from before --budget were per-row
+            if mode is None:
+                mode = (this_mode, path)
+            elif this_mode != mode[0]:
+                raise SystemExit(f"--merge: {path} has multi-task rows at --budget {this_mode}, but {mode[1]} at "
+                                 f"{mode[0]}; pick one with --rows")
         seeds = [int(seed) for seed in str(data["args"]["seeds"]).split(",")]
-        for name, runs in data["results"].items():
+        for name, runs in kept.items():
             for index, run in enumerate(runs):
                 run.setdefault("seed", seeds[index])  # files written before runs recorded their seed and rate
                 run.setdefault("lr", data["args"]["lr"] if name != "base" else None)
+                run.setdefault("steps", data["args"]["steps"] if name != "base" else 0)  # those were per-row
                 if any(other.get("seed") == run.get("seed") for other in results.get(name, [])):
                     raise SystemExit(f"--merge: row {name} seed {run.get('seed')} appears twice (again in {path})")
                 if any(other.get("lr") != run.get("lr") for other in results.get(name, [])):
@@ -186,25 +215,33 @@ def main() -> int:
                         help="validation examples for choosing edit/inpaint guidance (0: paper defaults)")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--eval-count", type=int, default=32)
-    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--rows", default=None, help="rows to run (default: all of the paper's), or with --merge "
+                        "the rows to keep (default: all)")
+    parser.add_argument("--budget", choices=("per-row", "per-task"), default="per-row",
+                        help="steps per row, or per task a row trains on (the paper's; see above)")
     parser.add_argument("--base", default=None, help="base pipeline folder (default: the shipped toy-world base)")
     parser.add_argument("--out", default="runs/quality")
     parser.add_argument("--merge", default=None,
-                        help="comma-separated quality.json files: print their joined table and train nothing")
+                        help="comma-separated quality.json files, each optionally FILE@ROW+ROW to keep only those "
+                        "rows of it: print their joined table and train nothing")
     args = parser.parse_args()
-    if args.merge:
-        print(table(merge(args.merge.split(","))))
-        return 0
-    rows = args.rows.split(",")
     known = ROWS | DIAGNOSTIC_ROWS
-    unknown = [row for row in rows if row not in known]
+    rows = args.rows.split(",") if args.rows else None
+    unknown = [row for row in rows or [] if row not in known]
     if unknown:
         parser.error(f"unknown --rows {unknown}; known: {', '.join(known)}")
+    if args.merge:
+        print(table(merge(args.merge.split(","), rows)))
+        return 0
+    rows = rows or list(ROWS)
+    import torch
+
+    args.device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"  # where training runs
     seeds = [int(seed) for seed in args.seeds.split(",")]
     base = args.base or str(shipped_base())
     examples = {task: evaluation_set(task, args.eval_count) for task in TASKS}
     lora_rank, mtu_trainable = matched_lora_rank(base)
-    print(f"base {base}; {args.steps} steps x batch {args.batch_size}, lr {args.lr} (full fine-tunes "
+    print(f"base {base}; {args.steps} steps ({args.budget}) x batch {args.batch_size} on {args.device}, lr {args.lr} (full fine-tunes "
           f"{args.full_lr}), seeds {seeds}, {args.eval_count} held-out examples per task; LoRA rank {lora_rank} "
           f"(MTU N=4 trains {mtu_trainable:,})",
           flush=True)

@@ -8,10 +8,17 @@
 2. The toy world's base (issue 4), in the background while 1 runs: `toyworld pretrain`'s text-to-image stage on the
    GPU (the shipped VAE reused), with the number of steps that fits `--pretrain-seconds`, measured from a short
    calibration run. The pipeline folder comes back as base.tar.
+3. The toy-world quality benchmark at the paper's per-task budget (issue 4; `--quality-seconds`, instead of 2):
+   benchmarks/toyworld_quality.py `--budget per-task`, one process per (row, seed) in `--quality-jobs`' order,
+   `--quality-workers` at a time sharing the GPU (training there, scoring on one CPU thread each), none started
+   too late to end by the deadline. Each job's quality.json and log tail come back in quality.tar; join them with
+   `toyworld_quality.py --merge`.
 
     python scripts/gpu_checks.py --out $OUT [--pretrain-seconds 420] [--skip-backends] [--skip-pretrain]
+                                 [--quality-seconds 0] [--quality-workers 6] [--quality-jobs ROW:SEED,...]
+                                 [--quality-extra "--steps 4 --eval-count 2"]
 
-Prints a table last; writes checks.json, the logs and base.tar under --out.
+Prints a table last; writes checks.json, the logs, base.tar and quality.tar under --out.
 """
 
 from __future__ import annotations
@@ -176,6 +183,60 @@ def pretrain_base(out: Path, seconds: float) -> dict:
             "seconds": time.perf_counter() - start}
 
 
+QUALITY_JOBS = ("mtu-n4:0,mtu-n4:1,single:sr:0,single:sr:1,lora:0,ia3:0,lora:1,ia3:1,single:t2i:0,single:edit:0,"
+                "single:inpaint:0,base:0,single:t2i:1,single:edit:1,single:inpaint:1,base:1,mtu-n1:0,mtu-n2:0,"
+                "mtu-n8:0,mtu-top4of8:0,mtu-n4-shard:0,mtu-n1:1,mtu-n2:1,mtu-n8:1,mtu-top4of8:1,mtu-n4-shard:1")
+
+
+def quality_pool(out: Path, work: Path, seconds: float, workers: int, jobs: list[str], extra: list[str]) -> dict:
+    """Runs the quality benchmark's (row, seed) `jobs` side by side, `workers` at a time, until `seconds` pass:
+    a job on several tasks (4x the steps at the per-task budget) starts only in the first half of the window,
+    any other in the first 80%; what still runs at the deadline is stopped. Returns {job: rc, seconds}."""
+    from benchmarks.toyworld_quality import row_tasks
+
+    start = time.perf_counter()
+    folder = work / "quality"
+    shutil.rmtree(folder, ignore_errors=True)
+    pending, running, record = list(jobs), {}, {}
+    env = {**_env(), "OMP_NUM_THREADS": "1"}
+    while pending or running:
+        elapsed = time.perf_counter() - start
+        while pending and len(running) < workers:
+            row, seed = pending[0].rsplit(":", 1)
+            if elapsed > seconds * (0.5 if len(row_tasks(row)) > 1 else 0.8):
+                record.update({job: {"rc": "not started"} for job in pending})
+                pending = []
+                break
+            job = pending.pop(0)
+            target = folder / f"{row.replace(':', '-')}-seed{seed}"
+            target.mkdir(parents=True)
+            log = open(target / "log.txt", "w")
+            command = [sys.executable, "benchmarks/toyworld_quality.py", "--rows", row, "--seeds", seed,
+                       "--budget", "per-task", "--out", str(target)] + extra
+            running[job] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT),
+                            time.perf_counter(), target)
+            print(f"[quality] {elapsed:.0f} s: started {job}", flush=True)
+        for job, (process, began, target) in list(running.items()):
+            late = time.perf_counter() - start > seconds
+            if late:
+                process.kill()
+            if process.poll() is not None or late:
+                process.wait()
+                record[job] = {"rc": "stopped at the deadline" if late else process.returncode,
+                               "seconds": round(time.perf_counter() - began)}
+                print(f"[quality] {time.perf_counter() - start:.0f} s: {job} {record[job]}", flush=True)
+                del running[job]
+        time.sleep(2)
+    with tarfile.open(out / "quality.tar", "w") as tar:  # the JSONs and each log's last 4000 characters
+        for target in sorted(folder.iterdir()):
+            if (target / "quality.json").is_file():
+                tar.add(target / "quality.json", arcname=f"quality/{target.name}/quality.json")
+            tail = (target / "log.txt").read_text(errors="replace")[-4000:]
+            (target / "log-tail.txt").write_text(tail)
+            tar.add(target / "log-tail.txt", arcname=f"quality/{target.name}/log-tail.txt")
+    return record
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
@@ -184,12 +245,22 @@ def main() -> int:
     parser.add_argument("--skip-backends", action="store_true")
     parser.add_argument("--skip-pretrain", action="store_true")
     parser.add_argument("--pretrain-only", action="store_true", help="(internal) run part 2 in this process")
+    parser.add_argument("--quality-seconds", type=float, default=0, help="part 3's window (0: skip part 3)")
+    parser.add_argument("--quality-workers", type=int, default=6)
+    parser.add_argument("--quality-jobs", default=QUALITY_JOBS)
+    parser.add_argument("--quality-extra", default="", help="more toyworld_quality.py arguments (a smoke test's)")
+    parser.add_argument("--quality-only", action="store_true", help="(internal) run part 3 in this process")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.pretrain_only:
         record = pretrain_base(out, args.pretrain_seconds)
         (out / "pretrain.json").write_text(json.dumps(record, indent=1))
+        return 0
+    if args.quality_only:
+        record = quality_pool(out, Path(args.work), args.quality_seconds, args.quality_workers,
+                              args.quality_jobs.split(","), args.quality_extra.split())
+        (out / "quality-jobs.json").write_text(json.dumps(record, indent=1))
         return 0
 
     import torch
@@ -202,6 +273,14 @@ def main() -> int:
         background = subprocess.Popen([sys.executable, __file__, "--out", str(out), "--pretrain-only",
                                        "--pretrain-seconds", str(args.pretrain_seconds)],
                                       stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT)
+    quality = None
+    if args.quality_seconds > 0:
+        quality_log = open(out / "quality.log", "w")
+        quality = subprocess.Popen([sys.executable, __file__, "--out", str(out), "--work", args.work, "--quality-only",
+                                    "--quality-seconds", str(args.quality_seconds), "--quality-workers",
+                                    str(args.quality_workers), "--quality-jobs", args.quality_jobs,
+                                    "--quality-extra=" + args.quality_extra],
+                                   stdout=quality_log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT)
     results = {"device": device, "torch": torch.__version__}
     if not args.skip_backends:
         results["backends"] = backends(Path(args.work), out)
@@ -210,6 +289,11 @@ def main() -> int:
         pretrain_json = out / "pretrain.json"
         results["pretrain"] = (json.loads(pretrain_json.read_text()) if pretrain_json.is_file()
                                else {"error": (out / "pretrain.log").read_text()[-1500:]})
+    if quality is not None:
+        quality.wait()
+        jobs_json = out / "quality-jobs.json"
+        results["quality"] = (json.loads(jobs_json.read_text()) if jobs_json.is_file()
+                              else {"error": (out / "quality.log").read_text()[-1500:]})
     (out / "checks.json").write_text(json.dumps(results, indent=1))
     print(f"\n| check ({device}) | result |\n|---|---|")
     for name, value in results.get("backends", {}).items():
@@ -221,6 +305,8 @@ def main() -> int:
         print(f"| {name} | {shown} |")
     if "pretrain" in results:
         print(f"| pretrain | {json.dumps(results['pretrain'])[:400]} |")
+    for job, value in results.get("quality", {}).items():
+        print(f"| quality {job} | {value} |")
     return 0
 
 
