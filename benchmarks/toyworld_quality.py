@@ -20,7 +20,8 @@ Rows (`--rows`, default all):
 Diagnostic rows (only when named): mtu-n4-alone:TASK (MTU N=4 trained on that task alone: the same trainable parts
   as mtu-n4 with all the batch on one task, like single:TASK) and full-all (one full fine-tune on all four tasks,
   at `--full-lr`), to tell a gap from sharing one model among tasks apart from a gap from training fewer weights;
-  mtu-n4-sr2 (MTU N=4 with sr drawn twice as often as each other task: 2/5 of the samples instead of 1/4).
+  mtu-n4-sr2, lora-sr2, ia3-sr2 (those rows with sr drawn twice as often as each other task: 2/5 of the samples
+  instead of 1/4, each sample's task drawn at random).
 
 Budget (`--budget`): `per-row` (default, CPU-sized) trains every row `--steps` steps, so a row on four tasks sees
 each task a quarter as often as a single-task row; `per-task` is the paper's budget (A.2: single-task and MTU models
@@ -68,6 +69,8 @@ DIAGNOSTIC_ROWS = {
     **{f"mtu-n4-alone:{task}": {"method": "mtu", "mtu": {"num_experts": 4}, "tasks": (task,)} for task in TASKS},
     "full-all": {"method": "full"},
     "mtu-n4-sr2": {"method": "mtu", "mtu": {"num_experts": 4}, "task_weights": {"sr": 2.0}},
+    "lora-sr2": {"method": "lora", "task_weights": {"sr": 2.0}},
+    "ia3-sr2": {"method": "ia3", "model": {"ia3_on_attention": True}, "task_weights": {"sr": 2.0}},
 }
 
 

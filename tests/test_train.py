@@ -67,7 +67,22 @@ def test_checkpoint_holds_full_state_and_prunes(workspace):
     assert step == 4
     assert {"trainable", "optimizer", "lr_scheduler", "ema", "rng", "counters", "data"} <= set(state)
     assert state["optimizer"]["state"] and all(isinstance(k, int) for k in state["optimizer"]["state"])
+    assert state["backend"] == "NO"  # what wrote it (a DeepSpeed checkpoint warns when resumed)
     assert not list(Path(config.output_dir, "checkpoints").glob("*.tmp"))
+
+
+def test_checkpoint_keeps_tensors_that_share_memory(tmp_path):
+    # DeepSpeed's ZeRO optimizer gives every group's state one `step` tensor; safetensors refuses shared memory.
+    from mtu.training.checkpoint import save_checkpoint
+
+    step, base = torch.tensor(7.0), torch.arange(6.0)
+    state = {"optimizer": {"state": {0: {"step": step, "exp_avg": base[:3]}, 1: {"step": step, "exp_avg": base[3:]}}},
+             "whole": base, "empty": [torch.empty(0), torch.empty(0)]}
+    _, loaded = load_checkpoint(save_checkpoint(tmp_path, 1, state, keep=1))
+    groups = loaded["optimizer"]["state"]
+    assert groups[0]["step"] is groups[1]["step"] and groups[0]["step"].item() == 7.0  # one tensor, as saved
+    assert groups[0]["exp_avg"].tolist() == [0.0, 1.0, 2.0] and groups[1]["exp_avg"].tolist() == [3.0, 4.0, 5.0]
+    assert loaded["whole"].tolist() == base.tolist() and [t.numel() for t in loaded["empty"]] == [0, 0]
 
 
 def _final_weights(run_dir: Path) -> dict:

@@ -96,14 +96,17 @@ def assert_same_training(expected_run: Path, actual_run: Path, base: str) -> flo
 
     expected = load_file(str(Path(expected_run) / "final" / "mtu_model.safetensors"))
     actual = load_file(str(Path(actual_run) / "final" / "mtu_model.safetensors"))
-    assert expected.keys() == actual.keys()
+    assert expected.keys() == actual.keys(), (f"weights differ in names: only in {expected_run}: "
+                                              f"{sorted(expected.keys() - actual.keys())[:3]}, only in {actual_run}: "
+                                              f"{sorted(actual.keys() - expected.keys())[:3]}")
     config = mtu.load_mtu(Path(expected_run) / "final").mtu_config
     initial = dict(mtu.upcycle(mtu.load_base_unet(base), config).mtu_named_parameters())
     difference = sum((actual[k] - expected[k]).square().sum() for k in expected).sqrt()
     update = sum((expected[k] - initial[k].detach()).square().sum() for k in expected).sqrt()
     assert update > 1e-2, "training did not move the weights enough to compare"
     assert difference / update < 1e-2, f"relative difference {difference / update:.2e}"
-    assert max((actual[k] - expected[k]).abs().max() for k in expected) < 1e-4
+    largest = max((actual[k] - expected[k]).abs().max() for k in expected)
+    assert largest < 1e-4, f"largest difference {largest:.2e} (relative {difference / update:.2e})"
     return float(difference / update)
 
 

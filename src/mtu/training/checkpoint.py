@@ -23,23 +23,38 @@ PATTERN = re.compile(r"^checkpoint-(\d+)$")
 TENSORS, SKELETON = "state.safetensors", "state.json"
 
 
-def _encode(value, tensors: dict, path: str):
-    """JSON-able skeleton of `value`; tensors and arrays are stored in `tensors` under `path`."""
+def _encode(value, tensors: dict, path: str, stored: dict | None = None):
+    """JSON-able skeleton of `value`; tensors and arrays are stored in `tensors` under `path`.
+
+    safetensors refuses tensors that share memory, and optimizers do share: DeepSpeed's ZeRO gives every parameter
+    group's state the same `step` tensor. `stored` maps a stored tensor's memory to its path: the same tensor again
+    becomes a reference to that path (loaded back as one shared tensor); another view of that memory, a copy.
+    """
+    stored = {} if stored is None else stored
     if isinstance(value, torch.Tensor):
-        tensors[path] = value.detach().cpu().contiguous()
+        tensor = value.detach().cpu()
+        memory = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
+                  tuple(tensor.stride()), tensor.dtype) if tensor.numel() else None
+        if memory in stored:
+            return {"__tensor__": stored[memory]}
+        if memory is not None and any(key[0] == memory[0] for key in stored):
+            tensor = tensor.clone()
+        elif memory is not None:
+            stored[memory] = path
+        tensors[path] = tensor.contiguous()
         return {"__tensor__": path}
     if isinstance(value, np.ndarray):
         tensors[path] = torch.from_numpy(np.ascontiguousarray(value))
         return {"__ndarray__": path}
     if isinstance(value, dict):
         if all(isinstance(k, str) for k in value):
-            return {k: _encode(v, tensors, f"{path}.{k}") for k, v in value.items()}
-        return {"__items__": [[_encode(k, tensors, f"{path}.k{i}"), _encode(v, tensors, f"{path}.{i}")]
+            return {k: _encode(v, tensors, f"{path}.{k}", stored) for k, v in value.items()}
+        return {"__items__": [[_encode(k, tensors, f"{path}.k{i}", stored), _encode(v, tensors, f"{path}.{i}", stored)]
                               for i, (k, v) in enumerate(value.items())]}
     if isinstance(value, tuple):
-        return {"__tuple__": [_encode(v, tensors, f"{path}.{i}") for i, v in enumerate(value)]}
+        return {"__tuple__": [_encode(v, tensors, f"{path}.{i}", stored) for i, v in enumerate(value)]}
     if isinstance(value, list):
-        return [_encode(v, tensors, f"{path}.{i}") for i, v in enumerate(value)]
+        return [_encode(v, tensors, f"{path}.{i}", stored) for i, v in enumerate(value)]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (np.integer, np.floating)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import random
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -141,7 +142,9 @@ class Trainer:
         """The optimizer's state dict with whole tensors, in torch's per-parameter layout for every backend.
 
         DeepSpeed's ZeRO optimizer keeps flat, partitioned moments; they are gathered per parameter (collective)
-        into the layout a plain Adam/AdamW would have, so such a checkpoint resumes anywhere.
+        into the layout a plain Adam/AdamW would have, so that such a checkpoint resumes anywhere. Measured on an
+        H200 (docs/BENCHMARKS.md, GPU session), a ZeRO-2 checkpoint resumed in one process did not yet end where an
+        uninterrupted run did; `load_state` warns.
         """
         if not self.deepspeed:
             return gather_full(self.optimizer.state_dict())
@@ -176,6 +179,7 @@ class Trainer:
             "counters": dict(self.counters),
             "data": self.feed.state(),
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "backend": str(self.accelerator.distributed_type).split(".")[-1],
         }
         if self.ema is not None:
             state["ema"] = gather_full(self.ema.state_dict())
@@ -186,6 +190,10 @@ class Trainer:
     @torch.no_grad()
     def load_state(self, folder: Path) -> None:
         self.step, state = load_checkpoint(folder)
+        if state.get("backend") == "DEEPSPEED":
+            warnings.warn(f"{folder} was written under DeepSpeed; on a GPU, such a checkpoint resumed in one process "
+                          "ended 31% (of the update) away from an uninterrupted run (docs/BENCHMARKS.md, GPU session): "
+                          "its optimizer moments do not carry over exactly yet.", stacklevel=2)
         for name, param in self.params.items():
             param.copy_(shard_like(state["trainable"][name], param))
         self.optimizer.load_state_dict(state["optimizer"])
