@@ -147,21 +147,28 @@ def table(results: dict[str, list[dict]]) -> str:
         rate = "-" if runs[0].get("lr") is None else f"{runs[0]['lr']:g}"  # one per row (`merge` checks)
         steps = ",".join(sorted({str(run.get("steps", "?")) for run in runs}))
         lines.append(f"| {name} | {runs[0]['trainable']:,} | {rate} | {steps} | {seeds} | " + " | ".join(cells) + " |")
-    if "mtu-n4" in results:
-        lines.append("\nMTU N=4 against the target (within 5% of the single-task fine-tune; ahead of LoRA and IA3):")
+    for mtu_row, peers in TARGET_ROWS.items():
+        if mtu_row not in results:
+            continue
+        lines.append(f"\n{mtu_row} against the target (within 5% of the single-task fine-tune; ahead of "
+                     f"{' and '.join(peers)}):")
         for task in TASKS:
-            mtu = _mean(results["mtu-n4"], task)
+            mtu = _mean(results[mtu_row], task)
             parts = []
             single = _mean(results.get(f"single:{task}", []), task)
             if single is not None:
                 ratio = mtu / single if single else float("inf") if mtu else 1.0
                 parts.append(f"mtu/single {ratio:.3f} ({'within 5%' if mtu >= 0.95 * single else 'below'})")
-            for other in ("lora", "ia3"):
+            for other in peers:
                 value = _mean(results.get(other, []), task)
                 if value is not None:
                     parts.append(f"vs {other} {mtu - value:+.3f} ({'ahead' if mtu > value else 'not ahead'})")
             lines.append(f"  {task}: " + "; ".join(parts))
     return "\n".join(lines)
+
+
+# The MTU rows judged against the target, each with the rows it must be ahead of (same task mixing).
+TARGET_ROWS = {"mtu-n4": ("lora", "ia3"), "mtu-n4-sr2": ("lora-sr2", "ia3-sr2")}
 
 
 def merge(paths: list[str], rows: list[str] | None = None) -> dict[str, list[dict]]:
