@@ -173,9 +173,10 @@ TARGET_ROWS = {"mtu-n4": ("lora", "ia3"), "mtu-n4-sr2": ("lora-sr2", "ia3-sr2")}
 
 def merge(paths: list[str], rows: list[str] | None = None) -> dict[str, list[dict]]:
     """Joins the rows of several runs' quality.json (rows or seeds run on different days or machines); `rows`
-    keeps only those rows, and `PATH@ROW+ROW` only those of one file. They must share the budget (steps, batch, tune/eval counts, base, training device; each
-    row one learning rate) and, where they hold rows on several tasks, the `--budget` mode (base and single-task
-    rows are the same in both); a (row, seed) pair may appear only once."""
+    keeps only those rows, and `PATH@ROW+ROW` only those of one file. They must share the budget (steps, batch,
+    tune/eval counts, base, training device; each row one learning rate) and, where they hold rows on several
+    tasks, the `--budget` mode (base and single-task rows are the same in both); a (row, seed) pair may appear only
+    once."""
     results: dict[str, list[dict]] = {}
     budget = mode = None
     for spec in paths:
@@ -251,8 +252,9 @@ def main() -> int:
     base = args.base or str(shipped_base())
     examples = {task: evaluation_set(task, args.eval_count) for task in TASKS}
     lora_rank, mtu_trainable = matched_lora_rank(base)
-    print(f"base {base}; {args.steps} steps ({args.budget}) x batch {args.batch_size} on {args.device}, lr {args.lr} (full fine-tunes "
-          f"{args.full_lr}), seeds {seeds}, {args.eval_count} held-out examples per task; LoRA rank {lora_rank} "
+    print(f"base {base}; {args.steps} steps ({args.budget}) x batch {args.batch_size} on {args.device}, "
+          f"lr {args.lr} (full fine-tunes {args.full_lr}), seeds {seeds}, {args.eval_count} held-out examples per "
+          f"task; LoRA rank {lora_rank} "
           f"(MTU N=4 trains {mtu_trainable:,})",
           flush=True)
     Path(args.out).mkdir(parents=True, exist_ok=True)

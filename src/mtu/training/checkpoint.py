@@ -37,10 +37,10 @@ def _encode(value, tensors: dict, path: str, stored: dict | None = None):
                   tuple(tensor.stride()), tensor.dtype) if tensor.numel() else None
         if memory in stored:
             return {"__tensor__": stored[memory]}
-        if memory is not None and any(key[0] == memory[0] for key in stored):
+        if memory is not None and ("storage", memory[0]) in stored:
             tensor = tensor.clone()
         elif memory is not None:
-            stored[memory] = path
+            stored[memory] = stored["storage", memory[0]] = path
         tensors[path] = tensor.contiguous()
         return {"__tensor__": path}
     if isinstance(value, np.ndarray):
@@ -49,8 +49,8 @@ def _encode(value, tensors: dict, path: str, stored: dict | None = None):
     if isinstance(value, dict):
         if all(isinstance(k, str) for k in value):
             return {k: _encode(v, tensors, f"{path}.{k}", stored) for k, v in value.items()}
-        return {"__items__": [[_encode(k, tensors, f"{path}.k{i}", stored), _encode(v, tensors, f"{path}.{i}", stored)]
-                              for i, (k, v) in enumerate(value.items())]}
+        return {"__items__": [[_encode(k, tensors, f"{path}.k{i}", stored),
+                               _encode(v, tensors, f"{path}.{i}", stored)] for i, (k, v) in enumerate(value.items())]}
     if isinstance(value, tuple):
         return {"__tuple__": [_encode(v, tensors, f"{path}.{i}", stored) for i, v in enumerate(value)]}
     if isinstance(value, list):
