@@ -148,7 +148,8 @@ def table(results: dict[str, list[dict]]) -> str:
         steps = ",".join(sorted({str(run.get("steps", "?")) for run in runs}))
         lines.append(f"| {name} | {runs[0]['trainable']:,} | {rate} | {steps} | {seeds} | " + " | ".join(cells) + " |")
     for mtu_row, peers in TARGET_ROWS.items():
-        if mtu_row not in results:
+        others = [f"single:{task}" for task in TASKS] + list(peers)
+        if mtu_row not in results or not any(other in results for other in others):
             continue
         lines.append(f"\n{mtu_row} against the target (within 5% of the single-task fine-tune; ahead of "
                      f"{' and '.join(peers)}):")
