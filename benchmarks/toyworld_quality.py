@@ -182,6 +182,9 @@ def merge(paths: list[str], rows: list[str] | None = None) -> dict[str, list[dic
     budget = mode = None
     for spec in paths:
         path, _, only = spec.partition("@")
+        unknown = [name for name in only.split("+") if only and name not in ROWS | DIAGNOSTIC_ROWS]
+        if unknown:
+            raise SystemExit(f"--merge: unknown rows {unknown} after '@' in {spec!r}")
         try:
             data = json.loads(Path(path).read_text())
             this = {key: data["args"].get(key, "cpu" if key == "device" else None) for key in BUDGET}

@@ -97,6 +97,8 @@ def test_merge_rows_filter_and_device(quality, tmp_path):
                  budget="per-task")
     results = quality.merge([old, new], rows=["single:sr"])
     assert list(results) == ["single:sr"]
+    with pytest.raises(SystemExit, match=r"unknown rows \['single:s'\] after '@'"):
+        quality.merge([old + "@single:s"])
     alone = quality.table(quality.merge([new]))
     assert "| mtu-n4 |" in alone and "against the target" not in alone  # nothing to judge it against
     gpu = _write(tmp_path / "gpu.json", {"single:sr": [_run(1, 2e-4, sr=26.0)]}, seeds="1", device="NVIDIA H200")
