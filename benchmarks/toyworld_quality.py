@@ -72,6 +72,7 @@ DIAGNOSTIC_ROWS = {
     "lora-sr2": {"method": "lora", "task_weights": {"sr": 2.0}},
     "ia3-sr2": {"method": "ia3", "model": {"ia3_on_attention": True}, "task_weights": {"sr": 2.0}},
 }
+ALL_ROWS = ROWS | DIAGNOSTIC_ROWS
 
 
 def matched_lora_rank(base: str, tasks=TASKS, mtu: dict | None = None) -> tuple[int, int]:
@@ -92,7 +93,7 @@ def matched_lora_rank(base: str, tasks=TASKS, mtu: dict | None = None) -> tuple[
 
 def row_tasks(name: str) -> tuple:
     """The tasks a row trains on (none for the base)."""
-    spec = (ROWS | DIAGNOSTIC_ROWS)[name]
+    spec = ALL_ROWS[name]
     return () if spec is None else tuple(spec.get("tasks", TASKS))
 
 
@@ -182,14 +183,15 @@ def merge(paths: list[str], rows: list[str] | None = None) -> dict[str, list[dic
     budget = mode = None
     for spec in paths:
         path, _, only = spec.partition("@")
-        unknown = [name for name in only.split("+") if only and name not in ROWS | DIAGNOSTIC_ROWS]
+        chosen = only.split("+") if only else None
+        unknown = [name for name in chosen or [] if name not in ALL_ROWS]
         if unknown:
             raise SystemExit(f"--merge: unknown rows {unknown} after '@' in {spec!r}")
         try:
             data = json.loads(Path(path).read_text())
             this = {key: data["args"].get(key, "cpu" if key == "device" else None) for key in BUDGET}
             kept = {name: runs for name, runs in data["results"].items()
-                    if (rows is None or name in rows) and (not only or name in only.split("+"))}
+                    if (rows is None or name in rows) and (chosen is None or name in chosen)}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise SystemExit(f"--merge: {path} is not a readable quality.json ({type(error).__name__}: {error})")
         if budget is None:
@@ -197,7 +199,7 @@ def merge(paths: list[str], rows: list[str] | None = None) -> dict[str, list[dic
         elif this != budget[0]:
             raise SystemExit(f"--merge: {path} was run with {this}, but {budget[1]} with {budget[0]}; "
                              "only runs with the same budget can share a table")
-        if any(len(row_tasks(name)) > 1 for name in kept if name in ROWS | DIAGNOSTIC_ROWS):
+        if any(len(row_tasks(name)) > 1 for name in kept if name in ALL_ROWS):
             this_mode = data["args"].get("budget", "per-row")  # files from before --budget were per-row
             if mode is None:
                 mode = (this_mode, path)
@@ -216,7 +218,7 @@ def merge(paths: list[str], rows: list[str] | None = None) -> dict[str, list[dic
                     raise SystemExit(f"--merge: row {name} was run at several learning rates (again in {path}, at "
                                      f"{run.get('lr')}); one row, one rate")
                 results.setdefault(name, []).append(run)
-    order = [name for name in ROWS | DIAGNOSTIC_ROWS if name in results]
+    order = [name for name in ALL_ROWS if name in results]
     return {name: sorted(results[name], key=lambda run: run.get("seed", -1)) for name in order}
 
 
@@ -240,11 +242,10 @@ def main() -> int:
                         help="comma-separated quality.json files, each optionally FILE@ROW+ROW to keep only those "
                         "rows of it: print their joined table and train nothing")
     args = parser.parse_args()
-    known = ROWS | DIAGNOSTIC_ROWS
     rows = args.rows.split(",") if args.rows else None
-    unknown = [row for row in rows or [] if row not in known]
+    unknown = [row for row in rows or [] if row not in ALL_ROWS]
     if unknown:
-        parser.error(f"unknown --rows {unknown}; known: {', '.join(known)}")
+        parser.error(f"unknown --rows {unknown}; known: {', '.join(ALL_ROWS)}")
     if args.merge:
         print(table(merge(args.merge.split(","), rows)))
         return 0
@@ -266,7 +267,7 @@ def main() -> int:
     for name in rows:
         for seed in seeds:
             start = time.perf_counter()
-            results.setdefault(name, []).append({"seed": seed, **run_row(name, known[name], base, args, seed,
+            results.setdefault(name, []).append({"seed": seed, **run_row(name, ALL_ROWS[name], base, args, seed,
                                                                          examples, lora_rank)})
             print(f"  {name} seed {seed}: {time.perf_counter() - start:.0f} s "
                   f"{json.dumps(results[name][-1]['scores'])} guidance {results[name][-1].get('guidance')}",
