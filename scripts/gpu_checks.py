@@ -237,6 +237,13 @@ def quality_pool(out: Path, work: Path, seconds: float, workers: int, jobs: list
     return record
 
 
+def _start_part(out: Path, part: str, flags: list[str]) -> subprocess.Popen:
+    """This script again, in the background, running only `part` (it writes OUT/PART.json; its output: PART.log)."""
+    log = open(out / f"{part}.log", "w")
+    return subprocess.Popen([sys.executable, __file__, "--out", str(out), f"--{part}-only"] + flags,
+                            stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
@@ -251,6 +258,15 @@ def main() -> int:
     parser.add_argument("--quality-extra", default="", help="more toyworld_quality.py arguments (a smoke test's)")
     parser.add_argument("--quality-only", action="store_true", help="(internal) run part 3 in this process")
     args = parser.parse_args()
+    if args.quality_seconds > 0:
+        from benchmarks.toyworld_quality import ALL_ROWS
+
+        bad = [job for job in args.quality_jobs.split(",")
+               if job.rpartition(":")[0] not in ALL_ROWS or not job.rpartition(":")[2].isdigit()]
+        if bad:
+            parser.error(f"--quality-jobs: {bad} are not ROW:SEED with a row of benchmarks/toyworld_quality.py")
+        if args.quality_workers < 1:
+            parser.error(f"--quality-workers must be at least 1 (got {args.quality_workers})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.pretrain_only:
@@ -260,40 +276,28 @@ def main() -> int:
     if args.quality_only:
         record = quality_pool(out, Path(args.work), args.quality_seconds, args.quality_workers,
                               args.quality_jobs.split(","), args.quality_extra.split())
-        (out / "quality-jobs.json").write_text(json.dumps(record, indent=1))
+        (out / "quality.json").write_text(json.dumps(record, indent=1))
         return 0
 
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     print(f"device: {device}; torch {torch.__version__}", flush=True)
-    background = None
-    if not args.skip_pretrain:  # the GPU has room for both; part 2 is the long one
-        log = open(out / "pretrain.log", "w")
-        background = subprocess.Popen([sys.executable, __file__, "--out", str(out), "--pretrain-only",
-                                       "--pretrain-seconds", str(args.pretrain_seconds)],
-                                      stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT)
-    quality = None
+    background = {}  # the GPU has room for all; parts 2 and 3 are the long ones
+    if not args.skip_pretrain:
+        background["pretrain"] = _start_part(out, "pretrain", ["--pretrain-seconds", str(args.pretrain_seconds)])
     if args.quality_seconds > 0:
-        quality_log = open(out / "quality.log", "w")
-        quality = subprocess.Popen([sys.executable, __file__, "--out", str(out), "--work", args.work, "--quality-only",
-                                    "--quality-seconds", str(args.quality_seconds), "--quality-workers",
-                                    str(args.quality_workers), "--quality-jobs", args.quality_jobs,
-                                    "--quality-extra=" + args.quality_extra],
-                                   stdout=quality_log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT)
+        background["quality"] = _start_part(out, "quality", [
+            "--work", args.work, "--quality-seconds", str(args.quality_seconds), "--quality-workers",
+            str(args.quality_workers), "--quality-jobs", args.quality_jobs, "--quality-extra=" + args.quality_extra])
     results = {"device": device, "torch": torch.__version__}
     if not args.skip_backends:
         results["backends"] = backends(Path(args.work), out)
-    if background is not None:
-        background.wait()
-        pretrain_json = out / "pretrain.json"
-        results["pretrain"] = (json.loads(pretrain_json.read_text()) if pretrain_json.is_file()
-                               else {"error": (out / "pretrain.log").read_text()[-1500:]})
-    if quality is not None:
-        quality.wait()
-        jobs_json = out / "quality-jobs.json"
-        results["quality"] = (json.loads(jobs_json.read_text()) if jobs_json.is_file()
-                              else {"error": (out / "quality.log").read_text()[-1500:]})
+    for part, process in background.items():
+        process.wait()
+        record = out / f"{part}.json"
+        results[part] = (json.loads(record.read_text()) if record.is_file()
+                         else {"error": (out / f"{part}.log").read_text()[-1500:]})
     (out / "checks.json").write_text(json.dumps(results, indent=1))
     print(f"\n| check ({device}) | result |\n|---|---|")
     for name, value in results.get("backends", {}).items():
