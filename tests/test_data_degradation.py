@@ -71,7 +71,7 @@ def test_tiny_images_get_a_kernel_that_fits(image):
 @pytest.mark.parametrize("field, value", [
     ("blur_kernel_size", (8, 10)), ("blur_kernel_size", (9, 7)), ("blur_sigma", (0.0, 1.0)),
     ("jpeg_quality", (0, 50)), ("anisotropic_prob", 1.5), ("resize_modes", ("nearest",)),
-    ("noise_sigma", "strong"),
+    ("noise_sigma", "strong"), ("jpeg_subsampling", "4:1:1"),
 ])
 def test_config_errors_name_field_and_value(field, value):
     with pytest.raises(ValueError, match=rf"`{field}`.*{str(value)[:3].replace('(', '[(]')}"):
@@ -83,3 +83,19 @@ def test_bad_inputs_are_rejected(image):
         degrade(image[0])
     with pytest.raises(ValueError, match="`scale`"):
         degrade(image, scale=0)
+
+
+def test_full_chroma_jpeg_keeps_a_small_shapes_colour():
+    # A 3-pixel red square on gray, JPEG-compressed at 16 px: 4:2:0 averages its colour over 2x2 blocks with the
+    # background; 4:4:4 keeps it. The toy world's SR inputs rely on this (benchmarks/sr_information.py).
+    image = torch.full((3, 16, 16), 0.5)
+    image[:, 6:9, 6:9] = torch.tensor([0.9, 0.1, 0.1])[:, None, None]
+    no_change = dict(blur_kernel_size=(1, 1), blur_sigma=(1e-3, 1e-3), noise_sigma=(0.0, 0.0),
+                     poisson_scale=(0.0, 0.0), gaussian_noise_prob=1.0, jpeg_quality=(95, 95), resize_modes=("area",))
+
+    def error(subsampling):
+        config = DegradationConfig(jpeg_subsampling=subsampling, **no_change)
+        out = degrade(image, scale=1, generator=torch.Generator().manual_seed(0), config=config)
+        return float((out[:, 6:9, 6:9] - image[:, 6:9, 6:9]).abs().max())
+
+    assert error("4:4:4") < 0.1 < 0.25 < error("4:2:0")

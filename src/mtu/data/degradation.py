@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 RESIZE_MODES = ("area", "bilinear", "bicubic")
+CHROMA_SUBSAMPLINGS = ("4:2:0", "4:2:2", "4:4:4")
 
 
 def _check_range(name: str, value, low: float, high: float, integer: bool = False) -> tuple:
@@ -57,6 +58,9 @@ class DegradationConfig:
         poisson_scale: (min, max) multiplier of the Poisson (shot) noise.
         gray_noise_prob: Chance that the noise is the same on all three channels.
         jpeg_quality: (min, max) JPEG quality (1-100) of the final compression.
+        jpeg_subsampling: Chroma subsampling of the JPEG: "4:2:0" (the encoders' default, as Real-ESRGAN's
+            OpenCV), "4:2:2" or "4:4:4" (full colour resolution). Halving the colour resolution costs a photo of
+            hundreds of pixels little, but wipes out the colour of a few-pixel shape (the toy world uses 4:4:4).
     """
 
     blur_kernel_size: tuple[int, int] = (7, 21)
@@ -68,6 +72,7 @@ class DegradationConfig:
     poisson_scale: tuple[float, float] = (0.05, 3.0)
     gray_noise_prob: float = 0.4
     jpeg_quality: tuple[int, int] = (30, 95)
+    jpeg_subsampling: str = "4:2:0"
 
     def __post_init__(self):
         self.blur_kernel_size = _check_range("blur_kernel_size", self.blur_kernel_size, 1, 99, integer=True)
@@ -77,6 +82,8 @@ class DegradationConfig:
         self.noise_sigma = _check_range("noise_sigma", self.noise_sigma, 0.0, 255.0)
         self.poisson_scale = _check_range("poisson_scale", self.poisson_scale, 0.0, 100.0)
         self.jpeg_quality = _check_range("jpeg_quality", self.jpeg_quality, 1, 100, integer=True)
+        if self.jpeg_subsampling not in CHROMA_SUBSAMPLINGS:
+            raise ValueError(f"`jpeg_subsampling` must be one of {CHROMA_SUBSAMPLINGS}, got {self.jpeg_subsampling!r}.")
         for name in ("anisotropic_prob", "gaussian_noise_prob", "gray_noise_prob"):
             setattr(self, name, _check_probability(name, getattr(self, name)))
         modes = (self.resize_modes,) if isinstance(self.resize_modes, str) else tuple(self.resize_modes)
@@ -149,10 +156,10 @@ def _noise(image: torch.Tensor, config: DegradationConfig, generator: torch.Gene
     return (image + noise).clamp(0, 1)  # a (1, H, W) gray noise broadcasts over the channels
 
 
-def _jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
+def _jpeg(image: torch.Tensor, quality: int, subsampling: str = "4:2:0") -> torch.Tensor:
     array = (image.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+    Image.fromarray(array).save(buffer, format="JPEG", quality=quality, subsampling=subsampling)
     buffer.seek(0)
     decoded = np.asarray(Image.open(buffer).convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(decoded).permute(2, 0, 1).contiguous()
@@ -184,4 +191,4 @@ def degrade(image: torch.Tensor, scale: int = 2, generator: torch.Generator | No
     degraded = _downscale(degraded, scale, config, generator)
     degraded = _noise(degraded, config, generator)
     low, high = config.jpeg_quality
-    return _jpeg(degraded, int(torch.randint(low, high + 1, (), generator=generator)))
+    return _jpeg(degraded, int(torch.randint(low, high + 1, (), generator=generator)), config.jpeg_subsampling)

@@ -21,9 +21,11 @@ from .scene import (BACKGROUND_COLOURS, MAX_SHAPES, POSITION_PHRASES, SHAPE_COLO
 EDIT_KINDS = ("recolour", "add", "remove", "move", "background")
 # Real-ESRGAN's first-stage ranges (the data layer's defaults) are set for photos of hundreds of pixels: a 3-pixel
 # blur or 30 levels of noise on a 32-pixel toy image leaves barely a shape to recover. The toy world runs the same
-# degradation code with ranges scaled to its image size.
+# degradation code with ranges scaled to its image size. Its JPEG keeps full colour resolution (4:4:4): with the
+# encoders' default 4:2:0, a 16-pixel input holds colour at 8x8 and the scene can no longer be told from its
+# one-attribute neighbours in 45% of held-out scenes (4% with 4:4:4; benchmarks/sr_information.py, issue 11).
 TOY_DEGRADATION = DegradationConfig(blur_kernel_size=(3, 7), blur_sigma=(0.2, 1.0), noise_sigma=(1.0, 10.0),
-                                    poisson_scale=(0.05, 1.0), jpeg_quality=(60, 95))
+                                    poisson_scale=(0.05, 1.0), jpeg_quality=(60, 95), jpeg_subsampling="4:4:4")
 
 
 @dataclass(frozen=True)
