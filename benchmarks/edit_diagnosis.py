@@ -1,0 +1,288 @@
+"""Why is editing not learned on the toy world? One training run per suspect, each changing one thing (issue 11).
+
+Every row trains on the edit task alone (so rows differ only in the suspect they test) from the shipped base,
+then generates `--eval-count` held-out edits and records, per example: the edit kind, whether the output parses
+to the target scene (exact success), to the unchanged input scene (copied), and, as ablations at inference,
+the same with the input image replaced by another example's input (does the output follow the image?) and with
+the instruction replaced by the empty prompt (does it follow the text?).
+
+    python benchmarks/edit_diagnosis.py --rows mtu,full --steps 1600 --out diag/
+
+Rows: `mtu` (N=4, G=1/4, the demo's method), `full` (full UNet fine-tune, lr `--full-lr`), `mtu-caption` (the
+instruction replaced by the caption of the target scene, words the base's text encoder was trained on: tests the
+untrained instruction words, but the caption alone also allows drawing the target without the image), `mtu-text`
+(the base's text encoder trained along with the MTU parameters, at `--text-lr`: if untrained words are the
+cause, this row learns them), `mtu-mode` (the target latents are the VAE posterior's mean instead of a sample from
+it: tests the noise that sampling the toy VAE's wide posterior adds to every target), `mtu-background` (trained
+and scored on background changes alone, the simplest edit: is one edit kind learnable, or is the mixture the
+difficulty?). Each row's outputs (uint8 arrays) and per-example records go to OUT/ROW.npz and
+OUT/diagnosis.json, rewritten after every row; the table is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROWS = ("mtu", "full", "mtu-caption", "mtu-text", "mtu-mode", "mtu-background")
+
+
+def _single_kind_patch(kind: str):
+    """Makes the toy-world edit source draw only edits of `kind` (any kind for the few scenes it does not apply to,
+    e.g. a background change of a gray scene with a black and a white shape)."""
+    from mtu.toyworld import source
+    from mtu.toyworld.tasks import EDIT_KINDS, possible_edits
+
+    original = source.sample_edit
+
+    def sample_edit(scene, rng, kinds=None):
+        return original(scene, rng, kinds=(kind,) if kind in possible_edits(scene) else EDIT_KINDS)
+
+    source.sample_edit = sample_edit
+
+
+def _of_kind(examples, kind: str):
+    """Held-out edits of one kind, as many as `examples` (drawn from a longer prefix of the same fixed list)."""
+    from mtu.toyworld.evaluate import evaluation_set
+
+    chosen = [ex for ex in evaluation_set("edit", 8 * len(examples)) if ex.edit.kind == kind]
+    return chosen[:len(examples)]
+
+
+def _mean_target_patch():
+    """Makes the trainer's target latents the VAE posterior mean (a zero std: no sample noise)."""
+    from mtu.training import step
+
+    original = step._target_moments
+
+    def target_moments(parts, batch, dtype):
+        mean, std = original(parts, batch, dtype)
+        return mean, torch.zeros_like(std)
+
+    step._target_moments = target_moments
+
+
+def _caption_source_patch():
+    """Makes the toy-world edit source give the target scene's caption instead of the instruction."""
+    from mtu.toyworld import source
+
+    original = source.edit_pair
+
+    def edit_pair(edit, size=32):
+        fields = original(edit, size)
+        fields["prompt"] = fields["output_caption"]
+        return fields
+
+    source.edit_pair = edit_pair
+
+
+def run_row(row: str, args, examples, base: str) -> dict:
+    from mtu.toyworld.experiment import pipeline_for, toyworld_train_config, train_and_score
+    from mtu.toyworld.scene import caption
+
+    method = "full" if row.startswith("full") else "mtu"
+    if row == "mtu-mode":
+        _mean_target_patch()
+    if row == "mtu-background":
+        _single_kind_patch("background")
+        examples = _of_kind(examples, "background")
+    if row.endswith("caption"):
+        _caption_source_patch()
+        examples = [ex.__class__(**{**ex.__dict__, "prompt": caption(ex.edit.after)}) for ex in examples]
+    lr = args.full_lr if method == "full" else args.lr
+    config = toyworld_train_config(base, Path(args.out) / f"run-{row}", tasks=("edit",), method=method,
+                                   mtu={"num_experts": 4}, steps=args.steps, batch_size=args.batch, lr=lr,
+                                   seed=args.seed, log_with="none")
+    start = time.perf_counter()
+    if row == "mtu-text":
+        model, text_encoder = _train_with_text_encoder(config, args.text_lr)
+    else:
+        model, text_encoder = train_and_score(config, {}, args.seed)["model"], None  # no examples: training only
+    seconds = time.perf_counter() - start
+    if method == "mtu":  # for later probes: mtu.load_mtu(OUT/ROW-adapter), MTUPipeline.from_base(base, ...)
+        model.save_pretrained(Path(args.out) / f"{row}-adapter")
+    pipe = pipeline_for(model, base)
+    if text_encoder is not None:
+        pipe.text_encoder = text_encoder
+    return {"row": row, "method": method, "lr": lr, "steps": args.steps, "batch": args.batch,
+            "train_seconds": seconds,
+            **evaluate_edit(pipe, examples, args)}
+
+
+def _train_with_text_encoder(config, text_lr: float):
+    """Trains `config` with the frozen text encoder made trainable (its own Adam group at `text_lr`, constant):
+    a diagnosis-only change: the trainer's text encoding replaced by one with gradients."""
+    from mtu.training.trainer import Trainer
+
+    trainer = Trainer(config)
+    text_encoder = trainer.parts.text_encoder.float().train().requires_grad_(True)
+    trainer.optimizer.optimizer.add_param_group({"params": list(text_encoder.parameters()), "lr": text_lr})
+    trainer.lr_scheduler.lr_lambdas.append(lambda step: 1.0)  # the LambdaLR the trainer made: one per group
+    trainer.lr_scheduler.base_lrs.append(text_lr)
+    tokenizer, device = trainer.parts.tokenizer, trainer.accelerator.device
+
+    def encode_text(prompts):  # SD's encoding (`components.encode_prompts`), with gradients to the encoder
+        with torch.enable_grad():
+            ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                            return_tensors="pt").input_ids.to(device)
+            return text_encoder(ids)[0], {}
+
+    trainer.encode_text = encode_text
+    trainer.train()
+    model = trainer.accelerator.unwrap_model(trainer.model).to("cpu").eval()
+    if trainer.ema is not None:
+        trainer.ema.copy_to(list(trainer.params.values()))
+    return model, text_encoder.eval().requires_grad_(False)
+
+
+def evaluate_edit(pipe, examples, args) -> dict:
+    """Per-example records under the normal call and the two ablations."""
+    from mtu.toyworld.evaluate import generate_outputs
+    from mtu.toyworld.oracle import try_parse
+
+    kwargs = {"guidance_scale": args.text_guidance, "image_guidance_scale": args.image_guidance}
+    shifted = examples[1:] + examples[:1]  # another example's input image, same instruction
+    swapped = [ex.__class__(**{**ex.__dict__, "image": other.image}) for ex, other in zip(examples, shifted)]
+    empty = [ex.__class__(**{**ex.__dict__, "prompt": ""}) for ex in examples]
+    records, arrays = {}, {}
+    for name, inputs in (("normal", examples), ("image_swapped", swapped), ("empty_prompt", empty)):
+        outputs = generate_outputs(pipe, inputs, args.seed, **kwargs)
+        arrays[name] = np.stack([np.asarray(image.convert("RGB")) for image in outputs])
+        parsed = [try_parse(image) for image in outputs]
+        given = shifted if name == "image_swapped" else examples  # whose input image was passed
+        records[name] = {
+            "exact": [p == ex.edit.after for p, ex in zip(parsed, examples)],
+            "copied": [p == other.edit.before for p, other in zip(parsed, given)],
+            "follows_original_input": [0.0 if p is None else _shared_shapes(p, ex.edit.before)
+                                       for p, ex in zip(parsed, examples)],
+            "follows_given_input": [0.0 if p is None else _shared_shapes(p, other.edit.before)
+                                    for p, other in zip(parsed, given)],
+            "parsed": [p is not None for p in parsed],
+        }
+    return {"kinds": [ex.edit.kind for ex in examples], "records": records, "_arrays": arrays,
+            "partial": partial_summary(examples, arrays["normal"])}
+
+
+def partial_summary(examples, outputs) -> dict:
+    """Per-attribute accuracy and preservation of the normal outputs (`mtu.toyworld.metrics`), with intervals."""
+    from mtu.toyworld.metrics import example_record, summarize
+
+    summary = summarize([example_record(ex, output) for ex, output in zip(examples, outputs)])
+    return {key: value for key, value in summary.items()
+            if key.startswith("attr_") or key in ("preserved", "exact", "copied", "per_kind")}
+
+
+def _shared_shapes(parsed, scene) -> float:
+    """Share of `scene`'s shapes (plus its background) found unchanged in `parsed`."""
+    items = list(scene.shapes)
+    hits = sum(shape in parsed.shapes for shape in items) + (parsed.background == scene.background)
+    return hits / (len(items) + 1)
+
+
+def wilson_interval(successes: int, total: int, z: float = 1.959964) -> tuple[float, float]:
+    centre = (successes + z * z / 2) / (total + z * z)
+    half = z * np.sqrt(successes * (total - successes) / total + z * z / 4) / (total + z * z)
+    return centre - half, centre + half
+
+
+def table(results: list[dict]) -> str:
+    kinds = ("recolour", "add", "remove", "move", "background")
+    lines = ["| row | steps | exact (95% CI) | " + " | ".join(kinds) + " | copied | input kept (normal) | "
+             "swapped: follows given / original input | empty prompt: exact, copied | "
+             "kind / colour / size / position / background | preserved |",
+             "|---|---:|---|" + "---:|" * len(kinds) + "---:|---:|---|---|---|---|"]
+    for result in results:
+        normal = result["records"]["normal"]
+        exact = np.array(normal["exact"])
+        low, high = wilson_interval(int(exact.sum()), len(exact))
+        per_kind = []
+        for kind in kinds:
+            mask = np.array(result["kinds"]) == kind
+            per_kind.append(f"{int(exact[mask].sum())}/{int(mask.sum())}")
+        swapped = result["records"]["image_swapped"]
+        empty = result["records"]["empty_prompt"]
+        lines.append(
+            f"| {result['row']} | {result['steps']} | {exact.mean():.3f} ({low:.3f}-{high:.3f}) | "
+            + " | ".join(per_kind)
+            + f" | {np.mean(normal['copied']):.3f} | {np.mean(normal['follows_given_input']):.3f} | "
+            f"{np.mean(swapped['follows_given_input']):.3f} / {np.mean(swapped['follows_original_input']):.3f} | "
+            f"{np.mean(empty['exact']):.3f}, {np.mean(empty['copied']):.3f} | " + _partial_cells(result) + " |")
+    return "\n".join(lines)
+
+
+def _partial_cells(result: dict) -> str:
+    partial = result.get("partial")
+    if not partial:
+        return "- | -"
+    names = ("attr_kind", "attr_colour", "attr_size", "attr_position", "attr_background")
+    preserved = partial["preserved"]
+    return (" / ".join(f"{partial[name]['value']:.2f}" for name in names)
+            + f" | {preserved['value']:.3f} ({preserved['low']:.3f}-{preserved['high']:.3f})")
+
+
+def rescore(folder: Path) -> list[dict]:
+    """Adds the partial metrics to an earlier run's results from its saved outputs (OUT/ROW.npz)."""
+    from mtu.toyworld.evaluate import evaluation_set
+
+    data = json.loads((folder / "diagnosis.json").read_text())
+    for result in data["results"]:
+        outputs = np.load(folder / f"{result['row']}.npz")["normal"]
+        examples = evaluation_set("edit", len(outputs))
+        result["partial"] = partial_summary(examples, list(outputs))
+    (folder / "diagnosis.json").write_text(json.dumps(data, indent=1))
+    return data["results"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default="mtu,full")
+    parser.add_argument("--steps", type=int, default=1600)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--full-lr", type=float, default=2e-4)
+    parser.add_argument("--text-lr", type=float, default=3e-4, help="text encoder's rate in row mtu-text")
+    parser.add_argument("--eval-count", type=int, default=128)
+    parser.add_argument("--text-guidance", type=float, default=7.5)
+    parser.add_argument("--image-guidance", type=float, default=3.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--out", default="edit-diagnosis")
+    parser.add_argument("--tables", default="", help="comma-separated earlier OUT folders: print their joined table "
+                        "(adding partial metrics from the saved outputs) and exit")
+    args = parser.parse_args(argv)
+    if args.tables:
+        print(table([result for folder in args.tables.split(",") for result in rescore(Path(folder))]))
+        return 0
+    rows = [row for row in args.rows.split(",") if row]
+    unknown = [row for row in rows if row not in ROWS]
+    if unknown:
+        parser.error(f"--rows: unknown row(s) {unknown}; choose from {ROWS}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from mtu.toyworld.components import shipped_base
+    from mtu.toyworld.evaluate import evaluation_set
+
+    base = str(shipped_base())
+    examples = evaluation_set("edit", args.eval_count)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for row in rows:
+        result = run_row(row, args, examples, base)
+        arrays = result.pop("_arrays")
+        np.savez_compressed(out / f"{row}.npz", **arrays)
+        results.append(result)
+        (out / "diagnosis.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+        print(table(results[-1:]), file=sys.stderr, flush=True)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
