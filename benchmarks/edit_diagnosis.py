@@ -13,9 +13,10 @@ instruction replaced by the caption of the target scene, words the base's text e
 untrained instruction words, but the caption alone also allows drawing the target without the image), `mtu-text`
 (the base's text encoder trained along with the MTU parameters, at `--text-lr`: if untrained words are the
 cause, this row learns them), `mtu-mode` (the target latents are the VAE posterior's mean instead of a sample from
-it: tests the noise that sampling the toy VAE's wide posterior adds to every target), `mtu-background` (trained
-and scored on background changes alone, the simplest edit: is one edit kind learnable, or is the mixture the
-difficulty?). Each row's outputs (uint8 arrays) and per-example records go to OUT/ROW.npz and
+it: tests the noise that sampling the toy VAE's wide posterior adds to every target), `mtu-KIND` (trained and
+scored on one edit kind alone, e.g. `mtu-background`: is one edit kind learnable, or is the mixture the
+difficulty?), `mtu-copy` (the null edit: the target is the input image and the prompt empty; scored on whether
+the output is the input scene: can the image path carry a scene through the model at all?). Each row's outputs (uint8 arrays) and per-example records go to OUT/ROW.npz and
 OUT/diagnosis.json, rewritten after every row; the table is printed at the end.
 """
 
@@ -30,7 +31,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROWS = ("mtu", "full", "mtu-caption", "mtu-text", "mtu-mode", "mtu-background")
+KIND_ROWS = {f"mtu-{kind}": kind for kind in ("recolour", "add", "remove", "move", "background")}
+ROWS = ("mtu", "full", "mtu-caption", "mtu-text", "mtu-mode", "mtu-copy", *KIND_ROWS)
+
+
+def _copy_patch():
+    """Makes the toy-world edit source give null edits: the input image as the target, the empty prompt."""
+    from mtu.toyworld import source
+
+    original = source.edit_pair
+
+    def edit_pair(edit, size=32):
+        fields = original(edit, size)
+        return {**fields, "target": fields["condition"], "prompt": "", "output_caption": fields["input_caption"]}
+
+    source.edit_pair = edit_pair
+
+
+def _null_edit(example):
+    """The held-out example as a null edit: empty prompt, the input scene as the target."""
+    from dataclasses import replace
+
+    edit = replace(example.edit, instruction="", after=example.edit.before)
+    return replace(example, prompt="", target=example.image, target_scene=edit.before, edit=edit)
 
 
 def _single_kind_patch(kind: str):
@@ -89,9 +112,12 @@ def run_row(row: str, args, examples, base: str) -> dict:
     method = "full" if row.startswith("full") else "mtu"
     if row == "mtu-mode":
         _mean_target_patch()
-    if row == "mtu-background":
-        _single_kind_patch("background")
-        examples = _of_kind(examples, "background")
+    if row == "mtu-copy":
+        _copy_patch()
+        examples = [_null_edit(ex) for ex in examples]
+    if row in KIND_ROWS:
+        _single_kind_patch(KIND_ROWS[row])
+        examples = _of_kind(examples, KIND_ROWS[row])
     if row.endswith("caption"):
         _caption_source_patch()
         examples = [ex.__class__(**{**ex.__dict__, "prompt": caption(ex.edit.after)}) for ex in examples]
