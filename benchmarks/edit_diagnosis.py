@@ -16,7 +16,10 @@ cause, this row learns them), `mtu-mode` (the target latents are the VAE posteri
 it: tests the noise that sampling the toy VAE's wide posterior adds to every target), `mtu-KIND` (trained and
 scored on one edit kind alone, e.g. `mtu-background`: is one edit kind learnable, or is the mixture the
 difficulty?), `mtu-copy` (the null edit: the target is the input image and the prompt empty; scored on whether
-the output is the input scene: can the image path carry a scene through the model at all?). Each row's outputs (uint8 arrays) and per-example records go to OUT/ROW.npz and
+the output is the input scene: can the image path carry a scene through the model at all?), `mtu-image-x5` (the
+input image's latents multiplied by 5 wherever they enter the UNet, in training and sampling alike: under Adam
+that is 5x the step size of the zero-initialised image channels of `conv_in`). Each row's outputs (uint8
+arrays) and per-example records go to OUT/ROW.npz and
 OUT/diagnosis.json, rewritten after every row; the table is printed at the end.
 """
 
@@ -32,7 +35,24 @@ import numpy as np
 import torch
 
 KIND_ROWS = {f"mtu-{kind}": kind for kind in ("recolour", "add", "remove", "move", "background")}
-ROWS = ("mtu", "full", "mtu-caption", "mtu-text", "mtu-mode", "mtu-copy", *KIND_ROWS)
+ROWS = ("mtu", "full", "mtu-caption", "mtu-text", "mtu-mode", "mtu-copy", "mtu-image-x5", *KIND_ROWS)
+
+
+def _scaled_condition_patch(factor: float):
+    """Multiplies the conditioning channels by `factor` in the trainer and the pipelines (every module that
+    imported `condition_channels`)."""
+    from mtu import conditioning
+    from mtu.pipelines import common
+    from mtu.training import cache, step
+
+    original = conditioning.condition_channels
+
+    def scaled(*args, **kwargs):
+        channels = original(*args, **kwargs)
+        return None if channels is None else channels * factor
+
+    for module in (conditioning, common, cache, step):
+        module.condition_channels = scaled
 
 
 def _copy_patch():
@@ -112,6 +132,8 @@ def run_row(row: str, args, examples, base: str) -> dict:
     method = "full" if row.startswith("full") else "mtu"
     if row == "mtu-mode":
         _mean_target_patch()
+    if row == "mtu-image-x5":
+        _scaled_condition_patch(5.0)
     if row == "mtu-copy":
         _copy_patch()
         examples = [_null_edit(ex) for ex in examples]

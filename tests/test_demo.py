@@ -26,10 +26,15 @@ def test_short_demo_writes_a_complete_report(tmp_path, capsys):
     chosen = choice["edit"]["chosen"]
     assert (chosen["guidance_scale"], chosen["image_guidance_scale"]) in pairs
     assert metrics["tasks"][1]["guidance"] == chosen
+    for row in metrics["tasks"]:  # the main metric with its 95% interval, and the partial scores
+        low, high = row["interval"]
+        assert low <= row["value"] + 1e-9 and row["value"] <= high + 1e-9
+        assert "attr_kind" in row["partial"] and row["partial"]["attr_kind"]["count"] == 2
+    assert "per_kind" in metrics["tasks"][1]["partial"] and "preserved" in metrics["tasks"][3]["partial"]
     page = (out / "report.html").read_text()
     assert "<svg" in page and "gallery/inpaint.png" in page and "Fig. 5" in page and "guidance chosen" in page
     printed = capsys.readouterr().out
-    assert "report:" in printed and "faithfulness" in printed
+    assert "report:" in printed and "faithfulness" in printed and "95% interval" in printed
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

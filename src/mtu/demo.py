@@ -22,6 +22,8 @@ import torch
 from .cli import step
 
 TASKS = ("t2i", "edit", "sr", "inpaint")
+# The per-example field of `toyworld.metrics.example_record` that each task's main metric averages.
+MAIN_RECORD = {"t2i": "exact", "edit": "success", "sr": "psnr", "inpaint": "success"}
 
 
 @dataclass
@@ -67,6 +69,7 @@ def run_demo(config: DemoConfig | None = None) -> int:
     from .toyworld.components import shipped_base
     from .toyworld.evaluate import BASELINE_NAME, MAIN_METRIC, baseline_outputs, evaluation_set, score
     from .toyworld.experiment import score_base, toyworld_train_config, train_and_score
+    from .toyworld.metrics import example_record, summarize
     from .upcycling.serialization import atomic_save_directory
 
     config = config or DemoConfig()
@@ -104,7 +107,11 @@ def run_demo(config: DemoConfig | None = None) -> int:
             baseline = baseline_outputs(examples[task])
             baseline_scores = base_scores if baseline is None else score(examples[task], baseline)
             metric = MAIN_METRIC[task]
+            # Per-example records: intervals for the main metric and partial scores (attributes, preserved).
+            partial = summarize([example_record(e, o) for e, o in zip(examples[task], outputs[task])], config.seed)
+            main = partial[MAIN_RECORD[task]]
             rows.append({"task": task, "metric": metric, "value": scores[metric], "scores": scores,
+                         "interval": [main["low"], main["high"]], "partial": partial,
                          "guidance": result["guidance"].get(task, {}).get("chosen"),
                          "baseline": BASELINE_NAME[task], "baseline_value": baseline_scores[metric],
                          "baseline_scores": baseline_scores,
@@ -157,11 +164,12 @@ def run_demo(config: DemoConfig | None = None) -> int:
         atomic_save_directory(lambda folder: shutil.copytree(staging, folder, dirs_exist_ok=True), out)
         shutil.rmtree(staging, ignore_errors=True)
 
-    print(f"\n{'task':<8} {'metric':<13} {'MTU':>8} {'baseline':>9}  baseline kind")
+    print(f"\n{'task':<8} {'metric':<13} {'MTU':>8} {'95% interval':>17} {'baseline':>9}  baseline kind")
     for row in rows:
         mark = "" if row["beats_baseline"] else "   <- does not beat its baseline"
-        print(f"{row['task']:<8} {row['metric']:<13} {row['value']:>8.3f} {row['baseline_value']:>9.3f}  "
-              f"{row['baseline']}{mark}")
+        interval = f"{row['interval'][0]:.3f}-{row['interval'][1]:.3f}"
+        print(f"{row['task']:<8} {row['metric']:<13} {row['value']:>8.3f} {interval:>17} "
+              f"{row['baseline_value']:>9.3f}  {row['baseline']}{mark}")
     missing = [row["task"] for row in rows if not row["beats_baseline"]]
     print(f"\n{'every task beats its trivial baseline' if not missing else 'not beating their baselines: ' + ', '.join(missing)}"
           f"\nreport: {(out / 'report.html').resolve()}  ({time.perf_counter() - start:.0f} s)")
