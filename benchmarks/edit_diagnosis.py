@@ -19,8 +19,8 @@ difficulty?), `mtu-copy` (the null edit: the target is the input image and the p
 the output is the input scene: can the image path carry a scene through the model at all?), `mtu-image-x5` (the
 input image's latents multiplied by 5 wherever they enter the UNet, in training and sampling alike: under Adam
 that is 5x the step size of the zero-initialised image channels of `conv_in`). Each row's outputs (uint8
-arrays) and per-example records go to OUT/ROW.npz and
-OUT/diagnosis.json, rewritten after every row; the table is printed at the end.
+arrays) and per-example records go to OUT/ROW.npz and OUT/diagnosis.json, rewritten after every row; the table
+is printed at the end.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ import argparse
 import json
 import sys
 import time
+from contextlib import ExitStack
+from dataclasses import replace
+from unittest import mock
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +41,7 @@ KIND_ROWS = {f"mtu-{kind}": kind for kind in ("recolour", "add", "remove", "move
 ROWS = ("mtu", "full", "mtu-caption", "mtu-text", "mtu-mode", "mtu-copy", "mtu-image-x5", *KIND_ROWS)
 
 
+# Each `_*_patch` returns [(module, attribute, replacement)]; `run_row` applies them for that row only.
 def _scaled_condition_patch(factor: float):
     """Multiplies the conditioning channels by `factor` in the trainer and the pipelines (every module that
     imported `condition_channels`)."""
@@ -51,27 +55,24 @@ def _scaled_condition_patch(factor: float):
         channels = original(*args, **kwargs)
         return None if channels is None else channels * factor
 
-    for module in (conditioning, common, cache, step):
-        module.condition_channels = scaled
+    return [(module, "condition_channels", scaled) for module in (conditioning, common, cache, step)]
 
 
-def _copy_patch():
-    """Makes the toy-world edit source give null edits: the input image as the target, the empty prompt."""
+def _edit_fields_patch(rewrite):
+    """Makes the toy-world edit source pass every edit's fields through `rewrite` (fields -> overrides)."""
     from mtu.toyworld import source
 
     original = source.edit_pair
 
     def edit_pair(edit, size=32):
         fields = original(edit, size)
-        return {**fields, "target": fields["condition"], "prompt": "", "output_caption": fields["input_caption"]}
+        return {**fields, **rewrite(fields)}
 
-    source.edit_pair = edit_pair
+    return [(source, "edit_pair", edit_pair)]
 
 
 def _null_edit(example):
     """The held-out example as a null edit: empty prompt, the input scene as the target."""
-    from dataclasses import replace
-
     edit = replace(example.edit, instruction="", after=example.edit.before)
     return replace(example, prompt="", target=example.image, target_scene=edit.before, edit=edit)
 
@@ -87,7 +88,7 @@ def _single_kind_patch(kind: str):
     def sample_edit(scene, rng, kinds=None):
         return original(scene, rng, kinds=(kind,) if kind in possible_edits(scene) else EDIT_KINDS)
 
-    source.sample_edit = sample_edit
+    return [(source, "sample_edit", sample_edit)]
 
 
 def _of_kind(examples, kind: str):
@@ -108,41 +109,52 @@ def _mean_target_patch():
         mean, std = original(parts, batch, dtype)
         return mean, torch.zeros_like(std)
 
-    step._target_moments = target_moments
+    return [(step, "_target_moments", target_moments)]
 
 
-def _caption_source_patch():
-    """Makes the toy-world edit source give the target scene's caption instead of the instruction."""
-    from mtu.toyworld import source
+def row_examples(row: str, examples: list) -> list:
+    """The held-out edits `row` is scored on: `examples`, or their null edits, one kind's edits, or with the
+    target's caption as the prompt."""
+    from mtu.toyworld.scene import caption
 
-    original = source.edit_pair
+    if row == "mtu-copy":
+        return [_null_edit(ex) for ex in examples]
+    if row in KIND_ROWS:
+        return _of_kind(examples, KIND_ROWS[row])
+    if row == "mtu-caption":
+        return [replace(ex, prompt=caption(ex.edit.after)) for ex in examples]
+    return examples
 
-    def edit_pair(edit, size=32):
-        fields = original(edit, size)
-        fields["prompt"] = fields["output_caption"]
-        return fields
 
-    source.edit_pair = edit_pair
+def row_patches(row: str) -> list:
+    """What `row` changes in the code it runs, as [(module, attribute, replacement)]."""
+    if row == "mtu-mode":
+        return _mean_target_patch()
+    if row == "mtu-image-x5":
+        return _scaled_condition_patch(5.0)
+    if row == "mtu-copy":
+        return _edit_fields_patch(lambda fields: {"target": fields["condition"], "prompt": "",
+                                                  "output_caption": fields["input_caption"]})
+    if row in KIND_ROWS:
+        return _single_kind_patch(KIND_ROWS[row])
+    if row == "mtu-caption":
+        return _edit_fields_patch(lambda fields: {"prompt": fields["output_caption"]})
+    return []
 
 
 def run_row(row: str, args, examples, base: str) -> dict:
-    from mtu.toyworld.experiment import pipeline_for, toyworld_train_config, train_and_score
-    from mtu.toyworld.scene import caption
+    """Trains and scores one row with its patches in place (undone afterwards, so rows in one process stay
+    independent)."""
+    with ExitStack() as stack:
+        for module, name, value in row_patches(row):
+            stack.enter_context(mock.patch.object(module, name, value))
+        return _train_and_evaluate(row, args, row_examples(row, examples), base)
 
-    method = "full" if row.startswith("full") else "mtu"
-    if row == "mtu-mode":
-        _mean_target_patch()
-    if row == "mtu-image-x5":
-        _scaled_condition_patch(5.0)
-    if row == "mtu-copy":
-        _copy_patch()
-        examples = [_null_edit(ex) for ex in examples]
-    if row in KIND_ROWS:
-        _single_kind_patch(KIND_ROWS[row])
-        examples = _of_kind(examples, KIND_ROWS[row])
-    if row.endswith("caption"):
-        _caption_source_patch()
-        examples = [ex.__class__(**{**ex.__dict__, "prompt": caption(ex.edit.after)}) for ex in examples]
+
+def _train_and_evaluate(row: str, args, examples, base: str) -> dict:
+    from mtu.toyworld.experiment import pipeline_for, toyworld_train_config, train_and_score
+
+    method = "full" if row == "full" else "mtu"
     lr = args.full_lr if method == "full" else args.lr
     config = toyworld_train_config(base, Path(args.out) / f"run-{row}", tasks=("edit",), method=method,
                                    mtu={"num_experts": 4}, steps=args.steps, batch_size=args.batch, lr=lr,
@@ -196,8 +208,8 @@ def evaluate_edit(pipe, examples, args) -> dict:
 
     kwargs = {"guidance_scale": args.text_guidance, "image_guidance_scale": args.image_guidance}
     shifted = examples[1:] + examples[:1]  # another example's input image, same instruction
-    swapped = [ex.__class__(**{**ex.__dict__, "image": other.image}) for ex, other in zip(examples, shifted)]
-    empty = [ex.__class__(**{**ex.__dict__, "prompt": ""}) for ex in examples]
+    swapped = [replace(ex, image=other.image) for ex, other in zip(examples, shifted)]
+    empty = [replace(ex, prompt="") for ex in examples]
     records, arrays = {}, {}
     for name, inputs in (("normal", examples), ("image_swapped", swapped), ("empty_prompt", empty)):
         outputs = generate_outputs(pipe, inputs, args.seed, **kwargs)
@@ -233,13 +245,9 @@ def _shared_shapes(parsed, scene) -> float:
     return hits / (len(items) + 1)
 
 
-def wilson_interval(successes: int, total: int, z: float = 1.959964) -> tuple[float, float]:
-    centre = (successes + z * z / 2) / (total + z * z)
-    half = z * np.sqrt(successes * (total - successes) / total + z * z / 4) / (total + z * z)
-    return centre - half, centre + half
-
-
 def table(results: list[dict]) -> str:
+    from mtu.stats import wilson_interval
+
     kinds = ("recolour", "add", "remove", "move", "background")
     lines = ["| row | steps | exact (95% CI) | " + " | ".join(kinds) + " | copied | input kept (normal) | "
              "swapped: follows given / original input | empty prompt: exact, copied | "
@@ -281,7 +289,7 @@ def rescore(folder: Path) -> list[dict]:
     data = json.loads((folder / "diagnosis.json").read_text())
     for result in data["results"]:
         outputs = np.load(folder / f"{result['row']}.npz")["normal"]
-        examples = evaluation_set("edit", len(outputs))
+        examples = row_examples(result["row"], evaluation_set("edit", len(outputs)))
         result["partial"] = partial_summary(examples, list(outputs))
     (folder / "diagnosis.json").write_text(json.dumps(data, indent=1))
     return data["results"]
