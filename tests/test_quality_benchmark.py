@@ -1,21 +1,17 @@
 """The quality benchmark's bookkeeping: runs made at different times join into one table only when their budgets
 match, each (row, seed) counts once, and MTU N=4 is judged against the issue's target from the measured means."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "toyworld_quality.py"
+from .scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def quality():
-    spec = importlib.util.spec_from_file_location("toyworld_quality", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("toyworld_quality")
 
 
 ARGS = {"steps": 1600, "batch_size": 16, "lr": 2e-3, "full_lr": 2e-4, "tune_count": 32, "eval_count": 32,

@@ -1,23 +1,18 @@
 """The SR information benchmark: its one-attribute neighbours are right, and its decoder shows the finding it
 reports (JPEG's 4:2:0 chroma subsampling, not the rest of the degradation, makes 16-px toy inputs ambiguous)."""
 
-import importlib.util
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 
 from mtu.toyworld.scene import Scene, Shape
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sr_information.py"
+from .scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def info():
-    spec = importlib.util.spec_from_file_location("sr_information", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("sr_information")
 
 
 def _differences(first: Scene, second: Scene) -> int:
