@@ -50,6 +50,21 @@ def test_pretrain_refuses_bad_options():
         PretrainConfig(lr=-0.1)
     with pytest.raises(ValueError, match=r"`ema_decay` must be a number in \[0, 1.0\), got 1.5"):
         PretrainConfig(ema_decay=1.5)
+    with pytest.raises(ValueError, match=r"`partial_caption_fraction` must be a number in \[0, 1.0\), got -0.5"):
+        PretrainConfig(partial_caption_fraction=-0.5)
+
+
+@pytest.mark.parametrize("fraction, calls", [(0.0, 0), (0.99, 8)])
+def test_pretrain_trains_on_partial_captions_at_their_fraction(tmp_path, monkeypatch, fraction, calls):
+    import mtu.toyworld.pretrain as module
+
+    made = []
+    monkeypatch.setattr(module, "partial_caption", lambda scene, rng: made.append(scene) or "a circle")
+    base = shipped_base()
+    module.pretrain(PretrainConfig(out=str(tmp_path / "next"), scenes=64, steps=2, batch=4, warmup=1,
+                                   empty_prompt_fraction=0.0, partial_caption_fraction=fraction, eval_count=4,
+                                   vae_from=str(base), init_from=str(base), device="cpu"))
+    assert len(made) in range(calls - 1, calls + 1)  # each of the 2 x 4 captions with probability `fraction`
 
 
 def test_pretrain_cli_errors_are_one_line(capsys):

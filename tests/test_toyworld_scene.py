@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mtu.toyworld.scene import (COLOURS, POSITIONS, Scene, Shape, caption, heldout_scenes, make_scenes, render,
-                                render_array, sample_scene, scene_split, shape_mask)
+from mtu.toyworld.scene import (COLOURS, POSITIONS, Scene, Shape, caption, heldout_scenes, make_scenes,
+                                partial_caption, render, render_array, sample_scene, scene_split, shape_mask)
 
 
 def test_make_scenes_is_deterministic_and_prefix_stable():
@@ -47,6 +47,25 @@ def test_scene_order_is_canonical_and_caption_regular():
     assert caption(Scene("black", (second, first))) == (
         "a large red circle at the top left and a small blue square in the center, on a black background")
     assert caption(Scene("gray")) == "an empty gray background"
+
+
+def test_partial_caption_names_a_subset_of_the_shapes_and_never_the_background():
+    first = Shape("circle", "red", "large", "top left")
+    second = Shape("square", "blue", "small", "center")
+    scene = Scene("black", (first, second))
+    rng = np.random.default_rng(0)
+    texts = [partial_caption(scene, rng) for _ in range(400)]
+    assert not any("background" in text for text in texts)
+    assert all("circle" in text or "square" in text for text in texts)  # at least one shape
+    # every subset of shapes and each attribute's presence and absence occur
+    assert {("circle" in text, "square" in text) for text in texts} == {(True, False), (False, True), (True, True)}
+    for shape, words in ((first, ("large", "red", "at the top left")), (second, ("small", "blue", "in the center"))):
+        for word in words:
+            assert 0.3 < np.mean([word in text for text in texts if shape.kind in text]) < 0.7
+    assert "a circle" in texts and "a large red circle at the top left and a small blue square in the center" in texts
+    assert partial_caption(Scene("gray"), rng) == caption(Scene("gray"))
+    assert [partial_caption(scene, np.random.default_rng(5)) for _ in range(3)] == [
+        partial_caption(scene, np.random.default_rng(5))] * 3
 
 
 @pytest.mark.parametrize("size", [32, 48, 64])

@@ -121,6 +121,29 @@ def caption(scene: Scene) -> str:
     return f"{listed}, on a {scene.background} background"
 
 
+def partial_caption(scene: Scene, rng: np.random.Generator) -> str:
+    """A partial description, as real image captions are: a random non-empty subset of the shapes (each kept with
+    probability 1/2, at least one), each named by its kind with its size, colour and position each said with
+    probability 1/2, e.g. "a red circle and a square at the bottom". It never names the background: in the toy
+    world a caption that ends in its background (`caption`) lists everything in the image, one without it does
+    not, so a model learns that shapes a text leaves unsaid may still be there (edit instructions say nothing of
+    the shapes they leave alone). A scene without shapes gets its full caption.
+    """
+    if not scene.shapes:
+        return caption(scene)
+    keep = rng.random(len(scene.shapes)) < 0.5
+    if not keep.any():
+        keep[rng.integers(len(scene.shapes))] = True
+    phrases = []
+    for shape, kept in zip(scene.shapes, keep):
+        if kept:
+            said = [int(draw < 0.5) for draw in rng.random(3)]
+            words = ["a"] + [shape.size] * said[0] + [shape.colour] * said[1] + [shape.kind]
+            words += [POSITION_PHRASES[shape.position]] * said[2]
+            phrases.append(" ".join(words))
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
 def _check_size(size) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
         raise ValueError(f"`size` must be an integer in [{MIN_SIZE}, {MAX_SIZE}], got {size!r}.")
