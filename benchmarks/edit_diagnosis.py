@@ -1,9 +1,9 @@
 """Why is editing not learned on the toy world? One training run per suspect, each changing one thing (issue 11).
 
-Every row trains on the edit task alone (so rows differ only in the suspect they test) from the shipped base,
-then generates `--eval-count` held-out edits and records, per example: the edit kind, whether the output parses
-to the target scene (exact success), to the unchanged input scene (copied), and, as ablations at inference,
-the same with the input image replaced by another example's input (does the output follow the image?) and with
+Every row trains on the edit task alone (so rows differ only in the suspect they test) from the shipped base (or
+`--base`), then generates `--eval-count` held-out edits and records, per example: the edit kind, whether the
+output parses to the target scene (exact success), to the unchanged input scene (copied), and, as ablations at
+inference, the same with the input image replaced by another example's input (does the output follow the image?) and with
 the instruction replaced by the empty prompt (does it follow the text?).
 
     python benchmarks/edit_diagnosis.py --rows mtu,full --steps 1600 --out diag/
@@ -18,7 +18,10 @@ scored on one edit kind alone, e.g. `mtu-background`: is one edit kind learnable
 difficulty?), `mtu-copy` (the null edit: the target is the input image and the prompt empty; scored on whether
 the output is the input scene: can the image path carry a scene through the model at all?), `mtu-image-x5` (the
 input image's latents multiplied by 5 wherever they enter the UNet, in training and sampling alike: under Adam
-that is 5x the step size of the zero-initialised image channels of `conv_in`). Each row's outputs (uint8
+that is 5x the step size of the zero-initialised image channels of `conv_in`), `mtu-snr5` (Min-SNR-5 loss
+weighting, `TrainConfig.snr_gamma`), `mtu-image-init` (`conv_in`'s input-image channels start as a copy of its
+latent channels instead of zeros). `--base DIR` trains from another base pipeline folder (e.g. a continued
+`mtu toyworld pretrain`). Each row's outputs (uint8
 arrays) and per-example records go to OUT/ROW.npz and OUT/diagnosis.json, rewritten after every row; the table
 is printed at the end.
 """
@@ -38,7 +41,8 @@ import numpy as np
 import torch
 
 KIND_ROWS = {f"mtu-{kind}": kind for kind in ("recolour", "add", "remove", "move", "background")}
-ROWS = ("mtu", "full", "mtu-caption", "mtu-text", "mtu-mode", "mtu-copy", "mtu-image-x5", *KIND_ROWS)
+ROWS = ("mtu", "full", "mtu-caption", "mtu-text", "mtu-mode", "mtu-copy", "mtu-image-x5", "mtu-snr5", "mtu-image-init",
+        *KIND_ROWS)
 
 
 # Each `_*_patch` returns [(module, attribute, replacement)]; `run_row` applies them for that row only.
@@ -126,12 +130,32 @@ def row_examples(row: str, examples: list) -> list:
     return examples
 
 
+def _image_init_patch():
+    """Each task's `conv_in` starts with the base's latent-channel weights on its input-image channels too (instead
+    of zeros), so the input image's latents make, from the first step, the features a clean latent makes."""
+    from mtu.upcycling import input_conv
+
+    original = input_conv.TaskInputConv.__init__
+
+    def init(self, base, specs):
+        original(self, base, specs)
+        with torch.no_grad():
+            for spec in specs:
+                if "image" in spec.image_inputs:
+                    start = self.latent_channels * (1 + spec.image_inputs.index("image"))
+                    self.convs[spec.name].weight[:, start:start + self.latent_channels].copy_(base.weight)
+
+    return [(input_conv.TaskInputConv, "__init__", init)]
+
+
 def row_patches(row: str) -> list:
     """What `row` changes in the code it runs, as [(module, attribute, replacement)]."""
     if row == "mtu-mode":
         return _mean_target_patch()
     if row == "mtu-image-x5":
         return _scaled_condition_patch(5.0)
+    if row == "mtu-image-init":
+        return _image_init_patch()
     if row == "mtu-copy":
         return _edit_fields_patch(lambda fields: {"target": fields["condition"], "prompt": "",
                                                   "output_caption": fields["input_caption"]})
@@ -159,6 +183,8 @@ def _train_and_evaluate(row: str, args, examples, base: str) -> dict:
     config = toyworld_train_config(base, Path(args.out) / f"run-{row}", tasks=("edit",), method=method,
                                    mtu={"num_experts": 4}, steps=args.steps, batch_size=args.batch, lr=lr,
                                    seed=args.seed, log_with="none")
+    if row == "mtu-snr5":
+        config.snr_gamma = 5.0
     start = time.perf_counter()
     if row == "mtu-text":
         model, text_encoder = _train_with_text_encoder(config, args.text_lr)
@@ -308,6 +334,7 @@ def main(argv=None) -> int:
     parser.add_argument("--image-guidance", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--base", default="", help="base pipeline folder (default: the shipped toy base)")
     parser.add_argument("--out", default="edit-diagnosis")
     parser.add_argument("--tables", default="", help="comma-separated earlier OUT folders: print their joined table "
                         "(adding partial metrics from the saved outputs) and exit")
@@ -324,7 +351,7 @@ def main(argv=None) -> int:
     from mtu.toyworld.components import shipped_base
     from mtu.toyworld.evaluate import evaluation_set
 
-    base = str(shipped_base())
+    base = args.base or str(shipped_base())
     examples = evaluation_set("edit", args.eval_count)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -108,3 +108,34 @@ def test_tensorboard_logs_per_task_losses(tmp_path):
     accumulator.Reload()
     tags = set(accumulator.Tags()["scalars"])
     assert {"loss", "lr"} <= tags and any(tag.startswith("loss/") for tag in tags)
+
+
+def test_min_snr_weights_follow_the_formula():
+    from diffusers import DDPMScheduler
+
+    from mtu.training.step import min_snr_weights
+
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    timesteps = torch.tensor([0, 20, 100, 400, 999])
+    alpha_bar = scheduler.alphas_cumprod[timesteps]
+    snr = alpha_bar / (1 - alpha_bar)
+    expected = torch.minimum(snr, torch.tensor(5.0)) / snr
+    assert torch.allclose(min_snr_weights(scheduler, timesteps, 5.0), expected, rtol=1e-5)
+    weights = min_snr_weights(scheduler, timesteps, 5.0)
+    assert weights[-1] == 1.0 and weights[0] < 0.01
+    v_scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                prediction_type="v_prediction")
+    expected_v = torch.minimum(snr, torch.tensor(5.0)) / (snr + 1)
+    assert torch.allclose(min_snr_weights(v_scheduler, timesteps, 5.0), expected_v, rtol=1e-5)
+
+
+def test_snr_gamma_changes_the_update_and_is_checked(tmp_path):
+    from safetensors.torch import load_file
+
+    train(_config(tmp_path, "plain"))
+    train(_config(tmp_path, "snr", snr_gamma=1e-3))  # every sample reweighted (5 would spare t >= ~150)
+    plain = load_file(next((tmp_path / "plain" / "final").glob("*.safetensors")))
+    snr = load_file(next((tmp_path / "snr" / "final").glob("*.safetensors")))
+    assert max(float((plain[k] - snr[k]).abs().max()) for k in plain) > 0
+    with pytest.raises(ValueError, match="`snr_gamma` must be None or a number > 0, got 0"):
+        _config(tmp_path, "bad", snr_gamma=0)

@@ -146,6 +146,7 @@ class TrainConfig:
         task_loss_weights: Per-task loss weights in Eq. 2 (default 1).
         conditioning_dropout: Classifier-free guidance training (InstructPix2Pix): each of "drop text", "drop
             image", "drop both" happens with this probability.
+        snr_gamma: Min-SNR-gamma loss weighting (diffusers' `--snr_gamma`; 5 is the paper's value); None: off.
         checkpoint_every: Steps between checkpoints (0: only at the end).
         keep_checkpoints: Most recent checkpoints kept.
         resume: "none", "auto" (latest checkpoint in output_dir, if any) or a checkpoint folder.
@@ -172,6 +173,7 @@ class TrainConfig:
     task_sampling: Sampling = "weighted"
     task_loss_weights: dict[str, float] = field(default_factory=dict)
     conditioning_dropout: float = 0.05
+    snr_gamma: float | None = None
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     resume: str = "none"
@@ -198,6 +200,9 @@ class TrainConfig:
         _check_choice("train", "log_with", self.log_with, Logger)
         if not 0 <= self.conditioning_dropout <= 1 / 3:
             raise ValueError(f"`conditioning_dropout` must be in [0, 1/3], got {self.conditioning_dropout!r}.")
+        gamma = self.snr_gamma
+        if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0):
+            raise ValueError(f"`snr_gamma` must be None or a number > 0, got {self.snr_gamma!r}.")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"`ema_decay` must be None or in (0, 1), got {self.ema_decay!r}.")
         if self.preset is not None and self.preset not in PRESETS:

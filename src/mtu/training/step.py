@@ -70,10 +70,25 @@ def _target_moments(parts: FrozenParts, batch: dict, dtype):
     return distribution.mean, distribution.std
 
 
+def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma weights of `timesteps` for the scheduler's prediction type (see `micro_step_loss`)."""
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(noise_scheduler, timesteps)
+    clipped = torch.clamp(snr, max=gamma)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        return clipped / (snr + 1)
+    return clipped / snr
+
+
 def micro_step_loss(model, parts: FrozenParts, batch: dict, step: int, seed: int, dropout_p: float,
                     task_loss_weights: dict[str, float], encode_text, weight_dtype,
-                    task_channels: dict[str, int]) -> tuple[torch.Tensor, dict]:
+                    task_channels: dict[str, int], snr_gamma: float | None = None) -> tuple[torch.Tensor, dict]:
     """(weighted mean loss, {task: [per-sample losses]}) for one micro-batch.
+
+    `snr_gamma`: Min-SNR-gamma loss weighting (Hang et al. 2023, diffusers' `--snr_gamma`): each sample's loss
+    times min(SNR(t), gamma) / SNR(t) (epsilon) or / (SNR(t) + 1) (v-prediction); None weighs all timesteps
+    alike. The per-sample losses returned for logging are unweighted.
 
     `model` may be wrapped (DDP, FSDP); `encode_text(prompts)` gives (encoder_hidden_states, extra UNet kwargs);
     `task_channels` gives each task's UNet input channels. A batch holds images, or cached latents.
@@ -105,6 +120,8 @@ def micro_step_loss(model, parts: FrozenParts, batch: dict, step: int, seed: int
     prediction = model(sample, timesteps, text.float(), task=tasks, **unet_kwargs).sample
     per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     weights = torch.tensor([task_loss_weights.get(task, 1.0) for task in tasks], device=device)
+    if snr_gamma is not None:
+        weights = weights * min_snr_weights(parts.noise_scheduler, timesteps, snr_gamma)
     per_task: dict[str, list[float]] = {}
     for task, value in zip(tasks, per_sample.detach().tolist()):
         per_task.setdefault(task, []).append(value)

@@ -248,7 +248,8 @@ class Trainer:
                 else:
                     loss, losses = micro_step_loss(self.model, self.parts, batch, self.step, config.seed,
                                                    config.conditioning_dropout, config.task_loss_weights,
-                                                   self.encode_text, self.weight_dtype, self.task_channels)
+                                                   self.encode_text, self.weight_dtype, self.task_channels,
+                                                   config.snr_gamma)
                 # DeepSpeed's engine divides by its own accumulation count (1, see _configure_deepspeed).
                 self.accelerator.backward(loss if self.deepspeed else loss / accumulate)
             self.tasks_seen.update(losses)
