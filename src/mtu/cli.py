@@ -63,16 +63,14 @@ def cmd_upcycle(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from pathlib import Path
-
     from .inspection import cost_report, format_report
-    from .upcycling.serialization import WEIGHTS_NAME, read_adapter_config
+    from .upcycling.serialization import WEIGHTS_NAME, adapter_directory, read_adapter_config
 
     record = read_adapter_config(args.dir)
     config = record["config"]
     with step("counting parameters and FLOPs (meta device, no weights loaded)"):
         report = cost_report(config, record["base"]["unet_config"], (args.latent_size, args.latent_size))
-    weights = Path(args.dir) / WEIGHTS_NAME
+    weights = adapter_directory(args.dir) / WEIGHTS_NAME
     report["adapter"] = {"config": config.to_dict(), "base": record["base"]["name_or_path"],
                          "base_fingerprint": record["base"]["fingerprint"], "dtype": record["dtype"],
                          "weights_bytes": weights.stat().st_size if weights.exists() else None}
@@ -183,6 +181,20 @@ def cmd_toyworld_pretrain(args) -> int:
     return 0
 
 
+def cmd_toyworld_package(args) -> int:
+    from .toyworld.packaging import CARD_FIELDS, package_model
+
+    recipe = package_model(args.run, out=args.out, eval_count=args.eval_count, tune_count=args.tune_count,
+                           seed=args.seed)
+    for task, scores in recipe["scores"].items():
+        field = CARD_FIELDS[task][0]  # the task's main metric
+        value = scores[field]
+        print(f"{task}: {field} {value['value']:.3f} [{value['low']:.3f}, {value['high']:.3f}] on {value['count']} "
+              f"held-out examples")
+    print(f"packaged model in {recipe['folder']} ({recipe['seconds']:.0f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mtu", description="Multi-Task Upcycling for diffusion models.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -274,6 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Options: --field value for any PretrainConfig field, e.g. --out DIR "
                                          "--steps 5000 --seed 0.")
     pre.set_defaults(func=cmd_toyworld_pretrain, takes_overrides=True)
+    pack = toy_sub.add_parser("package", help="score a trained toy-world MTU run and write it as the shipped model",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pack.add_argument("--run", required=True, help="the `mtu train` output_dir (config.yaml, final/)")
+    pack.add_argument("--out", default=None, help="folder to write (default: the shipped model's, in the package)")
+    pack.add_argument("--eval-count", type=int, default=256, help="held-out examples per task for the scores")
+    pack.add_argument("--tune-count", type=int, default=32,
+                      help="validation examples for choosing edit/inpaint guidance (0: paper defaults)")
+    pack.add_argument("--seed", type=int, default=0, help="seed of the sampling noise and the intervals")
+    pack.set_defaults(func=cmd_toyworld_package)
     return parser
 
 

@@ -7,6 +7,10 @@
 4. Generate every task on held-out examples with `MTUPipeline`, score them with the oracle against each task's
    trivial baseline, and write a report folder: report.html (image grids, metrics, router heatmap like the
    paper's Fig. 5, loss curves), metrics.json, the trained adapter and the run folder.
+
+When the package ships its trained adapter ("toyworld", `src/mtu/toyworld/mtu_model/`), the report shows it beside
+the live model: its recorded held-out scores (from its recipe.json, not re-measured) and its outputs on the same
+gallery examples.
 """
 
 from __future__ import annotations
@@ -62,6 +66,69 @@ class DemoConfig:
             raise ValueError(f"`lr` must be > 0, got {self.lr!r}.")
 
 
+def load_shipped() -> dict | None:
+    """{"folder", "recipe"} of the shipped "toyworld" adapter, or None (said on stderr) where this installation
+    lacks it."""
+    from .toyworld.components import shipped_model
+    from .toyworld.packaging import RECIPE_NAME
+
+    try:
+        folder = shipped_model()
+    except FileNotFoundError:
+        print("      the shipped toy-world model ('toyworld') is not in this installation; the report shows the "
+              "live model only", file=sys.stderr)
+        return None
+    return {"folder": folder, "recipe": json.loads((folder / RECIPE_NAME).read_text())}
+
+
+def shipped_entry(recipe: dict, task: str) -> dict | None:
+    """The shipped model's recorded main figure of `task` ({"field", "value", "low", "high", "count"}), if any."""
+    summary = recipe["scores"].get(task, {}).get(MAIN_RECORD[task])
+    if summary is None:
+        return None
+    return {"field": MAIN_RECORD[task], **{key: summary[key] for key in ("value", "low", "high", "count")}}
+
+
+def shipped_outputs(folder, examples: dict[str, list], seed: int) -> dict[str, list]:
+    """The shipped model's outputs on `examples` ({task: examples}), sampled with its recorded guidance."""
+    from .pipelines import MTUPipeline
+    from .toyworld.evaluate import generate_outputs
+
+    pipe = MTUPipeline.from_pretrained(folder)  # reads its sampling.json: the guidance its scores were measured with
+    pipe.set_progress_bar_config(disable=True)
+    return {task: generate_outputs(pipe, cases, seed) for task, cases in examples.items()
+            if task in pipe.unet.task_names}
+
+
+def shipped_html(shipped: dict, eval_count: int) -> str:
+    """The report's paragraph on the shipped model: what it is, how it was trained, what its figures measure."""
+    import html
+
+    recipe = shipped["recipe"]
+    steps = (recipe.get("train_summary") or {}).get("steps", recipe["config"].get("max_steps"))
+    return (f"<p>Shipped model: <code>toyworld</code> (<code>{html.escape(str(shipped['folder']))}</code>), the MTU "
+            f"adapter that comes with the package, trained for {steps} steps over <code>"
+            f"{html.escape(recipe['base'])}</code> by <code>{html.escape(recipe['command']['train'])}</code> "
+            f"(its train.yaml) and scored by <code>{html.escape(recipe['command']['package'])}</code>. Its column "
+            f"holds the figures recorded in its recipe.json, measured on the first {recipe['eval_count']} held-out "
+            f"examples per task (seed {recipe['seed']}; the live model's: the first {eval_count}), with 95% "
+            f"intervals; they are not re-measured here. Its gallery rows are generated here with its recorded "
+            f"guidance.</p>")
+
+
+def print_table(rows: list[dict], shipped: bool) -> None:
+    from .toyworld.report import recorded_figure
+
+    extra = f" {'shipped (recorded)':<26}" if shipped else ""
+    print(f"\n{'task':<8} {'metric':<13} {'MTU':>8} {'95% interval':>17}{extra} {'baseline':>9}  baseline kind")
+    for row in rows:
+        mark = "" if row["beats_baseline"] else "   <- does not beat its baseline"
+        interval = f"{row['interval'][0]:.3f}-{row['interval'][1]:.3f}"
+        extra = f" {recorded_figure(row['shipped']):<26}" if shipped else ""
+        print(f"{row['task']:<8} {row['metric']:<13} {row['value']:>8.3f} {interval:>17}{extra} "
+              f"{row['baseline_value']:>9.3f}  {row['baseline']}{mark}")
+
+
 def run_demo(config: DemoConfig | None = None) -> int:
     import shutil
 
@@ -82,6 +149,7 @@ def run_demo(config: DemoConfig | None = None) -> int:
     torch.manual_seed(config.seed)
     recipe_path = Path(base) / "recipe.json"
     recipe = json.loads(recipe_path.read_text()) if recipe_path.exists() else {}
+    shipped = load_shipped()
 
     examples = {task: evaluation_set(task, config.eval_count) for task in TASKS}
     with step(f"[1/4] base model {base}: t2i faithfulness on {config.eval_count} held-out captions"):
@@ -100,7 +168,12 @@ def run_demo(config: DemoConfig | None = None) -> int:
         print(f"      {task} guidance chosen on validation: text {value['chosen']['guidance_scale']}, image "
               f"{value['chosen']['image_guidance_scale']}", file=sys.stderr)
 
-    with step("[3/4] scoring against the trivial baselines"):
+    shown = min(8, config.eval_count)
+    with step("[3/4] scoring against the trivial baselines"
+              + (f", generating the shipped model's first {shown} examples per task" if shipped else "")):
+        shipped_shown = {} if shipped is None else shipped_outputs(
+            shipped["folder"], {task: examples[task][:shown] for task in TASKS},
+            shipped["recipe"].get("seed", config.seed))
         rows = []
         for task in TASKS:
             scores = result["scores"][task]
@@ -115,6 +188,7 @@ def run_demo(config: DemoConfig | None = None) -> int:
                          "guidance": result["guidance"].get(task, {}).get("chosen"),
                          "baseline": BASELINE_NAME[task], "baseline_value": baseline_scores[metric],
                          "baseline_scores": baseline_scores,
+                         "shipped": None if shipped is None else shipped_entry(shipped["recipe"], task),
                          # t2i must hold the base's level; the image tasks must improve on doing nothing
                          "beats_baseline": scores[metric] >= baseline_scores[metric] if task == "t2i"
                          else scores[metric] > baseline_scores[metric]})
@@ -124,16 +198,18 @@ def run_demo(config: DemoConfig | None = None) -> int:
     with step(f"[4/4] writing the report to {out}"):
         gallery = staging / "gallery"
         gallery.mkdir()
-        shown = min(8, config.eval_count)
         grid_sections = []
         for task in TASKS:
             cases = examples[task][:shown]
+            extra = [shipped_shown[task]] if task in shipped_shown else []
             if task == "t2i":
-                rows_ = [[c.target for c in cases], base_outputs[:shown], outputs[task][:shown]]
-                legend = "rows: the caption's exact scene, base model, MTU model"
+                rows_ = [[c.target for c in cases], base_outputs[:shown], outputs[task][:shown], *extra]
+                legend = ("rows: the caption's exact scene, base model, MTU model (live), shipped model" if extra
+                          else "rows: the caption's exact scene, base model, MTU model")
             else:
-                rows_ = [[c.image for c in cases], outputs[task][:shown], [c.target for c in cases]]
-                legend = "rows: input, MTU output, exact target"
+                rows_ = [[c.image for c in cases], outputs[task][:shown], *extra, [c.target for c in cases]]
+                legend = ("rows: input, MTU output (trained live), shipped model output, exact target" if extra
+                          else "rows: input, MTU output, exact target")
             report.image_rows(rows_, gallery / f"{task}.png")
             prompts = "".join(f"<li>{c.prompt}</li>" for c in cases if c.prompt)
             grid_sections.append((task, f"<p>{legend}</p><img src='gallery/{task}.png'>"
@@ -144,6 +220,9 @@ def run_demo(config: DemoConfig | None = None) -> int:
                    "base_recipe_faithfulness": recipe.get("evaluation", {}).get("faithfulness"),
                    "tasks": rows, "all_beat_baselines": all(row["beats_baseline"] for row in rows),
                    "guidance_choice": result["guidance"],
+                   "shipped_model": None if shipped is None else {
+                       "folder": str(shipped["folder"]), "eval_count": shipped["recipe"]["eval_count"],
+                       "command": shipped["recipe"]["command"]},
                    "router_weights": weights, "trainable_parameters": result["trainable"],
                    "train": {"steps": summary["steps"], "history": summary["history"],
                              "nonfinite_skipped": summary["nonfinite_skipped"]},
@@ -155,7 +234,8 @@ def run_demo(config: DemoConfig | None = None) -> int:
                  f"{config.steps} steps of {config.batch_size} samples; {config.eval_count} held-out examples per "
                  f"task; {seconds:.0f} s in all.</p>")
         report.write_html(staging / "report.html", "mtu demo: multi-task upcycling on the toy world", [
-            ("Summary", intro + report.metrics_table_html(rows) + report.guidance_html(result["guidance"])),
+            ("Summary", intro + (shipped_html(shipped, config.eval_count) if shipped else "")
+             + report.metrics_table_html(rows) + report.guidance_html(result["guidance"])),
             *grid_sections,
             ("Router: expert weights per task (cf. the paper's Fig. 5)",
              "<img src='router_heatmap.png'>" + report.heatmap_html(weights)),
@@ -164,12 +244,7 @@ def run_demo(config: DemoConfig | None = None) -> int:
         atomic_save_directory(lambda folder: shutil.copytree(staging, folder, dirs_exist_ok=True), out)
         shutil.rmtree(staging, ignore_errors=True)
 
-    print(f"\n{'task':<8} {'metric':<13} {'MTU':>8} {'95% interval':>17} {'baseline':>9}  baseline kind")
-    for row in rows:
-        mark = "" if row["beats_baseline"] else "   <- does not beat its baseline"
-        interval = f"{row['interval'][0]:.3f}-{row['interval'][1]:.3f}"
-        print(f"{row['task']:<8} {row['metric']:<13} {row['value']:>8.3f} {interval:>17} "
-              f"{row['baseline_value']:>9.3f}  {row['baseline']}{mark}")
+    print_table(rows, shipped is not None)
     missing = [row["task"] for row in rows if not row["beats_baseline"]]
     print(f"\n{'every task beats its trivial baseline' if not missing else 'not beating their baselines: ' + ', '.join(missing)}"
           f"\nreport: {(out / 'report.html').resolve()}  ({time.perf_counter() - start:.0f} s)")

@@ -8,13 +8,13 @@ bad type is a ValueError too.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from ..upcycling.tasks import TaskSpec
-from .defaults import Family, Guidance, TaskDefaults, task_defaults, uses_mask
+from .defaults import Family, Guidance, TaskDefaults, task_defaults, uses_mask, with_overrides
 from .inputs import ImageInfo, describe_images
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -175,17 +175,20 @@ def _active_guidance(kind: Guidance, guidance_scale: float, image_guidance_scale
 def check_call_inputs(task_specs: Sequence[TaskSpec], family: Family, task, prompt=None, image=None,
                       mask_image=None, height=None, width=None, num_inference_steps=None, guidance_scale=None,
                       image_guidance_scale=None, negative_prompt=None, num_images_per_prompt=1, generator=None,
-                      output_type="pil", default_size: tuple[int, int] = (512, 512)) -> CallPlan:
+                      output_type="pil", default_size: tuple[int, int] = (512, 512),
+                      sampling_overrides: Mapping[str, Mapping[str, float]] | None = None) -> CallPlan:
     """Raises ValueError for any invalid argument; returns the call with the task's defaults filled in.
 
     Args:
         task_specs: The model's tasks.
         family: "sd" or "sdxl" (picks the defaults table).
         default_size: (height, width) when neither the call nor an image gives one.
+        sampling_overrides: {task: {field: scale}} replacing the table's scales (an adapter's `sampling.json`,
+            checked by `defaults.check_sampling`).
         Other arguments: as `MTUPipeline.__call__`.
     """
     spec = _check_task(task, task_specs)
-    defaults = task_defaults(family, spec)
+    defaults = with_overrides(task_defaults(family, spec), (sampling_overrides or {}).get(spec.name))
     _check_numbers(defaults, spec.name, num_inference_steps, guidance_scale, image_guidance_scale,
                    num_images_per_prompt)
     prompts, negative = _check_prompts(spec, defaults, prompt, negative_prompt)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 from diffusers import DiffusionPipeline
@@ -19,11 +21,14 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..conditioning import condition_channels
+from ..shipped import resolve, short_names
 from ..upcycling.bases import RANDOM_PREFIX, load_base_unet
 from ..upcycling.model import MTUModel
-from ..upcycling.serialization import load_mtu
+from ..upcycling.serialization import adapter_directory, load_mtu, read_adapter_config
+from ..upcycling.tasks import TaskSpec
 from .checks import CallPlan, check_call_inputs, check_latents
-from .defaults import Family, Guidance, TaskDefaults, task_defaults, uses_mask
+from .defaults import (Family, Guidance, TaskDefaults, check_sampling, read_sampling, task_defaults, uses_mask,
+                       with_overrides)
 from .inputs import expand_batch, image_to_tensor, mask_to_tensor, upsample_for_sr
 
 # The prompt and image condition of each UNet branch, in the batch order of the diffusers pipeline that guidance
@@ -63,8 +68,9 @@ def check_unet(unet, pipeline: str, sdxl: bool) -> None:
 
 
 def check_base_location(base) -> str:
-    """`base` as a string if it is a diffusers pipeline folder or a hub id; raises before anything loads."""
-    text = str(base)
+    """`base` as a string if it is a diffusers pipeline folder or a hub id, the shipped folder if it is a shipped
+    base's short name ("toyworld-base"); raises before anything loads."""
+    text = str(resolve(base, "base", "`base`"))
     path = Path(text).expanduser()
     if path.exists():
         if not (path / "model_index.json").is_file():
@@ -75,8 +81,14 @@ def check_base_location(base) -> str:
         raise ValueError(f"`base` {text!r} is a bare UNet architecture; give the diffusers pipeline folder or hub "
                          f"id of that base (its VAE, text encoder and tokenizer).")
     if not HUB_ID.match(text):
-        raise FileNotFoundError(f"`base` {text!r} is neither an existing folder nor a hub id (org/name).")
+        raise FileNotFoundError(f"`base` {text!r} is neither an existing folder nor a hub id (org/name); shipped "
+                                f"bases: {', '.join(short_names('base'))}.")
     return text
+
+
+def adapter_family(record: dict) -> Family:
+    """"sdxl" or "sd": the pipeline family of the base an adapter record (`read_adapter_config`) was made for."""
+    return "sdxl" if record["base"]["unet_config"].get("addition_embed_type") == "text_time" else "sd"
 
 
 def load_base_components(base, names: tuple[str, ...], torch_dtype: torch.dtype | None = None) -> tuple[dict, dict]:
@@ -103,6 +115,8 @@ class MTUPipelineBase(DiffusionPipeline):
     family: Family = "sd"
     base_component_names: tuple[str, ...] = ()
     folded_pipeline_classes: dict[str, type] = {}
+    # {task: {field: scale}} replacing the defaults table's scales; set with `set_sampling_defaults`.
+    sampling_overrides: Mapping[str, Mapping[str, float]] = MappingProxyType({})
 
     def _setup_processors(self) -> None:
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -153,15 +167,20 @@ class MTUPipelineBase(DiffusionPipeline):
     # ---- shared ----
 
     @classmethod
-    def from_base(cls, base, adapter, torch_dtype: torch.dtype | None = None, scheduler=None):
+    def from_base(cls, base, adapter, torch_dtype: torch.dtype | None = None, scheduler=None,
+                  sampling_defaults: dict | None = None):
         """A pipeline from a diffusers base pipeline folder (or hub id) and an MTU adapter.
 
         Args:
             base: The base pipeline: its VAE, text encoder(s), tokenizer(s) and scheduler are loaded from it
                 (safetensors only), and its UNet when `adapter` is a folder.
-            adapter: An MTU adapter folder (loaded onto the base's UNet with `mtu.load_mtu`) or an `MTUModel`.
+            adapter: An MTU adapter folder or shipped adapter's short name (loaded onto the base's UNet with
+                `mtu.load_mtu`), or an `MTUModel`.
             torch_dtype: dtype for the loaded weights.
             scheduler: A diffusers scheduler to use instead of the base's.
+            sampling_defaults: {task: {"guidance_scale", "image_guidance_scale"}} to use instead of the paper's
+                defaults (`set_sampling_defaults`); None keeps the paper's. A folder's `sampling.json` is read
+                by `from_pretrained`, not here.
         """
         location = check_base_location(base)
         names = tuple(n for n in cls.base_component_names if n != "scheduler" or scheduler is None)
@@ -177,15 +196,60 @@ class MTUPipelineBase(DiffusionPipeline):
             raise TypeError(f"`adapter` must be an MTU adapter folder or an MTUModel, got {type(adapter).__name__}.")
         if scheduler is not None:
             components["scheduler"] = scheduler
-        return cls(unet=unet, **components, **cls._init_kwargs_from_index(index))
+        pipe = cls(unet=unet, **components, **cls._init_kwargs_from_index(index))
+        if sampling_defaults is not None:
+            pipe.set_sampling_defaults(sampling_defaults)
+        return pipe
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, torch_dtype: torch.dtype | None = None, base=None, scheduler=None):
+        """A pipeline from an MTU adapter folder, or a shipped model by short name, on the base it records.
+
+            pipe = MTUPipeline.from_pretrained("toyworld")  # the adapter for the embedded toy-world base
+
+        Args:
+            name_or_path: An MTU adapter folder (`save_pretrained` / `mtu upcycle`) or a shipped adapter's short
+                name (`mtu.shipped.SHORT_NAMES`); an existing folder of that name wins.
+            torch_dtype: dtype for the loaded weights.
+            base: The base pipeline folder, hub id or short name; default the one the adapter records.
+            scheduler: A diffusers scheduler to use instead of the base's.
+
+        The folder's `sampling.json`, if any, replaces the paper's guidance scales for the tasks it names (the
+        scales the adapter was measured with); arguments given to a call still win.
+        """
+        record = read_adapter_config(name_or_path)  # raises before any weights load
+        family = adapter_family(record)
+        if family != cls.family:
+            other = {"sd": "MTUPipeline", "sdxl": "MTUStableDiffusionXLPipeline"}[family]
+            raise ValueError(f"the adapter {str(name_or_path)!r} is for a {family!r} base, which {cls.__name__} "
+                             f"cannot run; use {other}.")
+        specs = [TaskSpec.from_dict(data) for data in record["tasks"].values()]
+        sampling = read_sampling(adapter_directory(name_or_path), family, specs)
+        base = base or record["base"].get("name_or_path")
+        if not base:
+            raise ValueError(f"the adapter {str(name_or_path)!r} records no base pipeline; pass `base`.")
+        return cls.from_base(base, name_or_path, torch_dtype=torch_dtype, scheduler=scheduler,
+                             sampling_defaults=sampling)
 
     @classmethod
     def _init_kwargs_from_index(cls, index: dict) -> dict:
         return {}
 
+    def set_sampling_defaults(self, sampling_defaults: dict) -> None:
+        """Makes `task_defaults` (what a call's unset scales take) use these scales instead of the paper's.
+
+        Args:
+            sampling_defaults: {task: {"guidance_scale": x, "image_guidance_scale": y}}, every field optional but
+                one the task's guidance uses; {} restores the paper's defaults.
+        """
+        self.sampling_overrides = check_sampling(sampling_defaults, self.family, self.unet.task_specs,
+                                                 "`sampling_defaults`")
+
     def task_defaults(self, task: str) -> TaskDefaults:
-        """The sampling defaults of `task` (Appendix A.2); `.call_kwargs()` suits the folded pipeline."""
-        return task_defaults(self.family, self.unet.task_specs[self.unet.task_index(task)])
+        """The sampling defaults of `task`: the paper's (Appendix A.2) with this pipeline's sampling overrides
+        (an adapter folder's `sampling.json`); `.call_kwargs()` suits the folded pipeline."""
+        spec = self.unet.task_specs[self.unet.task_index(task)]
+        return with_overrides(task_defaults(self.family, spec), self.sampling_overrides.get(spec.name))
 
     def fold(self, task: str) -> DiffusionPipeline:
         """`task` as a stock diffusers pipeline with `unet.fold(task)`, sharing this pipeline's VAE, text encoder(s)
@@ -193,9 +257,10 @@ class MTUPipelineBase(DiffusionPipeline):
 
         A text-only task runs in the text-to-image pipeline, an image task in InstructPix2Pix and a mask task in
         the inpainting pipeline. Those pipelines have their own defaults: pass `**pipe.task_defaults(task)
-        .call_kwargs()` for the paper's. For "sr", upsample the low-resolution image to the output size first
-        (see `mtu.pipelines.inputs.upsample_for_sr`) and give the empty prompt. The inpainting pipeline samples
-        the masked-image latents where MTU takes their mode, so it matches `inpaint_mask` only approximately.
+        .call_kwargs()` for this pipeline's (the paper's, or the adapter's sampling.json). For "sr", upsample the
+        low-resolution image to the output size first (see `mtu.pipelines.inputs.upsample_for_sr`) and give the
+        empty prompt. The inpainting pipeline samples the masked-image latents where MTU takes their mode, so it
+        matches `inpaint_mask` only approximately.
         """
         spec = self.unet.task_specs[self.unet.task_index(task)]
         kind = "mask" if uses_mask(spec) else "image" if spec.image_inputs else "text"
@@ -214,7 +279,8 @@ class MTUPipelineBase(DiffusionPipeline):
         plan = check_call_inputs(
             self.unet.task_specs, self.family, task, prompt, image, mask_image, height, width, num_inference_steps,
             guidance_scale, image_guidance_scale, negative_prompt, num_images_per_prompt, generator, output_type,
-            default_size=(sample_size * self.vae_scale_factor, sample_size * self.vae_scale_factor))
+            default_size=(sample_size * self.vae_scale_factor, sample_size * self.vae_scale_factor),
+            sampling_overrides=self.sampling_overrides)
         check_latents(latents, self._latent_shape(plan))
         return plan
 

@@ -1,8 +1,18 @@
-"""Per-task sampling defaults (Appendix A.2) and the guidance each task uses; one table for SD and SDXL."""
+"""Per-task sampling defaults (Appendix A.2) and the guidance each task uses; one table for SD and SDXL.
+
+An adapter folder may hold `sampling.json`, {task: {"guidance_scale": x, "image_guidance_scale": y}}: the scales
+it was measured with, which a pipeline loaded from that folder uses instead of the table's (`read_sampling`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from difflib import get_close_matches
+from pathlib import Path
 from typing import Literal
 
 from ..upcycling.tasks import TaskSpec
@@ -98,3 +108,67 @@ def task_defaults(family: Family, spec: TaskSpec) -> TaskDefaults:
         return table[spec.name]
     fallback = table[_FALLBACK[kind]]
     return TaskDefaults(kind, fallback.num_inference_steps, fallback.guidance_scale, fallback.image_guidance_scale)
+
+
+SAMPLING_NAME = "sampling.json"  # an adapter folder's own guidance scales, beside its mtu_config.json
+SAMPLING_FIELDS = ("guidance_scale", "image_guidance_scale")
+
+
+def with_overrides(defaults: TaskDefaults, overrides: Mapping[str, float] | None) -> TaskDefaults:
+    """`defaults` with the scales in `overrides` (checked by `check_sampling`) replacing the table's."""
+    return replace(defaults, **overrides) if overrides else defaults
+
+
+def _check_scales(source: str, family: Family, spec: TaskSpec, scales) -> dict[str, float]:
+    if not isinstance(scales, Mapping):
+        raise ValueError(f"{source}: task {spec.name!r} must map to an object of {list(SAMPLING_FIELDS)}, got "
+                         f"{scales!r}.")
+    kind = task_defaults(family, spec).guidance
+    checked = {}
+    for field, value in scales.items():
+        if field not in SAMPLING_FIELDS:
+            nearest = get_close_matches(str(field), SAMPLING_FIELDS, n=1)
+            hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
+            raise ValueError(f"{source}: task {spec.name!r} has unknown field {field!r} (known: "
+                             f"{list(SAMPLING_FIELDS)}){hint}")
+        if (not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value)
+                or value < 0):
+            raise ValueError(f"{source}: task {spec.name!r} `{field}` must be a finite number >= 0, got {value!r}.")
+        if kind == "none" or (field == "image_guidance_scale" and kind != "dual"):
+            what = "runs without guidance" if kind == "none" else f"has {kind!r} guidance, no image guidance"
+            raise ValueError(f"{source}: task {spec.name!r} {what}, so it takes no `{field}`, got {value!r}.")
+        checked[field] = float(value)
+    return checked
+
+
+def check_sampling(sampling, family: Family, specs: Sequence[TaskSpec], source: str) -> dict[str, dict[str, float]]:
+    """A checked copy of per-task sampling overrides {task: {"guidance_scale", "image_guidance_scale"}}.
+
+    Args:
+        sampling: The overrides; every key a task of `specs`, every field optional but one the task's guidance
+            uses (`guidance_scale` unless it runs without guidance, `image_guidance_scale` for dual guidance).
+        family: "sd" or "sdxl" (whose defaults table says each task's guidance).
+        specs: The model's tasks.
+        source: How errors name where the overrides come from (a file path, an argument).
+    """
+    if not isinstance(sampling, Mapping):
+        raise ValueError(f"{source} must hold an object {{task: {{field: value}}}}, got {sampling!r}."[:500])
+    by_name = {spec.name: spec for spec in specs}
+    checked = {}
+    for task, scales in sampling.items():
+        if task not in by_name:
+            raise ValueError(f"{source}: task {task!r} is not one of the model's tasks {list(by_name)}.")
+        checked[task] = _check_scales(source, family, by_name[task], scales)
+    return checked
+
+
+def read_sampling(folder, family: Family, specs: Sequence[TaskSpec]) -> dict[str, dict[str, float]]:
+    """The checked `sampling.json` of an adapter folder, or {} when it has none."""
+    path = Path(folder) / SAMPLING_NAME
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}).") from error
+    return check_sampling(data, family, specs, str(path))

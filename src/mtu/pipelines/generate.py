@@ -1,6 +1,7 @@
 """`generate`: one image from an MTU adapter folder and its base pipeline; what `mtu generate` runs.
 
     mtu generate --model DIR --task edit --image in.png --prompt "make it snowy" --out out.png
+    mtu generate --model toyworld --task edit --image in.png --prompt "remove the square" --out out.png
 
 Paths and arguments are checked before any weights load; the PNG is written atomically.
 """
@@ -65,14 +66,16 @@ def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=N
     """Samples one image of `task` with the MTU model in `model_dir` and writes it to `out` (PNG).
 
     Args:
-        model_dir: An MTU adapter folder (`mtu upcycle` / `save_pretrained`).
+        model_dir: An MTU adapter folder (`mtu upcycle` / `save_pretrained`) or a shipped adapter's short name
+            ("toyworld", see `mtu.shipped`).
         task: One of the adapter's tasks.
         prompt: The prompt (instruction for edit/inpaint); None for sr.
         image: Path of the input image (the low-resolution image for sr).
         mask: Path of the mask for inpaint_mask (white = fill).
         out: The PNG file to write.
-        base: The base diffusers pipeline folder or hub id; default the one the adapter records.
-        steps, guidance_scale, image_guidance_scale: Override the task's defaults (Appendix A.2).
+        base: The base diffusers pipeline folder, hub id or short name; default the one the adapter records.
+        steps, guidance_scale, image_guidance_scale: Override the task's defaults (Appendix A.2, or the
+            adapter folder's `sampling.json`).
         seed: Seed of the CPU generator that draws the noise.
         height, width: Output size (default: the input image's, twice it for sr, the base's for t2i).
         device: Torch device; default CUDA when available.
@@ -82,10 +85,11 @@ def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=N
     """
     import torch
 
-    from ..upcycling.serialization import read_adapter_config
+    from ..upcycling.serialization import adapter_directory, read_adapter_config
     from ..upcycling.tasks import TaskSpec
     from .checks import check_call_inputs
-    from .common import check_base_location
+    from .common import adapter_family, check_base_location
+    from .defaults import read_sampling
 
     # 1. Paths and arguments, before any weights are read
     out = _check_out(out)
@@ -100,19 +104,20 @@ def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=N
         raise ValueError(f"`steps` must be an integer >= 1, got {steps!r}.")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"`dtype` must be one of {DTYPES}, got {dtype!r}.")
-    unet_config = record["base"]["unet_config"]
-    sdxl = unet_config.get("addition_embed_type") == "text_time"
+    family = adapter_family(record)
     specs = [TaskSpec.from_dict(data) for data in record["tasks"].values()]
-    default_size = (unet_config["sample_size"] * 8,) * 2  # the pipeline re-checks with its VAE's factor
-    check_call_inputs(specs, "sdxl" if sdxl else "sd", task, prompt, image, mask, height, width, steps,
-                      guidance_scale, image_guidance_scale, default_size=default_size)
+    sampling = read_sampling(adapter_directory(model_dir), family, specs)  # the adapter's own scales, if any
+    # The pipeline re-checks the size with its VAE's scale factor
+    default_size = (record["base"]["unet_config"]["sample_size"] * 8,) * 2
+    check_call_inputs(specs, family, task, prompt, image, mask, height, width, steps,
+                      guidance_scale, image_guidance_scale, default_size=default_size, sampling_overrides=sampling)
 
     # 2. The pipeline: base components plus the adapter on the base's UNet
-    if sdxl:
+    if family == "sdxl":
         from .pipeline_mtu_sdxl import MTUStableDiffusionXLPipeline as pipeline_class
     else:
         from .pipeline_mtu import MTUPipeline as pipeline_class
-    pipe = pipeline_class.from_base(base, model_dir, torch_dtype=getattr(torch, dtype) if dtype else None)
+    pipe = pipeline_class.from_pretrained(model_dir, torch_dtype=getattr(torch, dtype) if dtype else None, base=base)
     pipe.to(_device(device))
 
     # 3. Sample and write
@@ -125,7 +130,12 @@ def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=N
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Adds the `mtu generate` options to `parser` (a subcommand parser); returns it."""
-    parser.add_argument("--model", required=True, dest="model_dir", help="MTU adapter folder")
+    from ..shipped import SHORT_NAMES, short_names
+
+    shipped = "; ".join(f"{name}: {SHORT_NAMES[name].description}" for name in short_names("adapter"))
+    parser.add_argument("--model", required=True, dest="model_dir",
+                        help=f"MTU adapter folder, or the short name of a model shipped with mtu, which needs no "
+                             f"--base ({shipped})")
     parser.add_argument("--task", required=True, help="one of the adapter's tasks, e.g. t2i, edit, sr, inpaint")
     parser.add_argument("--prompt", default=None, help="prompt or instruction (none for sr)")
     parser.add_argument("--image", default=None, help="input image file (the low-resolution image for sr)")

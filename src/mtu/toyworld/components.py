@@ -163,12 +163,42 @@ def words_of(text: str) -> list[str]:
     return re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", text.lower())
 
 
-def shipped_base() -> Path:
-    """The embedded base model's folder (a stock `StableDiffusionPipeline` folder inside the package)."""
+SHIPPED_BASE_NAME = "toyworld-base"  # the short name the shipped adapter records as its base (`mtu.shipped`)
+
+
+def _package_folder(name: str) -> Path:
     from importlib import resources
 
-    folder = Path(str(resources.files("mtu.toyworld").joinpath("base_model")))
+    return Path(str(resources.files("mtu.toyworld").joinpath(name)))
+
+
+def shipped_base() -> Path:
+    """The embedded base model's folder (a stock `StableDiffusionPipeline` folder inside the package)."""
+    folder = _package_folder("base_model")
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"the shipped toy-world base is missing from {folder}; rebuild it with "
                                 f"`mtu toyworld pretrain --out {folder}`.")
     return folder
+
+
+def shipped_model() -> Path:
+    """The folder of the MTU adapter trained on the embedded base (short name "toyworld"), inside the package."""
+    from ..upcycling.serialization import CONFIG_NAME
+
+    folder = _package_folder("mtu_model")
+    if not (folder / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"the shipped toy-world MTU model ('toyworld') is not in this installation "
+                                f"({folder} holds no {CONFIG_NAME}); give an adapter folder instead.")
+    return folder
+
+
+def record_shipped_base(adapter_dir) -> Path:
+    """Makes the adapter in `adapter_dir` record the shipped base by its short name, so it loads in any install.
+
+    The adapter must have been made from the shipped base (its recorded fingerprint is checked); its config is
+    rewritten atomically. Returns the adapter folder.
+    """
+    from ..upcycling.bases import load_base_unet
+    from ..upcycling.serialization import set_recorded_base
+
+    return set_recorded_base(adapter_dir, SHIPPED_BASE_NAME, load_base_unet(str(shipped_base())))

@@ -118,15 +118,30 @@ def loss_svg(history: list[dict], tasks: list[str], width: int = 640, height: in
     return f'<svg width="{width + 40}" height="{height}" xmlns="http://www.w3.org/2000/svg">{axes}{"".join(lines)}</svg>'
 
 
+def recorded_figure(entry: dict | None) -> str:
+    """`0.652 [0.59-0.71] n=256`: a recorded figure ({"field", "value", "low", "high", "count"}), its 95% interval
+    and its example count; "-" for none."""
+    if entry is None:
+        return "-"
+    value, bounds = (2, 1) if "psnr" in entry["field"] else (3, 2)
+    return (f"{entry['value']:.{value}f} [{entry['low']:.{bounds}f}-{entry['high']:.{bounds}f}] "
+            f"n={entry['count']}")
+
+
 def metrics_table_html(rows: list[dict]) -> str:
-    header = ("<tr><th>task</th><th>metric</th><th>MTU (N=4)</th><th>trivial baseline</th><th>baseline</th>"
-              "<th>beats baseline</th><th>other scores (MTU / baseline)</th></tr>")
+    """The demo's table; a "shipped model" column where the rows carry the shipped model's recorded figures."""
+    shipped = any(row.get("shipped") for row in rows)
+    header = ("<tr><th>task</th><th>metric</th><th>MTU (N=4)</th>"
+              + ("<th>shipped model (recorded, 95% interval)</th>" if shipped else "")
+              + "<th>trivial baseline</th><th>baseline</th><th>beats baseline</th>"
+              "<th>other scores (MTU / baseline)</th></tr>")
     body = []
     for row in rows:
         others = "; ".join(f"{k} {v:.3g} / {row['baseline_scores'].get(k, float('nan')):.3g}"
                            for k, v in row["scores"].items() if k != row["metric"])
         verdict = "yes" if row["beats_baseline"] else "<b style='color:#c00'>no</b>"
-        body.append(f"<tr><td>{row['task']}</td><td>{row['metric']}</td><td>{row['value']:.3f}</td>"
+        recorded = f"<td>{recorded_figure(row.get('shipped'))}</td>" if shipped else ""
+        body.append(f"<tr><td>{row['task']}</td><td>{row['metric']}</td><td>{row['value']:.3f}</td>{recorded}"
                     f"<td>{row['baseline_value']:.3f}</td><td>{html.escape(row['baseline'])}</td><td>{verdict}</td>"
                     f"<td>{html.escape(others)}</td></tr>")
     return f"<table class='metrics'>{header}{''.join(body)}</table>"

@@ -9,6 +9,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from ..shipped import resolve, short_names
 from ..upcycling.bases import load_base_unet
 
 
@@ -35,11 +36,14 @@ class FrozenParts:
 
 
 def load_frozen_parts(base: str) -> FrozenParts:
-    """Loads the frozen parts of a diffusers pipeline folder (or hub id when online); safetensors only."""
+    """Loads the frozen parts of a diffusers pipeline folder (or hub id when online, or a shipped base's short name
+    such as "toyworld-base"); safetensors only."""
+    base = str(resolve(base, "base", "`model.base`"))
     path = Path(base)
     if not (path / "model_index.json").is_file() and not base.count("/") == 1:
-        raise ValueError(f"`model.base` {base!r} must be a diffusers pipeline folder (with model_index.json) or a "
-                         f"hub id: training needs its VAE, text encoder and scheduler, not only a UNet.")
+        raise ValueError(f"`model.base` {base!r} must be a diffusers pipeline folder (with model_index.json), a "
+                         f"hub id or a shipped base ({', '.join(short_names('base'))}): training needs its VAE, "
+                         f"text encoder and scheduler, not only a UNet.")
     kwargs = {"use_safetensors": True}
     parts = FrozenParts(
         vae=AutoencoderKL.from_pretrained(base, subfolder="vae", **kwargs),

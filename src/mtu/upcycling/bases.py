@@ -1,4 +1,4 @@
-"""Loading the base UNet a user names: a local diffusers folder, a hub id, or a shipped architecture."""
+"""Loading the base UNet a user names: a local diffusers folder, a hub id, a shipped base or architecture."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 from diffusers import UNet2DConditionModel
+
+from ..shipped import resolve, short_names
 
 RANDOM_PREFIX = "random:"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -28,8 +30,9 @@ def load_base_unet(spec: str, torch_dtype: torch.dtype | None = None) -> UNet2DC
 
     Args:
         spec: A diffusers pipeline folder (with `model_index.json`, the UNet in `unet/`), a UNet folder (with
-            `config.json`), a Hugging Face hub id (pipeline repo, when online), or `random:<arch>[:<seed>]` for a
-            shipped architecture at seeded random init (`random:sd15`, `random:sdxl`, `random:tiny`).
+            `config.json`), a Hugging Face hub id (pipeline repo, when online), the short name of a shipped base
+            ("toyworld-base", see `mtu.shipped`), or `random:<arch>[:<seed>]` for a shipped architecture at seeded
+            random init (`random:sd15`, `random:sdxl`, `random:tiny`).
         torch_dtype: Optional dtype to load the weights in.
     Only safetensors weights are read (never pickle).
     """
@@ -38,6 +41,12 @@ def load_base_unet(spec: str, torch_dtype: torch.dtype | None = None) -> UNet2DC
     if spec.startswith(RANDOM_PREFIX):
         unet = _load_random(spec)
         return unet.to(torch_dtype) if torch_dtype is not None else unet
+    shipped = resolve(spec, "base", "`base`")
+    if shipped is not spec:  # a shipped base's short name
+        unet = load_base_unet(str(shipped), torch_dtype)
+        # Keep the short name, not this installation's folder, so an adapter upcycled from it loads anywhere.
+        unet.register_to_config(_name_or_path=spec)
+        return unet
     path = Path(spec).expanduser()
     kwargs = {"use_safetensors": True, "torch_dtype": torch_dtype}
     if path.exists():
@@ -52,7 +61,7 @@ def load_base_unet(spec: str, torch_dtype: torch.dtype | None = None) -> UNet2DC
                          f"(config.json).")
     if not _HUB_ID.match(spec):
         raise FileNotFoundError(f"`base` {spec!r} is neither an existing folder, a hub id (org/name) nor "
-                                f"random:<arch>.")
+                                f"random:<arch>; shipped bases: {', '.join(short_names('base'))}.")
     try:
         return UNet2DConditionModel.from_pretrained(spec, subfolder="unet", **kwargs)
     except Exception as error:  # network, auth, missing files: one clear message

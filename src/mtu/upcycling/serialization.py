@@ -13,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .. import __version__
+from ..shipped import resolve, short_names
 from .bases import load_base_unet
 from .config import MTUConfig
 from .tasks import TaskSpec, available_tasks, get_task, register_task
@@ -112,11 +113,20 @@ def save_adapter(model, save_directory, state_dict: dict | None = None) -> None:
     atomic_write_text(directory / CONFIG_NAME, json.dumps(record, indent=2) + "\n")
 
 
+def adapter_directory(name_or_path) -> Path:
+    """The adapter folder `name_or_path` names: a folder, or the short name of a shipped adapter (`mtu.shipped`)."""
+    return Path(resolve(name_or_path, "adapter", "adapter"))
+
+
 def read_adapter_config(directory) -> dict:
-    """The adapter's JSON record, validated; registers tasks the adapter defines that this process lacks."""
-    path = Path(directory) / CONFIG_NAME
+    """The adapter's JSON record, validated; registers tasks the adapter defines that this process lacks.
+
+    `directory` is an adapter folder or a shipped adapter's short name (`adapter_directory`).
+    """
+    path = adapter_directory(directory) / CONFIG_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"no MTU adapter in {str(directory)!r}: {CONFIG_NAME} is missing.")
+        hint = "" if path.parent.exists() else f" (shipped adapters: {', '.join(short_names('adapter'))})"
+        raise FileNotFoundError(f"no MTU adapter in {str(directory)!r}: {CONFIG_NAME} is missing{hint}.")
     try:
         record = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -139,7 +149,7 @@ def read_adapter_config(directory) -> dict:
 
 def read_adapter_tensors(directory) -> dict[str, torch.Tensor]:
     """All tensors of the adapter file; a truncated or corrupt file raises ValueError naming it."""
-    path = Path(directory) / WEIGHTS_NAME
+    path = adapter_directory(directory) / WEIGHTS_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no MTU adapter weights in {str(directory)!r}: {WEIGHTS_NAME} is missing.")
     try:
@@ -171,7 +181,7 @@ def load_mtu(directory, base=None, *, allow_base_mismatch: bool = False, torch_d
     """Restores an `MTUModel` saved with `save_pretrained`.
 
     Args:
-        directory: The adapter folder.
+        directory: The adapter folder, or a shipped adapter's short name ("toyworld", see `mtu.shipped`).
         base: The base UNet (`UNet2DConditionModel`, not upcycled), or where to load it from (see
             `load_base_unet`); None uses the path or hub id recorded in the adapter.
         allow_base_mismatch: Load even if the base's architecture or weights differ from the recorded ones.
@@ -182,6 +192,7 @@ def load_mtu(directory, base=None, *, allow_base_mismatch: bool = False, torch_d
 
     from .model import upcycle
 
+    directory = adapter_directory(directory)
     record = read_adapter_config(directory)
     tensors = read_adapter_tensors(directory)  # read first: a corrupt file fails before the base is loaded
     if base is None:
@@ -195,8 +206,30 @@ def load_mtu(directory, base=None, *, allow_base_mismatch: bool = False, torch_d
     _check_base(record, base, allow_base_mismatch)
     model = upcycle(base, record["config"], fingerprint=record["base"].get("fingerprint") or False,
                     base_name_or_path=record["base"].get("name_or_path"))
-    load_mtu_tensors(model, tensors, Path(directory) / WEIGHTS_NAME)
+    load_mtu_tensors(model, tensors, directory / WEIGHTS_NAME)
     return model.to(torch_dtype) if torch_dtype is not None else model
+
+
+def set_recorded_base(directory, name_or_path: str, base_unet) -> Path:
+    """Rewrites where the adapter in `directory` says its base is (e.g. to a shipped base's short name), atomically.
+
+    Args:
+        directory: The adapter folder.
+        name_or_path: The new base location: a folder, hub id or short name.
+        base_unet: The base UNet that `name_or_path` loads; it must be the one the adapter was made from (same
+            architecture and, if recorded, the same weights fingerprint), else ValueError and nothing is written.
+    Returns:
+        The adapter folder.
+    """
+    if not isinstance(name_or_path, str) or not name_or_path:
+        raise ValueError(f"`name_or_path` must be a non-empty string, got {name_or_path!r}.")
+    directory = adapter_directory(directory)
+    _check_base(read_adapter_config(directory), base_unet, allow_base_mismatch=False)
+    path = directory / CONFIG_NAME
+    raw = json.loads(path.read_text())  # as stored: read_adapter_config returns the config as an MTUConfig
+    raw["base"]["name_or_path"] = name_or_path
+    atomic_write_text(path, json.dumps(raw, indent=2) + "\n")
+    return directory
 
 
 @torch.no_grad()
