@@ -4,7 +4,7 @@ is the figure recorded with its recipe (re-measured here on the first evaluation
 import json
 
 import pytest
-from diffusers import StableDiffusionPipeline
+from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
 
 from mtu.toyworld.components import shipped_base
 from mtu.toyworld.pretrain import EVAL_BATCH, PretrainConfig, evaluate_t2i, pretrain
@@ -33,12 +33,22 @@ def test_shipped_base_loads_in_stock_diffusers_with_its_recorded_faithfulness():
     assert measured["outcomes"] == recorded["outcomes"][:EVAL_BATCH]
 
 
+def test_shipped_base_swaps_to_ddim_without_clipping_latents():
+    """Stable Diffusion's scheduler configs say `clip_sample: false`; without it, DDIM and DDPM made from the
+    base's config clamp the predicted latents to [-1, 1] (they span about +-3) and every output is ruined."""
+    config = StableDiffusionPipeline.from_pretrained(shipped_base(), local_files_only=True).scheduler.config
+    for scheduler in (DDIMScheduler.from_config(config), DDPMScheduler.from_config(config)):
+        assert scheduler.config.clip_sample is False
+    assert DDIMScheduler.from_config(config).config.set_alpha_to_one is False
+
+
 def test_pretrain_recipe_writes_a_loadable_pipeline(tmp_path):
     record = pretrain(PretrainConfig(out=str(tmp_path / "base"), scenes=64, vae_steps=2, vae_batch=4, steps=2,
                                      batch=4, eval_count=4))
     assert set(record["evaluation"]) >= {"faithfulness", "outcomes", "count"}
     pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "base", local_files_only=True)
     assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype
+    assert DDIMScheduler.from_config(pipe.scheduler.config).config.clip_sample is False
     assert json.loads((tmp_path / "base" / "recipe.json").read_text())["recipe"]["steps"] == 2
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # staging folders cleaned up
 
