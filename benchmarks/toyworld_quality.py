@@ -2,7 +2,7 @@
 learning rate and seeds, scored by the oracle on the same held-out examples.
 
     python benchmarks/toyworld_quality.py [--steps 1600] [--batch-size 16] [--lr 2e-3] [--full-lr 2e-4] [--seeds 0,1]
-                                          [--eval-count 32] [--tune-count 32] [--rows ROW,ROW,...]
+                                          [--eval-count 256] [--tune-count 32] [--rows ROW,ROW,...]
                                           [--budget per-row|per-task] [--out runs/quality]
     python benchmarks/toyworld_quality.py --merge runs/a/quality.json,runs/b/quality.json [--rows ROW,...]
 
@@ -30,10 +30,30 @@ The two agree on base and single-task rows.
 Every trained row's edit and inpaint guidance is chosen the same way, on `--tune-count` validation examples
 (training-split scenes; never the held-out ones), as the demo does (`experiment.choose_guidance`).
 
-Each cell is the mean over seeds, +- the standard deviation when there are several. Main metrics: t2i caption
-faithfulness, edit success, sr PSNR (dB), inpaint success (removed and the rest preserved). The JSON (`--out`) is
-rewritten after every run; `--merge` joins runs made at different times (same budget) into one table, and says how
-MTU N=4 stands against the issue's target.
+Main metrics: t2i caption faithfulness, edit success, sr PSNR (dB), inpaint success (removed and the rest
+preserved), on `--eval-count` held-out examples per task (default 256, issue 11). Each run keeps, per task, the
+main metric of every example ("per_example": bools for the rates, sr's PSNR capped at 100 dB) and the summary of
+the partial metrics with intervals ("partial": `metrics.summarize` of `metrics.example_record`s).
+
+Each cell is `mean [low, high] +- sd`: the mean over seeds of the main metric; in brackets its 95% interval over
+the examples; after +- the standard deviation over seeds (only with two seeds or more). The interval is over the
+per-example values averaged over the row's seeds (all seeds score the same examples): with one seed a rate gets
+the Wilson interval of its outcomes, and with several the percentile bootstrap (2000 resamples, over examples) of
+the mean of the per-example success fractions; PSNR always gets that bootstrap of the per-example seed-means. So
+the interval measures how far the figure could move on other examples, the +- how far it moves with the seed.
+Cells of runs saved before per-example outcomes were kept (or a row mixing such runs with newer ones) show no
+interval.
+
+After the table: MTU N=4 (and mtu-n4-sr2) against the issue's target, from the means (within 5% of each
+single-task fine-tune; ahead of LoRA and IA3), then paired comparisons on the same examples: MTU against each
+single:TASK (on TASK), LoRA and IA3 (their -sr2 rows for mtu-n4-sr2), and mtu-n4 against mtu-n4-shard (preserve
+vs shard). Each is the difference first minus second of the per-example main metric averaged over the seeds both
+rows share, with a 95% paired bootstrap interval over examples (`mtu.stats.paired_difference`): "significant" when
+the interval excludes 0, otherwise "tie"; for the rates also McNemar's exact p on the discordant (example, seed)
+pairs pooled over those seeds (with one shared seed, plain McNemar on that seed's outcomes).
+
+The JSON (`--out`) is rewritten after every run; `--merge` joins runs made at different times (same budget) into
+one table, with the intervals and paired comparisons of the runs that kept per-example outcomes.
 """
 
 from __future__ import annotations
@@ -47,8 +67,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+import numpy as np  # noqa: E402
+
+from mtu.stats import mcnemar_p_value, paired_difference, summarize_mean, summarize_rate  # noqa: E402
 from mtu.toyworld.components import shipped_base  # noqa: E402
-from mtu.toyworld.evaluate import MAIN_METRIC, TASKS, evaluation_set  # noqa: E402
+from mtu.toyworld.evaluate import MAIN_METRIC, TASKS, evaluation_set, score_examples  # noqa: E402
 from mtu.toyworld.experiment import score_base, toyworld_train_config, train_and_score  # noqa: E402
 from mtu.upcycling.serialization import atomic_write_text  # noqa: E402
 
@@ -104,8 +127,9 @@ def row_steps(name: str, steps: int, budget: str) -> int:
 
 def run_row(name: str, spec, base: str, args, seed: int, examples: dict, lora_rank: int) -> dict:
     if spec is None:  # the base model itself
-        scores, _ = score_base(base, examples["t2i"], seed)
-        return {"scores": {"t2i": scores}, "trainable": 0, "steps": 0}
+        scores, outputs = score_base(base, examples["t2i"], seed)
+        return {"scores": {"t2i": scores}, "trainable": 0, "steps": 0,
+                **_per_example({"t2i": score_examples(examples["t2i"], outputs, seed)})}
     tasks = spec.get("tasks", TASKS)
     steps = row_steps(name, args.steps, args.budget)
     lr = args.full_lr if spec["method"] == "full" else args.lr
@@ -114,23 +138,111 @@ def run_row(name: str, spec, base: str, args, seed: int, examples: dict, lora_ra
                                    method=spec["method"], mtu=spec.get("mtu"), steps=steps,
                                    batch_size=args.batch_size, lr=lr, seed=seed, log_with="none",
                                    task_weights=spec.get("task_weights"), **extra)
-    result = train_and_score(config, examples, seed, tune_guidance=args.tune_count)
+    result = train_and_score(config, examples, seed, tune_guidance=args.tune_count, records=True)
     return {"scores": result["scores"], "trainable": result["trainable"], "lr": lr, "steps": steps,
-            "guidance": {task: value["chosen"] for task, value in result["guidance"].items()}}
+            "guidance": {task: value["chosen"] for task, value in result["guidance"].items()},
+            **_per_example(result["records"])}
+
+
+def _per_example(records: dict[str, dict]) -> dict:
+    """What a run's JSON keeps of `evaluate.score_examples` per task: the main metric of every example and the
+    summary (with intervals) of the example records."""
+    return {"per_example": {task: value["main"] for task, value in records.items()},
+            "partial": {task: value["summary"] for task, value in records.items()}}
 
 
 BUDGET = ("steps", "batch_size", "tune_count", "eval_count", "base", "device")  # what every merged run must share
 
 
-def _cell(values: list[float]) -> str:
-    if not values:
-        return "-"
-    mean = statistics.fmean(values)
-    return f"{mean:.3f}" if len(values) == 1 else f"{mean:.3f} +- {statistics.stdev(values):.3f}"
+def _outcomes(run: dict, task: str) -> list | None:
+    """The run's main metric of every example of `task`, or None (runs saved before they were kept)."""
+    return (run.get("per_example") or {}).get(task)
+
+
+def _value(run: dict, task: str) -> float:
+    """The run's main metric on `task`: the mean of its per-example values when kept (sr's PSNR capped as in
+    `metrics.example_record`), else its recorded mean."""
+    outcomes = _outcomes(run, task)
+    return statistics.fmean(map(float, outcomes)) if outcomes else run["scores"][task][MAIN_METRIC[task]]
 
 
 def _values(runs: list[dict], task: str) -> list[float]:
-    return [run["scores"][task][MAIN_METRIC[task]] for run in runs if task in run["scores"]]
+    return [_value(run, task) for run in runs if task in run["scores"]]
+
+
+def _is_rate(task: str) -> bool:
+    return MAIN_METRIC[task] != "psnr"
+
+
+def interval(runs: list[dict], task: str) -> dict | None:
+    """{"value", "low", "high", "count"} of a row's main metric on `task` with a 95% interval over examples (see
+    the module's docstring), or None when a run lacks per-example outcomes or the runs' example counts differ."""
+    outcomes = [_outcomes(run, task) for run in runs if task in run["scores"]]
+    if not outcomes or any(not values for values in outcomes) or len({len(values) for values in outcomes}) != 1:
+        return None
+    if _is_rate(task) and len(outcomes) == 1:
+        return summarize_rate(np.array(outcomes[0], dtype=bool))
+    return summarize_mean(np.array(outcomes, dtype=np.float64).mean(axis=0))  # (examples,) seed-means
+
+
+def _cell(runs: list[dict], task: str) -> str:
+    values = _values(runs, task)
+    if not values:
+        return "-"
+    text = f"{statistics.fmean(values):.3f}"
+    bounds = interval(runs, task)
+    if bounds is not None:
+        text += f" [{bounds['low']:.3f}, {bounds['high']:.3f}]"
+    return text if len(values) == 1 else f"{text} +- {statistics.stdev(values):.3f}"
+
+
+def paired(first: list[dict], second: list[dict], task: str) -> dict | str:
+    """Compares two rows on the same examples of `task`: the per-example main metric averaged over the seeds both
+    rows share, first minus second, by `mtu.stats.paired_difference` (95% paired bootstrap over examples).
+
+    Returns {"difference", "low", "high", "significant", "seeds", "count"} and for rates "first_only",
+    "second_only" (discordant (example, seed) pairs pooled over those seeds) and "p_value" (exact McNemar on
+    them); or a string saying why the rows cannot be paired.
+    """
+    ones = {run.get("seed"): _outcomes(run, task) for run in first if _outcomes(run, task)}
+    others = {run.get("seed"): _outcomes(run, task) for run in second if _outcomes(run, task)}
+    if not ones or not others:
+        return "no per-example outcomes (runs saved before they were kept)"
+    seeds = sorted(set(ones) & set(others), key=lambda seed: (seed is None, seed))
+    if not seeds:
+        return "no seed with per-example outcomes in both rows"
+    if len({len(ones[seed]) for seed in seeds} | {len(others[seed]) for seed in seeds}) != 1:
+        return "different example counts"
+    one = np.array([ones[seed] for seed in seeds], dtype=np.float64)  # (seeds, examples)
+    other = np.array([others[seed] for seed in seeds], dtype=np.float64)
+    result = {**paired_difference(one.mean(axis=0), other.mean(axis=0)), "seeds": seeds, "count": one.shape[1]}
+    if _is_rate(task):
+        first_only, second_only = int(((one > 0.5) & (other < 0.5)).sum()), int(((one < 0.5) & (other > 0.5)).sum())
+        result.update(first_only=first_only, second_only=second_only,
+                      p_value=mcnemar_p_value(first_only, second_only))
+    return result
+
+
+def comparisons(results: dict[str, list[dict]]) -> list[tuple[str, str, str]]:
+    """(first row, second row, task) of every paired comparison the rows in `results` allow: each target MTU row
+    against single:TASK on TASK and against its peers on every task, and mtu-n4 against mtu-n4-shard."""
+    pairs = [(mtu_row, other) for mtu_row, peers in TARGET_ROWS.items() for other in
+             [f"single:{task}" for task in TASKS] + list(peers)] + [("mtu-n4", "mtu-n4-shard")]
+    return [(one, other, task) for one, other in pairs if one in results and other in results
+            for task in TASKS if any(task in run["scores"] for run in results[one])
+            and any(task in run["scores"] for run in results[other])]
+
+
+def _paired_line(one: str, other: str, task: str, result: dict | str) -> str:
+    line = f"  {one} vs {other}, {task} {MAIN_METRIC[task]}: "
+    if isinstance(result, str):
+        return line + f"not paired: {result}"
+    line += (f"{result['difference']:+.3f} [{result['low']:+.3f}, {result['high']:+.3f}] "
+             f"{'significant' if result['significant'] else 'tie'}")
+    if "p_value" in result:
+        line += (f"; McNemar p {result['p_value']:.3g} ({result['first_only']} vs {result['second_only']} "
+                 f"discordant)")
+    return line + f"; seeds {','.join(map(str, result['seeds']))}, {result['count']} examples"
 
 
 def _mean(runs: list[dict], task: str) -> float | None:
@@ -139,11 +251,12 @@ def _mean(runs: list[dict], task: str) -> float | None:
 
 
 def table(results: dict[str, list[dict]]) -> str:
-    """The markdown table (mean +- std over seeds), then how MTU N=4 stands against the issue's target."""
+    """The markdown table (mean [95% interval over examples] +- sd over seeds), how MTU N=4 stands against the
+    issue's target, and the paired comparisons on the same examples (see the module's docstring)."""
     lines = ["| row | trainable | lr | steps | seeds | " + " | ".join(f"{task} {MAIN_METRIC[task]}" for task in TASKS)
              + " |", "|" + "---|" * (len(TASKS) + 5)]
     for name, runs in results.items():
-        cells = [_cell(_values(runs, task)) for task in TASKS]
+        cells = [_cell(runs, task) for task in TASKS]
         seeds = ",".join(str(run.get("seed", "?")) for run in runs)
         rate = "-" if runs[0].get("lr") is None else f"{runs[0]['lr']:g}"  # one per row (`merge` checks)
         steps = ",".join(sorted({str(run.get("steps", "?")) for run in runs}))
@@ -166,6 +279,14 @@ def table(results: dict[str, list[dict]]) -> str:
                 if value is not None:
                     parts.append(f"vs {other} {mtu - value:+.3f} ({'ahead' if mtu > value else 'not ahead'})")
             lines.append(f"  {task}: " + "; ".join(parts))
+    compared = [(one, other, task, paired(results[one], results[other], task))
+                for one, other, task in comparisons(results)]
+    if any(not isinstance(result, str) for *_, result in compared):
+        lines.append("\nPaired comparisons on the same held-out examples (first minus second; per-example main "
+                     "metric averaged over the seeds both rows share; [95% paired bootstrap interval]; significant "
+                     "when it excludes 0, else tie; McNemar's exact p on the discordant (example, seed) pairs pooled "
+                     "over those seeds):")
+        lines += [_paired_line(*entry) for entry in compared]
     return "\n".join(lines)
 
 
@@ -222,7 +343,8 @@ def merge(paths: list[str], rows: list[str] | None = None) -> dict[str, list[dic
     return {name: sorted(results[name], key=lambda run: run.get("seed", -1)) for name in order}
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1600)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -231,7 +353,7 @@ def main() -> int:
     parser.add_argument("--tune-count", type=int, default=32,
                         help="validation examples for choosing edit/inpaint guidance (0: paper defaults)")
     parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--eval-count", type=int, default=32)
+    parser.add_argument("--eval-count", type=int, default=256, help="held-out examples per task")
     parser.add_argument("--rows", default=None, help="rows to run (default: all of the paper's), or with --merge "
                         "the rows to keep (default: all)")
     parser.add_argument("--budget", choices=("per-row", "per-task"), default="per-row",
@@ -241,6 +363,11 @@ def main() -> int:
     parser.add_argument("--merge", default=None,
                         help="comma-separated quality.json files, each optionally FILE@ROW+ROW to keep only those "
                         "rows of it: print their joined table and train nothing")
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     rows = args.rows.split(",") if args.rows else None
     unknown = [row for row in rows or [] if row not in ALL_ROWS]

@@ -1,5 +1,6 @@
 """The quality benchmark's bookkeeping: runs made at different times join into one table only when their budgets
-match, each (row, seed) counts once, and MTU N=4 is judged against the issue's target from the measured means."""
+match, each (row, seed) counts once, MTU N=4 is judged against the issue's target from the measured means, cells
+carry 95% intervals over the examples and rows are compared pairwise on the same examples (issue 11)."""
 
 import json
 from pathlib import Path
@@ -18,10 +19,23 @@ ARGS = {"steps": 1600, "batch_size": 16, "lr": 2e-3, "full_lr": 2e-4, "tune_coun
         "base": None}
 
 
+METRIC = {"t2i": "faithfulness", "edit": "success", "sr": "psnr", "inpaint": "success"}
+
+
 def _run(seed, lr, trainable=10, **main):
-    metric = {"t2i": "faithfulness", "edit": "success", "sr": "psnr", "inpaint": "success"}
     return {"seed": seed, "lr": lr, "trainable": trainable,
-            "scores": {task: {metric[task]: value} for task, value in main.items()}}
+            "scores": {task: {METRIC[task]: value} for task, value in main.items()}}
+
+
+def _kept(seed, lr, **outcomes):
+    """A run as the benchmark now saves it: per-example main metric of each task, and their means as scores."""
+    return {**_run(seed, lr, **{task: sum(values) / len(values) for task, values in outcomes.items()}),
+            "steps": 1600, "per_example": outcomes}
+
+
+def _hits(*indices, count=256):
+    """Per-example outcomes: True at `indices`."""
+    return [index in indices for index in range(count)]
 
 
 def _write(path: Path, results: dict, seeds="0", **args) -> str:
@@ -100,3 +114,95 @@ def test_merge_rows_filter_and_device(quality, tmp_path):
     gpu = _write(tmp_path / "gpu.json", {"single:sr": [_run(1, 2e-4, sr=26.0)]}, seeds="1", device="NVIDIA H200")
     with pytest.raises(SystemExit, match="gpu.json was run with .*'device': 'NVIDIA H200'"):
         quality.merge([old, gpu])
+
+
+def test_eval_count_defaults_to_256(quality):
+    args = quality.build_parser().parse_args([])
+    assert args.eval_count == 256 and args.tune_count == 32
+
+
+def test_cells_carry_intervals_over_examples(quality):
+    from mtu.stats import summarize_mean, wilson_interval
+
+    one = {"mtu-n4": [_kept(0, 2e-3, t2i=_hits(*range(64)))]}  # 64 of 256
+    low, high = wilson_interval(64, 256)
+    assert f"| mtu-n4 | 10 | 0.002 | 1600 | 0 | 0.250 [{low:.3f}, {high:.3f}] | - |" in quality.table(one)
+    # Two seeds: the per-example success fractions are bootstrapped; the seed sd follows the interval.
+    two = [_kept(0, 2e-3, t2i=_hits(*range(64))), _kept(1, 2e-3, t2i=_hits(*range(32, 128)))]
+    pooled = summarize_mean([(i < 64) / 2 + (32 <= i < 128) / 2 for i in range(256)])
+    assert pooled["value"] == pytest.approx(0.3125)
+    cell = f"0.312 [{pooled['low']:.3f}, {pooled['high']:.3f}] +- 0.088"  # sd of 0.25 and 0.375
+    assert cell in quality.table({"mtu-n4": two})
+    assert quality.interval(two, "t2i") == pooled
+    # PSNR: the bootstrap of the per-example seed-means, and the cell's mean is theirs.
+    psnr = [_kept(0, 2e-3, sr=[20.0 + i % 4 for i in range(256)]), _kept(1, 2e-3, sr=[22.0] * 256)]
+    expected = summarize_mean([21.0 + (i % 4) / 2 for i in range(256)])
+    bounds = quality.interval(psnr, "sr")
+    assert bounds == expected and bounds["low"] < 21.75 < bounds["high"]
+    assert f"| 21.750 [{bounds['low']:.3f}, {bounds['high']:.3f}] +- 0.354 |" in quality.table({"lora": psnr})
+
+
+def test_paired_comparisons_say_significant_or_tie(quality):
+    # mtu-n4 succeeds on examples 0-63, single:t2i on 0-31 (32 discordant pairs, all one way): +0.125, significant.
+    # lora differs from mtu-n4 on three examples only (two for lora, one for mtu): -1/256, a tie.
+    results = {"single:t2i": [_kept(0, 2e-4, t2i=_hits(*range(32)))],
+               "mtu-n4": [_kept(0, 2e-3, t2i=_hits(*range(64)), sr=[25.0] * 256)],
+               "lora": [_kept(0, 2e-3, t2i=_hits(*range(62), 100, 101, 102), sr=[24.0] * 256)],
+               "mtu-n4-shard": [_kept(0, 2e-3, t2i=_hits(*range(64)), sr=[24.0 + 2 * (i % 2) for i in range(256)])]}
+    text = quality.table(results)
+    assert "t2i: mtu/single 2.000 (within 5%); vs lora -0.004 (not ahead)" in text  # the judgement lines stay
+    assert "Paired comparisons on the same held-out examples" in text
+    single = quality.paired(results["mtu-n4"], results["single:t2i"], "t2i")
+    assert single["difference"] == 0.125 and single["significant"] and 0.05 < single["low"] < 0.125 < single["high"]
+    assert single["p_value"] == pytest.approx(2 / 2 ** 32)  # exact McNemar, 32 vs 0
+    assert (f"  mtu-n4 vs single:t2i, t2i faithfulness: +0.125 [{single['low']:+.3f}, {single['high']:+.3f}] "
+            "significant; McNemar p 4.66e-10 (32 vs 0 discordant); seeds 0, 256 examples") in text
+    lora = quality.paired(results["mtu-n4"], results["lora"], "t2i")
+    assert lora["difference"] == pytest.approx(-1 / 256) and not lora["significant"]
+    assert (lora["first_only"], lora["second_only"], lora["p_value"]) == (2, 3, 1.0)
+    assert f"  mtu-n4 vs lora, t2i faithfulness: -0.004 [{lora['low']:+.3f}, {lora['high']:+.3f}] tie; " in text
+    sr = quality.paired(results["mtu-n4"], results["lora"], "sr")
+    assert (sr["difference"], sr["low"], sr["high"], sr["significant"]) == (1.0, 1.0, 1.0, True)
+    assert "p_value" not in sr  # PSNR: no McNemar
+    assert "  mtu-n4 vs lora, sr psnr: +1.000 [+1.000, +1.000] significant; seeds 0, 256 examples" in text
+    shard = quality.paired(results["mtu-n4"], results["mtu-n4-shard"], "sr")  # +1 or -1 in turn: a tie at 0
+    assert shard["difference"] == 0.0 and not shard["significant"]
+    assert "  mtu-n4 vs mtu-n4-shard, sr psnr: +0.000 [" in text and "mtu-n4 vs mtu-n4-shard, t2i" in text
+    assert [entry[:2] for entry in quality.comparisons(results)] == [
+        ("mtu-n4", "single:t2i"), ("mtu-n4", "lora"), ("mtu-n4", "lora"), ("mtu-n4", "mtu-n4-shard"),
+        ("mtu-n4", "mtu-n4-shard")]
+
+
+def test_paired_comparisons_pool_the_shared_seeds(quality):
+    # Seeds 0 and 1 in both rows (seed 2 only in the first: left out). Discordant pairs: seed 0, examples 0-9 for
+    # mtu-n4 only; seed 1, examples 0-9 for mtu-n4 and 10-14 for lora: 20 vs 5 pooled over seeds 0,1.
+    mtu = [_kept(0, 2e-3, edit=_hits(*range(10))), _kept(1, 2e-3, edit=_hits(*range(10))),
+           _kept(2, 2e-3, edit=_hits(*range(256)))]
+    lora = [_kept(0, 2e-3, edit=_hits()), _kept(1, 2e-3, edit=_hits(*range(10, 15)))]
+    from mtu.stats import mcnemar_p_value
+
+    result = quality.paired(mtu, lora, "edit")
+    assert result["seeds"] == [0, 1] and result["count"] == 256
+    assert result["difference"] == pytest.approx((10 - 2.5) / 256)
+    assert (result["first_only"], result["second_only"]) == (20, 5)
+    assert result["p_value"] == mcnemar_p_value(20, 5)
+    assert quality.paired(mtu[2:], lora, "edit") == "no seed with per-example outcomes in both rows"
+
+
+def test_old_files_without_per_example_outcomes_merge_and_print(quality, tmp_path):
+    old = _write(tmp_path / "old.json", {"single:t2i": [_run(0, 2e-4, t2i=0.75)],
+                                         "mtu-n4": [_run(0, 2e-3, t2i=0.8, sr=24.0)],
+                                         "lora": [_run(0, 2e-3, t2i=0.7, sr=23.0)]}, eval_count=256)
+    new = _write(tmp_path / "new.json", {"mtu-n4": [_kept(1, 2e-3, t2i=_hits(*range(192)), sr=[25.0] * 256)],
+                                         "lora": [_kept(1, 2e-3, t2i=_hits(*range(160)), sr=[24.0] * 256)]},
+                 seeds="1", eval_count=256)
+    text = quality.table(quality.merge([old]))
+    assert "| mtu-n4 | 10 | 0.002 | 1600 | 0 | 0.800 | - | 24.000 | - |" in text  # no intervals
+    assert "t2i: mtu/single 1.067 (within 5%); vs lora +0.100 (ahead)" in text
+    assert "Paired comparisons" not in text  # nothing to pair
+    joined = quality.table(quality.merge([old, new]))
+    assert "| mtu-n4 | 10 | 0.002 | 1600 | 0,1 | 0.775 +- 0.035 |" in joined  # a mixed row: no interval
+    assert ("mtu-n4 vs single:t2i, t2i faithfulness: not paired: no per-example outcomes (runs saved before they "
+            "were kept)") in joined
+    assert "mtu-n4 vs lora, t2i faithfulness: +0.125 [" in joined and "(32 vs 0 discordant); seeds 1," in joined
+    assert "mtu-n4 vs lora, sr psnr: +1.000 [+1.000, +1.000] significant; seeds 1, 256 examples" in joined

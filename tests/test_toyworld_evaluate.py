@@ -1,8 +1,10 @@
 """Held-out evaluation sets are fixed, exact targets score perfectly, and the trivial baselines score as such."""
 
+import json
+
 import pytest
 
-from mtu.toyworld.evaluate import TASKS, baseline_outputs, evaluation_set, score
+from mtu.toyworld.evaluate import TASKS, baseline_outputs, evaluation_set, score, score_examples
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -51,3 +53,18 @@ def test_validation_split_is_fixed_and_apart_from_the_held_out_one(task):
 def test_bad_split_is_refused():
     with pytest.raises(ValueError, match="`split` must be 'test' or 'validation', got 'train'"):
         evaluation_set("edit", 2, split="train")
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_score_examples_keeps_the_main_metric_of_every_example(task):
+    examples = evaluation_set(task, 6)
+    outputs = baseline_outputs(examples) or [example.target for example in examples]
+    kept = score_examples(examples, outputs)
+    metric = {"t2i": "faithfulness", "edit": "success", "sr": "psnr", "inpaint": "success"}[task]
+    assert len(kept["main"]) == len(kept["records"]) == 6
+    assert sum(kept["main"]) / 6 == pytest.approx(min(score(examples, outputs)[metric], 100.0))
+    assert all(isinstance(value, float if task == "sr" else bool) for value in kept["main"])
+    assert kept["summary"]["exact"]["count"] == 6
+    json.dumps({"main": kept["main"], "summary": kept["summary"]})  # what the quality benchmark saves
+    with pytest.raises(ValueError, match="`outputs` must have one image per example"):
+        score_examples(examples, outputs[:2])

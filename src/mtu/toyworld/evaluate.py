@@ -3,7 +3,8 @@
 `evaluation_set(task, count)` draws the same examples every time (held-out scenes, fixed edits and degradations);
 `generate_outputs` runs an `MTUPipeline` on them with per-example seeds; `baseline_outputs` gives each task's
 trivial baseline (the input unchanged for edit and inpaint, bicubic upsampling for sr, and for t2i the base model
-is the reference); `score` applies the oracle. The demo and the quality benchmark share all of it.
+is the reference); `score` applies the oracle, and `score_examples` keeps the per-example outcomes behind its means
+(for intervals and paired comparisons). The demo and the quality benchmark share all of it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ VALIDATION_SEED = 4321  # the validation split: train-split scenes from their ow
 TASKS = ("t2i", "edit", "sr", "inpaint")
 # Each task's main metric (the one the report compares against the trivial baseline) and its direction.
 MAIN_METRIC = {"t2i": "faithfulness", "edit": "success", "sr": "psnr", "inpaint": "success"}
+# The field of `metrics.example_record` holding each task's main metric per example (its mean over the examples is
+# `score`'s main metric; sr's PSNR is capped at `metrics.PSNR_CAP` there, so identical images stay finite).
+MAIN_RECORD = {"t2i": "exact", "edit": "success", "sr": "psnr", "inpaint": "success"}
 BASELINE_NAME = {"t2i": "base model", "edit": "identity (input unchanged)", "sr": "bicubic upsampling",
                  "inpaint": "identity (input unchanged)"}
 
@@ -122,3 +126,30 @@ def score(examples: list[Example], outputs: list) -> dict[str, float]:
     return {"success": float(np.mean([r and p for r, p in zip(removed, preserved)])),
             "removed": float(np.mean(removed)), "preserved": float(np.mean(preserved)),
             "fidelity_psnr": float(np.mean(fidelity))}
+
+
+def score_examples(examples: list[Example], outputs: list, seed: int = 0) -> dict:
+    """Per-example scores of `outputs`, for intervals and for paired comparisons on the same examples.
+
+    Args:
+        examples: Non-empty list of examples of one task.
+        outputs: One output image per example.
+        seed: Seed of the bootstrap intervals of `metrics.summarize`.
+
+    Returns:
+        {"main": the task's main metric per example (bools for the rates, floats for sr's PSNR capped at
+        `metrics.PSNR_CAP`; field `MAIN_RECORD[task]` of the records), "records": `metrics.example_record` per
+        example, "summary": `metrics.summarize` of the records (rates with Wilson intervals, means with bootstrap
+        ones)}.
+    """
+    from .metrics import example_record, summarize  # metrics imports this module
+
+    if not examples:
+        raise ValueError(f"`examples` must be a non-empty list of examples, got {examples!r}.")
+    if len(outputs) != len(examples):
+        raise ValueError(f"`outputs` must have one image per example ({len(examples)}), got {len(outputs)}.")
+    records = [example_record(example, output) for example, output in zip(examples, outputs)]
+    field = MAIN_RECORD[examples[0].task]
+    convert = float if field == "psnr" else bool  # plain Python values: they go to JSON
+    return {"main": [convert(record[field]) for record in records], "records": records,
+            "summary": summarize(records, seed)}

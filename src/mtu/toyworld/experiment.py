@@ -3,7 +3,7 @@ held-out examples. The demo runs one (MTU on four tasks); the quality benchmark 
 
 from __future__ import annotations
 
-from .evaluate import MAIN_METRIC, TASKS, Example, evaluation_set, generate_outputs, score
+from .evaluate import MAIN_METRIC, TASKS, Example, evaluation_set, generate_outputs, score, score_examples
 
 
 def toyworld_train_config(base: str, run_dir, tasks=TASKS, method: str = "mtu", mtu: dict | None = None,
@@ -67,15 +67,17 @@ def score_tasks(pipe, examples: dict[str, list[Example]], seed: int = 0,
     return scores, outputs
 
 
-def train_and_score(config, examples: dict[str, list[Example]], seed: int = 0, tune_guidance: int = 0) -> dict:
+def train_and_score(config, examples: dict[str, list[Example]], seed: int = 0, tune_guidance: int = 0,
+                    records: bool = False) -> dict:
     """Trains `config` and scores the trained model on `examples` (only the tasks it was trained on).
 
     `tune_guidance`: when > 0, each dual-guidance task's guidance is first chosen on that many validation
-    examples (`choose_guidance`), then used on `examples`.
+    examples (`choose_guidance`), then used on `examples`. `records`: also keep the per-example scores.
 
     Returns {"scores": {task: scores}, "outputs": {task: images}, "summary": the trainer's summary,
     "model": the trained model (EMA weights if any, on CPU), "trainable": trainable parameter count,
-    "guidance": {task: {"chosen": call kwargs, "tried": rows}} for the tuned tasks}.
+    "guidance": {task: {"chosen": call kwargs, "tried": rows}} for the tuned tasks}; with `records` also
+    "records": {task: `evaluate.score_examples`} (per-example main metric, example records and their summary).
     """
     from ..training.trainer import Trainer
 
@@ -95,13 +97,17 @@ def train_and_score(config, examples: dict[str, list[Example]], seed: int = 0, t
             if tried:
                 guidance[task] = {"chosen": chosen, "tried": tried}
     scores, outputs = score_tasks(pipe, tasks, seed, {task: value["chosen"] for task, value in guidance.items()})
-    return {"scores": scores, "outputs": outputs, "summary": summary, "model": model, "trainable": trainable,
-            "guidance": guidance}
+    result = {"scores": scores, "outputs": outputs, "summary": summary, "model": model, "trainable": trainable,
+              "guidance": guidance}
+    if records:
+        result["records"] = {task: score_examples(tasks[task], outputs[task], seed) for task in tasks}
+    return result
 
 
 def score_base(base: str, examples: list[Example], seed: int = 0, num_experts: int = 4) -> tuple[dict, list]:
     """(scores, outputs) of the base model itself on text-to-image `examples`, through the same `MTUPipeline`
-    code as trained models: an upcycled model at `init="preserve"` computes exactly the base UNet."""
+    code as trained models: an upcycled model at `init="preserve"` computes exactly the base UNet.
+    `evaluate.score_examples(examples, outputs, seed)` gives the per-example scores behind the means."""
     from ..upcycling import MTUConfig, load_base_unet, upcycle
 
     model = upcycle(load_base_unet(base), MTUConfig(tasks=list(TASKS), num_experts=num_experts))
