@@ -20,7 +20,11 @@ the output is the input scene: can the image path carry a scene through the mode
 input image's latents multiplied by 5 wherever they enter the UNet, in training and sampling alike: under Adam
 that is 5x the step size of the zero-initialised image channels of `conv_in`), `mtu-snr5` (Min-SNR-5 loss
 weighting, `TrainConfig.snr_gamma`), `mtu-image-init` (`conv_in`'s input-image channels start as a copy of its
-latent channels instead of zeros). `--base DIR` trains from another base pipeline folder (e.g. a continued
+latent channels instead of zeros), `mtu-refer-position` (every instruction names its shape in full with its
+cell, "remove the red circle at the top left", where the toy world says the shortest unambiguous name, "remove
+the circle": can the model find a shape by where it is when it cannot by what it is?), `mtu-region` (the edit
+task gets a mask channel marking the cells the edit changes, in training and scoring, with SD-inpainting's text
+guidance: is finding where to edit the difficulty, or making the change there?). `--base DIR` trains from another base pipeline folder (e.g. a continued
 `mtu toyworld pretrain`). Each row's outputs (uint8
 arrays) and per-example records go to OUT/ROW.npz and OUT/diagnosis.json, rewritten after every row; the table
 is printed at the end.
@@ -42,7 +46,7 @@ import torch
 
 KIND_ROWS = {f"mtu-{kind}": kind for kind in ("recolour", "add", "remove", "move", "background")}
 ROWS = ("mtu", "full", "mtu-caption", "mtu-text", "mtu-mode", "mtu-copy", "mtu-image-x5", "mtu-snr5", "mtu-image-init",
-        *KIND_ROWS)
+        "mtu-refer-position", "mtu-region", *KIND_ROWS)
 
 
 # Each `_*_patch` returns [(module, attribute, replacement)]; `run_row` applies them for that row only.
@@ -116,6 +120,68 @@ def _mean_target_patch():
     return [(step, "_target_moments", target_moments)]
 
 
+def _full_reference(scene, shape) -> str:
+    """Every shape named with its colour, kind and cell ("the red circle at the top left"), never shorter."""
+    from mtu.toyworld.scene import POSITION_PHRASES
+
+    if shape not in scene.shapes:
+        raise ValueError(f"`shape` {shape} is not in the scene.")
+    return f"the {shape.colour} {shape.kind} {POSITION_PHRASES[shape.position]}"
+
+
+def _refer_patch():
+    """Makes every edit name its shape in full, cell included (`_full_reference`), in training and scoring."""
+    from mtu.toyworld import tasks
+
+    return [(tasks, "refer", _full_reference)]
+
+
+def edit_region(edit, size: int = 32):
+    """Mode-"L" mask, white over every grid cell the edit changes (the referred shape's cell, an added shape's,
+    both cells of a move; the whole image for a background change)."""
+    from PIL import Image
+
+    from mtu.toyworld.scene import cell_geometry
+
+    region = np.zeros((size, size), dtype=np.uint8)
+    if edit.kind == "background":
+        region[:] = 255
+    else:
+        moved = [shape for shape in edit.after.shapes if shape not in edit.before.shapes]
+        for shape in {edit.shape, *moved}:
+            centre_x, centre_y, cell = cell_geometry(shape.position, size)
+            top, left = int(centre_y - cell / 2), int(centre_x - cell / 2)
+            region[top:top + int(np.ceil(cell)), left:left + int(np.ceil(cell))] = 255
+    return Image.fromarray(region, mode="L")
+
+
+def _region_patch():
+    """The edit task gets a mask channel after its input image (`TaskSpec` image inputs ("image", "mask")), filled
+    with `edit_region` in training and scoring: the model is told where the edit happens."""
+    from mtu.toyworld import evaluate, source
+    from mtu.upcycling import tasks as registry
+
+    spec = replace(registry.get_task("edit"), image_inputs=("image", "mask"))
+    original_pair = source.edit_pair
+
+    def edit_pair(edit, size=32):
+        return {**original_pair(edit, size), "mask": edit_region(edit, size)}
+
+    def generate_outputs(pipe, examples, seed=0, batch_size=32, stock=False, **call_kwargs):
+        call_kwargs.pop("image_guidance_scale", None)  # a task with a mask takes text guidance (SD inpainting)
+        outputs = []
+        for begin in range(0, len(examples), batch_size):
+            chunk = examples[begin:begin + batch_size]
+            generators = [torch.Generator().manual_seed(seed * 1_000_003 + begin + i) for i in range(len(chunk))]
+            outputs += pipe(task="edit", prompt=[ex.prompt for ex in chunk], image=[ex.image for ex in chunk],
+                            mask_image=[edit_region(ex.edit) for ex in chunk], generator=generators,
+                            **call_kwargs).images
+        return outputs
+
+    return [(registry, "_REGISTRY", {**registry._REGISTRY, "edit": spec}), (source, "edit_pair", edit_pair),
+            (evaluate, "generate_outputs", generate_outputs)]
+
+
 def row_examples(row: str, examples: list) -> list:
     """The held-out edits `row` is scored on: `examples`, or their null edits, one kind's edits, or with the
     target's caption as the prompt."""
@@ -127,6 +193,11 @@ def row_examples(row: str, examples: list) -> list:
         return _of_kind(examples, KIND_ROWS[row])
     if row == "mtu-caption":
         return [replace(ex, prompt=caption(ex.edit.after)) for ex in examples]
+    if row == "mtu-refer-position":  # the same edits (`refer` draws nothing), named in full
+        from mtu.toyworld.evaluate import evaluation_set
+
+        with mock.patch.object(*_refer_patch()[0]):
+            return evaluation_set("edit", len(examples))
     return examples
 
 
@@ -156,6 +227,10 @@ def row_patches(row: str) -> list:
         return _scaled_condition_patch(5.0)
     if row == "mtu-image-init":
         return _image_init_patch()
+    if row == "mtu-refer-position":
+        return _refer_patch()
+    if row == "mtu-region":
+        return _region_patch()
     if row == "mtu-copy":
         return _edit_fields_patch(lambda fields: {"target": fields["condition"], "prompt": "",
                                                   "output_caption": fields["input_caption"]})

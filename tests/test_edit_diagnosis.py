@@ -1,0 +1,71 @@
+"""Bookkeeping of the edit diagnosis scripts (issue 11): the region masks and full references of the one-change
+rows, and the cross-attention probe's measurements on attention maps with known answers."""
+
+import numpy as np
+import pytest
+import torch
+
+from mtu.toyworld.scene import Scene, Shape, shape_mask
+from mtu.toyworld.tasks import Edit
+
+from .scripts import load_benchmark
+
+CIRCLE = Shape("circle", "red", "small", "top left")
+SQUARE = Shape("square", "blue", "large", "center")
+SCENE = Scene("gray", (CIRCLE, SQUARE))
+
+
+@pytest.fixture(scope="module")
+def diagnosis():
+    return load_benchmark("edit_diagnosis")
+
+
+def test_edit_region_covers_exactly_the_changed_cells(diagnosis):
+    removal = Edit("remove", "remove the circle", SCENE, Scene("gray", (SQUARE,)), CIRCLE)
+    region = np.asarray(diagnosis.edit_region(removal)) > 0
+    assert region[:10, :10].all() and region.sum() == 11 * 11  # the top-left cell (32 / 3 px, rounded up)
+    assert not (region & shape_mask(SQUARE)).any()
+    moved = Shape("circle", "red", "small", "bottom right")
+    move = Edit("move", "move the circle to the bottom right", SCENE, Scene("gray", (SQUARE, moved)), CIRCLE)
+    region = np.asarray(diagnosis.edit_region(move)) > 0
+    assert region[:10, :10].all() and region[-10:, -10:].all() and region.sum() == 2 * 11 * 11
+    background = Edit("background", "change the background to white", SCENE, Scene("white", SCENE.shapes))
+    assert (np.asarray(diagnosis.edit_region(background)) == 255).all()
+
+
+def test_full_reference_names_colour_kind_and_cell(diagnosis):
+    assert diagnosis._full_reference(SCENE, CIRCLE) == "the red circle at the top left"
+    with pytest.raises(ValueError, match="shape"):
+        diagnosis._full_reference(SCENE, Shape("triangle", "red", "small", "top"))
+
+
+def test_refer_position_row_keeps_the_edits_and_names_them_in_full(diagnosis):
+    from mtu.toyworld.evaluate import evaluation_set
+
+    examples = evaluation_set("edit", 12)
+    renamed = diagnosis.row_examples("mtu-refer-position", examples)
+    assert [ex.edit.after for ex in renamed] == [ex.edit.after for ex in examples]
+    for old, new in zip(examples, renamed):
+        if old.edit.shape is not None and old.edit.kind != "add":
+            assert diagnosis._full_reference(old.edit.before, old.edit.shape) in new.prompt
+
+
+def test_layer_rows_measure_entropy_and_the_named_shape():
+    probe = load_benchmark("cross_attention_probe")
+    batch, heads, tokens = 2, 2, 77
+    named = np.zeros((batch, 8, 8))
+    named[:, 0, 0] = 1.0
+    others = np.zeros((batch, 8, 8))
+    others[:, 7, 7] = 1.0
+    uniform = torch.full((batch * heads, 64, tokens), 1 / tokens)
+    peaked = uniform.clone().reshape(batch, heads, 64, tokens)
+    peaked[:, :, 0, 5] += 0.5  # token 5 at pixel (0, 0), the named shape's
+    peaked = peaked.reshape(batch * heads, 64, tokens)
+    recorder = type("Recorder", (), {})()
+    recorder.probs = {"flat": uniform, "peaked": peaked, "coarse": torch.full((batch * heads, 16, tokens), 1 / 77)}
+    rows = {row["layer"]: row for row in probe.layer_rows(recorder, batch, [5, 5], named, others)}
+    assert set(rows) == {"flat", "peaked"}  # the 4x4 level is skipped
+    assert rows["flat"]["entropy"] == pytest.approx(np.log(tokens), rel=1e-5)
+    assert rows["flat"]["ratio"] == pytest.approx(1.0) and rows["flat"]["named_more"] == 0.0
+    assert rows["peaked"]["ratio"] == pytest.approx((1 / 77 + 0.5) / (1 / 77))
+    assert rows["peaked"]["named_more"] == 1.0
