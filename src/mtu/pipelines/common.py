@@ -175,7 +175,8 @@ class MTUPipelineBase(DiffusionPipeline):
             base: The base pipeline: its VAE, text encoder(s), tokenizer(s) and scheduler are loaded from it
                 (safetensors only), and its UNet when `adapter` is a folder.
             adapter: An MTU adapter folder or shipped adapter's short name (loaded onto the base's UNet with
-                `mtu.load_mtu`), or an `MTUModel`.
+                `mtu.load_mtu`), or an `MTUModel`. How its training encoded dropped text, where the adapter
+                records it, decides the SDXL negative branch over the base's `force_zeros_for_empty_prompt`.
             torch_dtype: dtype for the loaded weights.
             scheduler: A diffusers scheduler to use instead of the base's.
             sampling_defaults: {task: {"guidance_scale", "image_guidance_scale"}} to use instead of the paper's
@@ -196,7 +197,7 @@ class MTUPipelineBase(DiffusionPipeline):
             raise TypeError(f"`adapter` must be an MTU adapter folder or an MTUModel, got {type(adapter).__name__}.")
         if scheduler is not None:
             components["scheduler"] = scheduler
-        pipe = cls(unet=unet, **components, **cls._init_kwargs_from_index(index))
+        pipe = cls(unet=unet, **components, **cls._init_kwargs_from_index(index, unet))
         if sampling_defaults is not None:
             pipe.set_sampling_defaults(sampling_defaults)
         return pipe
@@ -232,7 +233,8 @@ class MTUPipelineBase(DiffusionPipeline):
                              sampling_defaults=sampling)
 
     @classmethod
-    def _init_kwargs_from_index(cls, index: dict) -> dict:
+    def _init_kwargs_from_index(cls, index: dict, unet: MTUModel) -> dict:
+        """Constructor arguments from the base's model_index.json (and what the adapter `unet` records)."""
         return {}
 
     def set_sampling_defaults(self, sampling_defaults: dict) -> None:
@@ -368,7 +370,8 @@ class MTUPipelineBase(DiffusionPipeline):
             num_inference_steps: Denoising steps.
             guidance_scale: Text guidance; guidance runs when it is > 1.
             image_guidance_scale: Image guidance of InstructPix2Pix tasks; dual guidance also needs it >= 1.
-            negative_prompt: Prompt(s) of the unconditional branches; default the empty prompt (SDXL: zeros).
+            negative_prompt: Prompt(s) of the unconditional branches; default the empty prompt (SDXL: zeros, or
+                what the adapter records its training used).
             num_images_per_prompt: Images per prompt; the images of one prompt are adjacent in the output.
             generator: A torch.Generator, or one per output image. With a list each image's noise comes from its
                 own generator, so a seed gives the same image alone or in a batch; a single generator draws the

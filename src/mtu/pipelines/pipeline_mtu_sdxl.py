@@ -3,6 +3,8 @@
 Prompt encoding, the pooled text embeddings and `add_time_ids` follow diffusers' `StableDiffusionXLPipeline`;
 image tasks follow `StableDiffusionXLInstructPix2PixPipeline` (unscaled image latents, zero negative prompt
 embeddings when `negative_prompt` is None and `force_zeros_for_empty_prompt`, the same time ids in all branches).
+With no `negative_prompt` the negative branch is the one the adapter's training used for dropped text (recorded in
+the adapter as "unconditional_text"; see `force_zeros_for_empty_prompt`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,12 @@ class MTUStableDiffusionXLPipeline(MTUPipelineBase):
         tokenizer_2: The second encoder's `CLIPTokenizer`.
         unet: The `MTUModel` over an SDXL UNet (`addition_embed_type="text_time"`).
         scheduler: Any diffusers scheduler.
-        force_zeros_for_empty_prompt: Zero negative embeddings when no `negative_prompt` is given (SDXL base).
+        force_zeros_for_empty_prompt: Zero negative embeddings (hidden states and pooled) when no
+            `negative_prompt` is given, as SDXL's pipelines; else the encoded "". None (default): as the adapter's
+            training encoded dropped text (`unet.unconditional_text`, recorded in the adapter by `mtu train`:
+            "zeros" or "empty_prompt"), so the unconditional branch is the one the adapter was trained with; an
+            adapter without that record (older adapters, a model upcycled in code) gets True, SDXL's default.
+            `from_base` / `from_pretrained` pass the base's model_index.json value only for such an adapter.
     """
 
     model_cpu_offload_seq = "text_encoder->text_encoder_2->unet->vae"
@@ -48,9 +55,11 @@ class MTUStableDiffusionXLPipeline(MTUPipelineBase):
 
     def __init__(self, vae: AutoencoderKL, text_encoder: CLIPTextModel, text_encoder_2: CLIPTextModelWithProjection,
                  tokenizer: CLIPTokenizer, tokenizer_2: CLIPTokenizer, unet: MTUModel, scheduler,
-                 force_zeros_for_empty_prompt: bool = True):
+                 force_zeros_for_empty_prompt: bool | None = None):
         super().__init__()
         check_unet(unet, type(self).__name__, sdxl=True)
+        if force_zeros_for_empty_prompt is None:
+            force_zeros_for_empty_prompt = getattr(unet, "unconditional_text", None) in (None, "zeros")
         self.register_modules(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
                               tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler)
         self.register_to_config(force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
@@ -64,7 +73,11 @@ class MTUStableDiffusionXLPipeline(MTUPipelineBase):
                              f"give {passed}; the components are from different models.")
 
     @classmethod
-    def _init_kwargs_from_index(cls, index: dict) -> dict:
+    def _init_kwargs_from_index(cls, index: dict, unet: MTUModel) -> dict:
+        """The base's `force_zeros_for_empty_prompt`, unless the adapter records how it was trained (then None:
+        `__init__` follows the record)."""
+        if getattr(unet, "unconditional_text", None) is not None:
+            return {}
         return {"force_zeros_for_empty_prompt": index.get("force_zeros_for_empty_prompt", True)}
 
     def encode_text(self, prompts: list[str], device) -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler
+from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from ..shipped import resolve, short_names
@@ -15,7 +15,11 @@ from ..upcycling.bases import load_base_unet
 
 @dataclass
 class FrozenParts:
-    """VAE, text encoder(s) and tokenizer(s) of the base, plus its training noise schedule. SDXL has two encoders."""
+    """VAE, text encoder(s) and tokenizer(s) of the base, plus its training noise schedule. SDXL has two encoders.
+
+    `force_zeros_for_empty_prompt`: the base pipeline's (SDXL's `model_index.json`; diffusers' default True), i.e.
+    whether its pipelines give the unconditional branch zero text embeddings; see `unconditional_text`.
+    """
 
     vae: AutoencoderKL
     text_encoder: CLIPTextModel
@@ -23,15 +27,29 @@ class FrozenParts:
     noise_scheduler: DDPMScheduler
     text_encoder_2: CLIPTextModelWithProjection | None = None
     tokenizer_2: CLIPTokenizer | None = None
+    force_zeros_for_empty_prompt: bool = True
 
     @property
     def is_sdxl(self) -> bool:
         return self.text_encoder_2 is not None
 
+    @property
+    def unconditional_text(self) -> str:
+        """How training encodes a dropped text: as the base's pipelines sample the unconditional branch.
+
+        "zeros" for an SDXL base with `force_zeros_for_empty_prompt` (SDXL itself was trained with zeroed text
+        conditioning for its unconditional case, and diffusers' SDXL pipelines sample it so): zero hidden states
+        and zero pooled embeddings. Otherwise "empty_prompt", the encoded "" (SD 1.x/2.x and their pipelines).
+        """
+        return "zeros" if self.is_sdxl and self.force_zeros_for_empty_prompt else "empty_prompt"
+
     def to(self, device, dtype) -> "FrozenParts":
+        """Moves the frozen modules to `device` in `dtype`, except a float16 VAE whose config has `force_upcast`
+        (SDXL's overflows in float16): it stays float32, as diffusers' pipelines and SDXL training scripts run it."""
         for module in (self.vae, self.text_encoder, self.text_encoder_2):
             if module is not None:
-                module.to(device=device, dtype=dtype).requires_grad_(False).eval()
+                upcast = module is self.vae and dtype == torch.float16 and getattr(module.config, "force_upcast", False)
+                module.to(device=device, dtype=torch.float32 if upcast else dtype).requires_grad_(False).eval()
         return self
 
 
@@ -54,6 +72,8 @@ def load_frozen_parts(base: str) -> FrozenParts:
     if (path / "text_encoder_2").is_dir() or (not path.exists() and "xl" in base.lower()):
         parts.text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(base, subfolder="text_encoder_2", **kwargs)
         parts.tokenizer_2 = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer_2")
+        index = DiffusionPipeline.load_config(base)
+        parts.force_zeros_for_empty_prompt = bool(index.get("force_zeros_for_empty_prompt", True))
     return parts
 
 

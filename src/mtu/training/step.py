@@ -41,6 +41,24 @@ def guidance_dropout(draws: torch.Tensor, guided: torch.Tensor, p: float) -> tup
     return drop_text, keep_image
 
 
+def unconditional_text(text: torch.Tensor, unet_kwargs: dict, drop_text: torch.Tensor, unconditional: str):
+    """(encoder_hidden_states, extra UNet kwargs) with the dropped samples' text as the pipeline's unconditional
+    branch: "empty_prompt" keeps the encoded "" (the caller encoded "" for them), "zeros" zeroes their hidden
+    states and SDXL's pooled `text_embeds` (the time ids stay, as in diffusers' SDXL pipelines)."""
+    if unconditional == "empty_prompt" or not drop_text.any():
+        return text, unet_kwargs
+    if unconditional != "zeros":
+        raise ValueError(f"`unconditional` must be 'zeros' or 'empty_prompt', got {unconditional!r}.")
+    drop = drop_text.to(text.device)
+    text = torch.where(drop.view(-1, 1, 1), torch.zeros_like(text), text)
+    added = unet_kwargs.get("added_cond_kwargs")
+    if added is not None and "text_embeds" in added:
+        pooled = added["text_embeds"]
+        pooled = torch.where(drop.to(pooled.device).view(-1, 1), torch.zeros_like(pooled), pooled)
+        unet_kwargs = {**unet_kwargs, "added_cond_kwargs": {**added, "text_embeds": pooled}}
+    return text, unet_kwargs
+
+
 def _conditioning(parts: FrozenParts, batch: dict, keep_image: torch.Tensor, extra: int, size, dtype):
     """(B, extra, h, w) conditioning channels: each task's own (from the cache or encoded now), zero-padded."""
     if extra == 0:
@@ -56,17 +74,19 @@ def _conditioning(parts: FrozenParts, batch: dict, keep_image: torch.Tensor, ext
             if not spec.image_inputs:
                 continue
             index = [i for i, t in enumerate(tasks) if t == task]
-            channels = condition_channels(parts.vae, spec, batch["condition"][index].to(dtype),
-                                          batch["mask"][index].to(dtype), latent_size=size)
+            vae_dtype = parts.vae.dtype  # float32 where an fp16 run keeps the VAE upcast (`FrozenParts.to`)
+            channels = condition_channels(parts.vae, spec, batch["condition"][index].to(vae_dtype),
+                                          batch["mask"][index].to(vae_dtype), latent_size=size)
             output[index, : channels.shape[1]] = channels.to(dtype)
     return output * keep_image.view(-1, 1, 1, 1).to(dtype)
 
 
 def _target_moments(parts: FrozenParts, batch: dict, dtype):
-    """Mean and std of the target's latent distribution, from the cache or the VAE."""
+    """Mean and std of the target's latent distribution, from the cache or the VAE (in the VAE's dtype: float32
+    where an fp16 run keeps it upcast)."""
     if "target_mean" in batch:
         return batch["target_mean"].to(dtype), batch["target_std"].to(dtype)
-    distribution = parts.vae.encode(batch["target"].to(dtype)).latent_dist
+    distribution = parts.vae.encode(batch["target"].to(parts.vae.dtype)).latent_dist
     return distribution.mean, distribution.std
 
 
@@ -83,12 +103,16 @@ def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float) -> t
 
 def micro_step_loss(model, parts: FrozenParts, batch: dict, step: int, seed: int, dropout_p: float,
                     task_loss_weights: dict[str, float], encode_text, weight_dtype,
-                    task_channels: dict[str, int], snr_gamma: float | None = None) -> tuple[torch.Tensor, dict]:
+                    task_channels: dict[str, int], snr_gamma: float | None = None,
+                    unconditional: str = "empty_prompt") -> tuple[torch.Tensor, dict]:
     """(weighted mean loss, {task: [per-sample losses]}) for one micro-batch.
 
     `snr_gamma`: Min-SNR-gamma loss weighting (Hang et al. 2023, diffusers' `--snr_gamma`): each sample's loss
     times min(SNR(t), gamma) / SNR(t) (epsilon) or / (SNR(t) + 1) (v-prediction); None weighs all timesteps
     alike. The per-sample losses returned for logging are unweighted.
+
+    `unconditional`: how a dropped text is encoded (`unconditional_text`): "empty_prompt" or "zeros", as the
+    pipeline that samples the adapter makes its unconditional branch (`FrozenParts.unconditional_text`).
 
     `model` may be wrapped (DDP, FSDP); `encode_text(prompts)` gives (encoder_hidden_states, extra UNet kwargs);
     `task_channels` gives each task's UNet input channels. A batch holds images, or cached latents.
@@ -101,13 +125,13 @@ def micro_step_loss(model, parts: FrozenParts, batch: dict, step: int, seed: int
         mean, std = _target_moments(parts, batch, weight_dtype)
         vae_noise, noise, timesteps, dropout = _draws(generators, mean.shape[1:],
                                                       parts.noise_scheduler.config.num_train_timesteps)
-        latents = (mean + std * vae_noise.to(device, weight_dtype)) * scaling_factor(parts.vae)
+        latents = (mean + std * vae_noise.to(device, mean.dtype)) * scaling_factor(parts.vae)
         latents, noise, timesteps = latents.float(), noise.to(device), timesteps.to(device)
         drop_text, keep_image = guidance_dropout(dropout, torch.tensor([spec.uses_prompt for spec in specs]),
                                                  dropout_p)
         prompts = ["" if drop or not spec.uses_prompt else prompt
                    for drop, spec, prompt in zip(drop_text.tolist(), specs, batch["prompt"])]
-        text, unet_kwargs = encode_text(prompts)
+        text, unet_kwargs = unconditional_text(*encode_text(prompts), drop_text, unconditional)
         noisy = parts.noise_scheduler.add_noise(latents, noise, timesteps)
         extra = max(task_channels[task] for task in tasks) - latents.shape[1]
         conditioning = _conditioning(parts, batch, keep_image.to(device), extra, tuple(latents.shape[-2:]),

@@ -104,6 +104,12 @@ class Trainer:
         self.parts, unet = load_base(config.model.base)
         self.parts.to(self.accelerator.device, self.weight_dtype)
         self.model = build_model(unet, config.model, self.feed.tasks)
+        # A dropped text is encoded as the base's pipelines sample the unconditional branch (SDXL: zeros, where its
+        # `force_zeros_for_empty_prompt`), or as the adapter continued from records; recorded in the adapter, so
+        # `MTUStableDiffusionXLPipeline` samples it the same way.
+        recorded = getattr(self.model, "unconditional_text", None)
+        self.unconditional = recorded if recorded and self.parts.is_sdxl else self.parts.unconditional_text
+        self.model.unconditional_text = self.unconditional
         for param in self.model.parameters():  # frozen weights in the compute dtype, trainable ones in fp32
             param.data = param.data.float() if param.requires_grad else param.data.to(self.weight_dtype)
         if config.gradient_checkpointing:
@@ -249,7 +255,7 @@ class Trainer:
                     loss, losses = micro_step_loss(self.model, self.parts, batch, self.step, config.seed,
                                                    config.conditioning_dropout, config.task_loss_weights,
                                                    self.encode_text, self.weight_dtype, self.task_channels,
-                                                   config.snr_gamma)
+                                                   config.snr_gamma, unconditional=self.unconditional)
                 # DeepSpeed's engine divides by its own accumulation count (1, see _configure_deepspeed).
                 self.accelerator.backward(loss if self.deepspeed else loss / accumulate)
             self.tasks_seen.update(losses)
@@ -357,7 +363,8 @@ class Trainer:
                 final.mkdir(parents=True, exist_ok=True)
                 atomic_save_safetensors(weights, final / "trainable.safetensors")
                 atomic_write_text(final / "method.json", json.dumps({"method": self.config.model.method,
-                                                                     "tasks": self.feed.tasks}))
+                                                                     "tasks": self.feed.tasks,
+                                                                     "unconditional_text": self.unconditional}))
         self.accelerator.wait_for_everyone()
         return final
 

@@ -22,6 +22,10 @@ CONFIG_NAME = "mtu_config.json"
 WEIGHTS_NAME = "mtu_model.safetensors"
 FORMAT = "mtu-adapter"
 FORMAT_VERSION = 1
+# How the trainer encoded a dropped text (classifier-free guidance dropout), recorded as the adapter's
+# "unconditional_text" so that its pipeline samples the unconditional branch the same way: "zeros" (zero prompt and
+# pooled embeddings, SDXL's `force_zeros_for_empty_prompt`) or "empty_prompt" (the encoded "").
+UNCONDITIONAL_TEXT = ("zeros", "empty_prompt")
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
@@ -86,7 +90,11 @@ def atomic_save_directory(write, directory) -> None:
 
 def save_adapter(model, save_directory, state_dict: dict | None = None) -> None:
     """Writes the MTU-owned tensors (or `state_dict`, which must hold exactly those names) and the config (with
-    the base's identity) into `save_directory`."""
+    the base's identity) into `save_directory`.
+
+    A model that says how its training encoded dropped text (`model.unconditional_text`, set by the trainer and by
+    `load_mtu`; see `UNCONDITIONAL_TEXT`) has it recorded; the SDXL pipeline samples its negative branch that way.
+    """
     directory = Path(save_directory)
     tensors = {name: param.detach().contiguous() for name, param in model.mtu_named_parameters()}
     if state_dict is not None:
@@ -110,6 +118,9 @@ def save_adapter(model, save_directory, state_dict: dict | None = None) -> None:
         "base": model.base_info,
         "dtype": dtype,
     }
+    unconditional = getattr(model, "unconditional_text", None)
+    if unconditional is not None:
+        record["unconditional_text"] = unconditional
     atomic_write_text(directory / CONFIG_NAME, json.dumps(record, indent=2) + "\n")
 
 
@@ -136,6 +147,10 @@ def read_adapter_config(directory) -> dict:
     if record.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} has format_version {record.get('format_version')!r}; this mtu reads "
                          f"{FORMAT_VERSION}.")
+    unconditional = record.get("unconditional_text")
+    if unconditional is not None and unconditional not in UNCONDITIONAL_TEXT:
+        raise ValueError(f"{path} has \"unconditional_text\" {unconditional!r}; expected one of "
+                         f"{UNCONDITIONAL_TEXT}.")
     for name, data in record.get("tasks", {}).items():
         spec = TaskSpec.from_dict(data)
         if name not in available_tasks():
@@ -207,6 +222,8 @@ def load_mtu(directory, base=None, *, allow_base_mismatch: bool = False, torch_d
     model = upcycle(base, record["config"], fingerprint=record["base"].get("fingerprint") or False,
                     base_name_or_path=record["base"].get("name_or_path"))
     load_mtu_tensors(model, tensors, directory / WEIGHTS_NAME)
+    if record.get("unconditional_text") is not None:  # how its training encoded dropped text (`save_adapter`)
+        model.unconditional_text = record["unconditional_text"]
     return model.to(torch_dtype) if torch_dtype is not None else model
 
 
