@@ -29,6 +29,8 @@ class MTUConfig(JsonConfig):
         task_embedding_size: d_task, width of the learnable per-task embedding e_tau fed to every router.
         init: "preserve" scales expert outputs so that right after upcycling every task's output equals the base
             UNet's (needs N*G >= 1 and top_k None for exactness); "shard" is the paper's plain copy of shards.
+            With N*G > 1 both split each dense unit's output scale unevenly among its copies (same sum, so the
+            init function is unchanged) so that copied experts get different gradients; see `output_scale`.
         target_blocks: Which `BasicTransformerBlock`s to upcycle: None for all (16 in SD1.5, 70 in SDXL), or a
             list of module names / fnmatch patterns such as "mid_block.*".
         seed: Seed for the new parameters (task embeddings, routers, FFN units that have no dense counterpart).
