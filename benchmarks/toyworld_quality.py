@@ -12,16 +12,20 @@ Rows (`--rows`, default all):
                   4.2M weights move, and at the shared 2e-3 full fine-tuning fell below the base on t2i (0.594 vs
                   0.719, seed 0), which would make a straw man of the single-task rows
   mtu-n4          MTU N=4, G=1/4 on all four tasks (Table 2: one model for all)
-  lora, ia3       LoRA on the FFN layers with its rank chosen so its trainable parameters match MTU N=4's; IA3
-                  on the whole block (attention and FFN), as the paper does because FFN-only IA3 did not train;
-                  all four tasks, task input convs (Table 3)
+  lora, ia3       Table 3's task-specific adapters: one LoRA (or IA3) adapter per task, each sample through its
+                  task's, trained together on all four tasks with task input convs. LoRA on the FFN layers, its
+                  per-task rank chosen so that the four adapters and the input convs together match MTU N=4's
+                  trainable parameters (`mtu.training.methods.matched_lora_rank`: about the shared rank / 4); IA3
+                  on the whole block (attention and FFN), as the paper does because FFN-only IA3 did not train
+  lora-shared, ia3-shared     one adapter shared by all four tasks (LoRA rank matched the same way, so four
+                  times the per-task rank): what the `lora` / `ia3` rows were before issue 12 (our own rows)
   mtu-n1, mtu-n2, mtu-n8, mtu-top4of8     N in {1, 2, 8} with G=1/N, and top-k 4 of 8 (Table 4)
   mtu-n4-shard    the paper's plain shard init instead of our `preserve` init (our own row)
 Diagnostic rows (only when named): mtu-n4-alone:TASK (MTU N=4 trained on that task alone: the same trainable parts
   as mtu-n4 with all the batch on one task, like single:TASK) and full-all (one full fine-tune on all four tasks,
   at `--full-lr`), to tell a gap from sharing one model among tasks apart from a gap from training fewer weights;
-  mtu-n4-sr2, lora-sr2, ia3-sr2 (those rows with sr drawn twice as often as each other task: 2/5 of the samples
-  instead of 1/4, each sample's task drawn at random).
+  mtu-n4-sr2, lora-sr2, ia3-sr2, lora-shared-sr2, ia3-shared-sr2 (those rows with sr drawn twice as often as each
+  other task: 2/5 of the samples instead of 1/4, each sample's task drawn at random).
 
 Budget (`--budget`): `per-row` (default, CPU-sized) trains every row `--steps` steps, so a row on four tasks sees
 each task a quarter as often as a single-task row; `per-task` is the paper's budget (A.2: single-task and MTU models
@@ -81,6 +85,8 @@ ROWS = {
     "mtu-n4": {"method": "mtu", "mtu": {"num_experts": 4}},
     "lora": {"method": "lora"},
     "ia3": {"method": "ia3", "model": {"ia3_on_attention": True}},
+    "lora-shared": {"method": "lora_shared"},
+    "ia3-shared": {"method": "ia3_shared", "model": {"ia3_on_attention": True}},
     "mtu-n1": {"method": "mtu", "mtu": {"num_experts": 1}},
     "mtu-n2": {"method": "mtu", "mtu": {"num_experts": 2}},
     "mtu-n8": {"method": "mtu", "mtu": {"num_experts": 8}},
@@ -94,24 +100,32 @@ DIAGNOSTIC_ROWS = {
     "mtu-n4-sr2": {"method": "mtu", "mtu": {"num_experts": 4}, "task_weights": {"sr": 2.0}},
     "lora-sr2": {"method": "lora", "task_weights": {"sr": 2.0}},
     "ia3-sr2": {"method": "ia3", "model": {"ia3_on_attention": True}, "task_weights": {"sr": 2.0}},
+    "lora-shared-sr2": {"method": "lora_shared", "task_weights": {"sr": 2.0}},
+    "ia3-shared-sr2": {"method": "ia3_shared", "model": {"ia3_on_attention": True}, "task_weights": {"sr": 2.0}},
 }
 ALL_ROWS = ROWS | DIAGNOSTIC_ROWS
 
 
-def matched_lora_rank(base: str, tasks=TASKS, mtu: dict | None = None) -> tuple[int, int]:
-    """(LoRA rank whose trainable parameters come closest to MTU's, MTU's trainable count)."""
+# The rows' methods whose LoRA rank is matched to MTU N=4's trainable count, and whether each task has an adapter.
+LORA_METHODS = {"lora": True, "lora_shared": False}
+# quality.json files record `"peft_rows": "per-task"` since issue 12; in older ones the lora/ia3 rows (and their
+# -sr2 rows) trained one adapter shared by all tasks, and `merge` reads them as the -shared rows they were.
+PEFT_ROWS = "per-task"
+OLD_PEFT_ROWS = {"lora": "lora-shared", "ia3": "ia3-shared", "lora-sr2": "lora-shared-sr2",
+                 "ia3-sr2": "ia3-shared-sr2"}
+
+
+def matched_lora_rank(base: str, tasks=TASKS, mtu: dict | None = None, per_task: bool = True) -> tuple[int, int]:
+    """(LoRA rank whose baseline's trainable parameters, all its adapters and task input convs together, come
+    closest to MTU's; MTU's trainable count). `per_task`: one adapter per task (rows lora*), else one shared."""
     from mtu.training.config import ModelConfig
-    from mtu.training.methods import build_model, trainable_parameters
+    from mtu.training.methods import build_model, matched_lora_rank as closest_rank, trainable_parameters
     from mtu.upcycling import load_base_unet
 
-    def count(config):
-        return sum(p.numel() for p in trainable_parameters(build_model(load_base_unet(base), config, list(tasks))).values())
-
-    target = count(ModelConfig(base=base, method="mtu", mtu=mtu or {"num_experts": 4}))
-    one, two = count(ModelConfig(base=base, method="lora", lora_rank=1)), count(ModelConfig(base=base, method="lora",
-                                                                                             lora_rank=2))
-    per_rank = two - one
-    return max(1, round((target - (one - per_rank)) / per_rank)), target
+    config = ModelConfig(base=base, method="mtu", mtu=mtu or {"num_experts": 4})
+    target = sum(p.numel() for p in trainable_parameters(build_model(load_base_unet(base), config,
+                                                                     list(tasks))).values())
+    return closest_rank(load_base_unet(base), list(tasks), target, per_task), target
 
 
 def row_tasks(name: str) -> tuple:
@@ -125,7 +139,7 @@ def row_steps(name: str, steps: int, budget: str) -> int:
     return steps * max(1, len(row_tasks(name))) if budget == "per-task" else steps
 
 
-def run_row(name: str, spec, base: str, args, seed: int, examples: dict, lora_rank: int) -> dict:
+def run_row(name: str, spec, base: str, args, seed: int, examples: dict, lora_ranks: dict[str, int]) -> dict:
     if spec is None:  # the base model itself
         scores, outputs = score_base(base, examples["t2i"], seed)
         return {"scores": {"t2i": scores}, "trainable": 0, "steps": 0,
@@ -133,7 +147,7 @@ def run_row(name: str, spec, base: str, args, seed: int, examples: dict, lora_ra
     tasks = spec.get("tasks", TASKS)
     steps = row_steps(name, args.steps, args.budget)
     lr = args.full_lr if spec["method"] == "full" else args.lr
-    extra = {"lora_rank": lora_rank} if spec["method"] == "lora" else dict(spec.get("model", {}))
+    extra = {"lora_rank": lora_ranks[spec["method"]]} if spec["method"] in LORA_METHODS else dict(spec.get("model", {}))
     config = toyworld_train_config(base, Path(args.out) / f"{name.replace(':', '-')}-seed{seed}", tasks,
                                    method=spec["method"], mtu=spec.get("mtu"), steps=steps,
                                    batch_size=args.batch_size, lr=lr, seed=seed, log_with="none",
@@ -225,9 +239,10 @@ def paired(first: list[dict], second: list[dict], task: str) -> dict | str:
 
 def comparisons(results: dict[str, list[dict]]) -> list[tuple[str, str, str]]:
     """(first row, second row, task) of every paired comparison the rows in `results` allow: each target MTU row
-    against single:TASK on TASK and against its peers on every task, and mtu-n4 against mtu-n4-shard."""
+    against single:TASK on TASK and against its peers on every task, then `OTHER_COMPARISONS` (mtu-n4 against
+    mtu-n4-shard, the MTU rows against the shared-adapter rows)."""
     pairs = [(mtu_row, other) for mtu_row, peers in TARGET_ROWS.items() for other in
-             [f"single:{task}" for task in TASKS] + list(peers)] + [("mtu-n4", "mtu-n4-shard")]
+             [f"single:{task}" for task in TASKS] + list(peers)] + OTHER_COMPARISONS
     return [(one, other, task) for one, other in pairs if one in results and other in results
             for task in TASKS if any(task in run["scores"] for run in results[one])
             and any(task in run["scores"] for run in results[other])]
@@ -292,6 +307,9 @@ def table(results: dict[str, list[dict]]) -> str:
 
 # The MTU rows judged against the issue's target, each with the rows it must be ahead of (same task mixing).
 TARGET_ROWS = {"mtu-n4": ("lora", "ia3"), "mtu-n4-sr2": ("lora-sr2", "ia3-sr2")}
+# Further paired comparisons, made when both rows are there (ours, not the issue's target).
+OTHER_COMPARISONS = [("mtu-n4", "mtu-n4-shard"), ("mtu-n4", "lora-shared"), ("mtu-n4", "ia3-shared"),
+                     ("mtu-n4-sr2", "lora-shared-sr2"), ("mtu-n4-sr2", "ia3-shared-sr2")]
 
 
 def merge(paths: list[str], rows: list[str] | None = None) -> dict[str, list[dict]]:
@@ -299,7 +317,8 @@ def merge(paths: list[str], rows: list[str] | None = None) -> dict[str, list[dic
     keeps only those rows, and `PATH@ROW+ROW` only those of one file. They must share the budget (steps, batch,
     tune/eval counts, base, training device; each row one learning rate) and, where they hold rows on several
     tasks, the `--budget` mode (base and single-task rows are the same in both); a (row, seed) pair may appear only
-    once."""
+    once. Files from before per-task PEFT rows (no `"peft_rows"`) have their lora/ia3 rows read as the -shared
+    rows they were (`OLD_PEFT_ROWS`)."""
     results: dict[str, list[dict]] = {}
     budget = mode = None
     for spec in paths:
@@ -311,7 +330,9 @@ def merge(paths: list[str], rows: list[str] | None = None) -> dict[str, list[dic
         try:
             data = json.loads(Path(path).read_text())
             this = {key: data["args"].get(key, "cpu" if key == "device" else None) for key in BUDGET}
-            kept = {name: runs for name, runs in data["results"].items()
+            named = data["results"] if data.get("peft_rows") == PEFT_ROWS else {
+                OLD_PEFT_ROWS.get(name, name): runs for name, runs in data["results"].items()}
+            kept = {name: runs for name, runs in named.items()
                     if (rows is None or name in rows) and (chosen is None or name in chosen)}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise SystemExit(f"--merge: {path} is not a readable quality.json ({type(error).__name__}: {error})")
@@ -383,25 +404,29 @@ def main() -> int:
     seeds = [int(seed) for seed in args.seeds.split(",")]
     base = args.base or str(shipped_base())
     examples = {task: evaluation_set(task, args.eval_count) for task in TASKS}
-    lora_rank, mtu_trainable = matched_lora_rank(base)
+    lora_ranks = {}
+    if any(ALL_ROWS[name] and ALL_ROWS[name]["method"] in LORA_METHODS for name in rows):
+        for method, per_task in LORA_METHODS.items():
+            lora_ranks[method], mtu_trainable = matched_lora_rank(base, per_task=per_task)
+    ranks = (f"; LoRA rank {lora_ranks['lora']} per task, {lora_ranks['lora_shared']} shared (MTU N=4 trains "
+             f"{mtu_trainable:,})") if lora_ranks else ""
     print(f"base {base}; {args.steps} steps ({args.budget}) x batch {args.batch_size} on {args.device}, "
           f"lr {args.lr} (full fine-tunes {args.full_lr}), seeds {seeds}, {args.eval_count} held-out examples per "
-          f"task; LoRA rank {lora_rank} "
-          f"(MTU N=4 trains {mtu_trainable:,})",
-          flush=True)
+          f"task{ranks}", flush=True)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict]] = {}
     for name in rows:
         for seed in seeds:
             start = time.perf_counter()
             results.setdefault(name, []).append({"seed": seed, **run_row(name, ALL_ROWS[name], base, args, seed,
-                                                                         examples, lora_rank)})
+                                                                         examples, lora_ranks)})
             print(f"  {name} seed {seed}: {time.perf_counter() - start:.0f} s "
                   f"{json.dumps(results[name][-1]['scores'])} guidance {results[name][-1].get('guidance')}",
                   file=sys.stderr, flush=True)
             # After every run, so a long benchmark stopped part way keeps what it measured (--merge joins parts).
             atomic_write_text(Path(args.out) / "quality.json", json.dumps(
-                {"args": vars(args), "lora_rank": lora_rank, "results": results}, indent=1))
+                {"args": vars(args), "peft_rows": PEFT_ROWS, "lora_ranks": lora_ranks, "results": results},
+                indent=1))
     print("\n" + table(results))
     return 0
 

@@ -4,8 +4,10 @@
                                     [--methods mtu,full,lora,ia3] [--raw FILE]
 
 Each method's model is built exactly as the trainer builds it (`build_unet` at seeded random init, then
-`mtu.training.methods.build_model` with tasks t2i, edit, sr, inpaint) and trained as the trainer trains it: fp32,
-`torch.optim.Adam` (lr 1e-4) over `trainable_parameters`, `clip_grad_norm_` at 1.0, `zero_grad(set_to_none=True)`.
+`mtu.training.methods.build_model` with tasks t2i, edit, sr, inpaint; since issue 12 `lora` / `ia3` hold one adapter
+per task, and `lora_shared` / `ia3_shared` the one shared adapter the recorded rows measured) and trained as the
+trainer trains it: fp32, `torch.optim.Adam` (lr 1e-4) over `trainable_parameters`, `clip_grad_norm_` at 1.0,
+`zero_grad(set_to_none=True)`.
 One step = forward of a batch of 1 for task "edit" (8 input channels), MSE to random noise, backward, clip, Adam
 step, zero_grad. Only the UNet is measured: the frozen VAE and text encoder are the same for every method.
 

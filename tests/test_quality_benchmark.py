@@ -38,8 +38,10 @@ def _hits(*indices, count=256):
     return [index in indices for index in range(count)]
 
 
-def _write(path: Path, results: dict, seeds="0", **args) -> str:
-    path.write_text(json.dumps({"args": {**ARGS, "seeds": seeds, **args}, "results": results}))
+def _write(path: Path, results: dict, seeds="0", peft_rows="per-task", **args) -> str:
+    """A quality.json as the benchmark writes it (`peft_rows=None`: as it wrote it before per-task PEFT rows)."""
+    data = {"args": {**ARGS, "seeds": seeds, **args}, "results": results}
+    path.write_text(json.dumps(data if peft_rows is None else {**data, "peft_rows": peft_rows}))
     return str(path)
 
 
@@ -206,3 +208,47 @@ def test_old_files_without_per_example_outcomes_merge_and_print(quality, tmp_pat
             "were kept)") in joined
     assert "mtu-n4 vs lora, t2i faithfulness: +0.125 [" in joined and "(32 vs 0 discordant); seeds 1," in joined
     assert "mtu-n4 vs lora, sr psnr: +1.000 [+1.000, +1.000] significant; seeds 1, 256 examples" in joined
+
+
+def test_lora_and_ia3_rows_are_per_task_adapters_and_shared_ones_have_their_own_rows(quality, monkeypatch, tmp_path):
+    # Table 3's baselines are task-specific adapters (issue 12.2): rows lora / ia3 train `lora` / `ia3` (one
+    # adapter per task) at the per-task matched rank; lora-shared / ia3-shared keep one adapter for all tasks.
+    assert quality.ROWS["lora"]["method"] == "lora" and quality.ROWS["ia3"]["method"] == "ia3"
+    assert quality.ROWS["lora-shared"]["method"] == "lora_shared"
+    assert quality.ROWS["ia3-shared"] == {"method": "ia3_shared", "model": {"ia3_on_attention": True}}
+    assert quality.ALL_ROWS["lora-sr2"]["method"] == "lora"
+    assert quality.ALL_ROWS["lora-shared-sr2"]["method"] == "lora_shared"
+    trained = {}
+
+    def fake_train_and_score(config, examples, seed, tune_guidance, records):
+        trained[config.output_dir.rsplit("/", 1)[-1]] = config.model
+        return {"scores": {}, "trainable": 1, "guidance": {}, "records": {}}
+
+    monkeypatch.setattr(quality, "train_and_score", fake_train_and_score)
+    args = quality.build_parser().parse_args(["--out", str(tmp_path)])
+    ranks = {"lora": 25, "lora_shared": 101}
+    for row in ("lora", "lora-shared", "ia3", "ia3-shared"):
+        quality.run_row(row, quality.ROWS[row], "random:tiny", args, 0, {}, ranks)
+    assert (trained["lora-seed0"].method, trained["lora-seed0"].lora_rank) == ("lora", 25)
+    assert (trained["lora-shared-seed0"].method, trained["lora-shared-seed0"].lora_rank) == ("lora_shared", 101)
+    assert trained["ia3-seed0"].method == "ia3" and trained["ia3-shared-seed0"].method == "ia3_shared"
+
+
+def test_per_task_lora_rank_is_matched_over_all_adapters(quality):
+    per_task, target = quality.matched_lora_rank("random:tiny", per_task=True)
+    shared, same_target = quality.matched_lora_rank("random:tiny", per_task=False)
+    assert target == same_target and per_task > 1 and abs(per_task - shared / len(quality.TASKS)) <= 1
+
+
+def test_old_files_lora_and_ia3_rows_merge_as_the_shared_rows_they_were(quality, tmp_path):
+    old = _write(tmp_path / "old.json", {"mtu-n4": [_run(0, 2e-3, t2i=0.8)], "lora": [_run(0, 2e-3, t2i=0.7)],
+                                         "ia3": [_run(0, 2e-3, t2i=0.6)], "lora-sr2": [_run(0, 2e-3, t2i=0.5)]},
+                 peft_rows=None)
+    new = _write(tmp_path / "new.json", {"lora": [_run(1, 2e-3, t2i=0.75)]}, seeds="1")
+    results = quality.merge([old, new])
+    assert list(results) == ["mtu-n4", "lora", "lora-shared", "ia3-shared", "lora-shared-sr2"]
+    assert [run["seed"] for run in results["lora"]] == [1] and [run["seed"] for run in results["lora-shared"]] == [0]
+    assert ("mtu-n4", "lora-shared") in [entry[:2] for entry in quality.comparisons(results)]
+    text = quality.table(results)
+    assert "| lora-shared | 10 | 0.002 | 1600 | 0 | 0.700 |" in text
+    assert "t2i: vs lora +0.050 (ahead)" in text  # the target is judged against the per-task row only

@@ -50,12 +50,22 @@ def test_training_changes_only_trainable_weights(workspace):
     assert any(".ff.w_in" in name for name in moved) and any("conv_in.convs.edit" in name for name in moved)
 
 
-@pytest.mark.parametrize("method", ["full", "lora", "ia3"])
+@pytest.mark.parametrize("method", ["full", "lora", "ia3", "lora_shared", "ia3_shared"])
 def test_baselines_train(workspace, method):
+    from mtu.training.methods import load_baseline
+
     summary = train(_config(workspace, f"method-{method}", model={"method": method}, max_steps=2))
     weights = load_file(str(Path(summary["final"]) / "trainable.safetensors"))
-    marker = {"full": "attn1.to_q.weight", "lora": "lora_A", "ia3": "ia3_l"}[method]
-    assert any(marker in name for name in weights)
+    # lora / ia3: one adapter per task (Table 3's task-specific adapters); *_shared: one for both tasks.
+    markers = {"full": ["attn1.to_q.weight"], "lora": ["lora_A.t2i.", "lora_A.edit."],
+               "ia3": ["ia3_l.t2i", "ia3_l.edit"], "lora_shared": ["lora_A.default."],
+               "ia3_shared": ["ia3_l.default"]}[method]
+    for marker in markers:
+        assert any(marker in name for name in weights), marker
+    assert not any(".default" in name for name in weights) or method.endswith("_shared")
+    model = load_baseline(summary["final"])  # on the base method.json records
+    params = dict(model.named_parameters())
+    assert all(torch.equal(params[name], tensor) for name, tensor in weights.items())
 
 
 def test_checkpoint_holds_full_state_and_prunes(workspace):

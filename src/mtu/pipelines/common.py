@@ -67,6 +67,11 @@ def check_unet(unet, pipeline: str, sdxl: bool) -> None:
         raise ValueError(f"{pipeline} cannot run a UNet with `addition_embed_type` {embed_type!r}; use {other}.")
 
 
+def _is_baseline_folder(adapter) -> bool:
+    """A trained baseline's folder holds method.json (`mtu.training.methods.BASELINE_RECORD`), not an adapter."""
+    return (Path(adapter).expanduser() / "method.json").is_file()
+
+
 def check_base_location(base) -> str:
     """`base` as a string if it is a diffusers pipeline folder or a hub id, the shipped folder if it is a shipped
     base's short name ("toyworld-base"); raises before anything loads."""
@@ -175,7 +180,9 @@ class MTUPipelineBase(DiffusionPipeline):
             base: The base pipeline: its VAE, text encoder(s), tokenizer(s) and scheduler are loaded from it
                 (safetensors only), and its UNet when `adapter` is a folder.
             adapter: An MTU adapter folder or shipped adapter's short name (loaded onto the base's UNet with
-                `mtu.load_mtu`), or an `MTUModel`. How its training encoded dropped text, where the adapter
+                `mtu.load_mtu`), a trained baseline's folder (`mtu train`'s final/ of a `full`, `lora`, `ia3`,
+                `lora_shared` or `ia3_shared` run; `mtu.training.methods.load_baseline`: each task samples with
+                its own adapter), or an `MTUModel`. How its training encoded dropped text, where the adapter
                 records it, decides the SDXL negative branch over the base's `force_zeros_for_empty_prompt`.
             torch_dtype: dtype for the loaded weights.
             scheduler: A diffusers scheduler to use instead of the base's.
@@ -188,6 +195,10 @@ class MTUPipelineBase(DiffusionPipeline):
         components, index = load_base_components(location, names, torch_dtype)
         if isinstance(adapter, MTUModel):
             unet = adapter
+        elif isinstance(adapter, (str, Path)) and _is_baseline_folder(adapter):
+            from ..training.methods import load_baseline  # a trained baseline: each task samples with its adapter
+
+            unet = load_baseline(adapter, base=load_base_unet(location), torch_dtype=torch_dtype)
         elif isinstance(adapter, (str, Path)):
             # Cast after loading: the adapter's base fingerprint is of the weights as stored.
             unet = load_mtu(adapter, base=load_base_unet(location))

@@ -18,7 +18,7 @@ import yaml
 
 from ..configuration import check_counts, known_fields
 
-Method = Literal["mtu", "full", "lora", "ia3"]
+Method = Literal["mtu", "full", "lora", "ia3", "lora_shared", "ia3_shared"]
 Optimizer = Literal["adam", "adamw"]
 Schedule = Literal["constant", "constant_with_warmup", "linear", "cosine"]
 Precision = Literal["no", "fp16", "bf16"]
@@ -101,10 +101,13 @@ class ModelConfig:
 
     Args:
         base: Base text-to-image pipeline: a diffusers folder, or a hub id when online.
-        method: "mtu" (the paper), or a baseline: "full" fine-tuning, "lora" / "ia3" through peft (Table 3).
+        method: "mtu" (the paper), or a baseline: "full" fine-tuning; "lora" / "ia3" through peft with one adapter
+            per task, each sample through its task's (Table 3's task-specific adapters); "lora_shared" /
+            "ia3_shared" with one adapter shared by all tasks (what "lora" / "ia3" trained before issue 12).
         mtu: `MTUConfig` fields other than `tasks` (tasks come from `data`), e.g. {num_experts: 4}.
         adapter: Start from this MTU adapter folder instead of upcycling the base anew.
-        lora_rank: LoRA rank (method "lora"), on the FFN layers.
+        lora_rank: LoRA rank of each adapter (methods "lora", "lora_shared"), on the FFN layers; to match MTU's
+            trainable parameters over all task adapters, see `mtu.training.methods.matched_lora_rank`.
         lora_alpha: LoRA alpha; default the rank.
         ia3_on_attention: IA3 also on attention (the paper applies it to the whole block; FFN-only did poorly).
     """

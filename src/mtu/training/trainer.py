@@ -28,7 +28,7 @@ from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from .components import encode_prompts, load_base, sdxl_added_conditions
 from .config import TrainConfig, config_differences
 from .data_feed import DataFeed
-from .methods import build_model, trainable_parameters
+from .methods import build_model, save_baseline, trainable_parameters
 from .sharding import gather_full, is_sharded, reshard_optimizer_state, shard_like
 from .step import micro_step_loss
 
@@ -200,6 +200,12 @@ class Trainer:
             warnings.warn(f"{folder} was written under DeepSpeed; on a GPU, such a checkpoint resumed in one process "
                           "ended 31% (of the update) away from an uninterrupted run (docs/BENCHMARKS.md, GPU session): "
                           "its optimizer moments do not carry over exactly yet.", stacklevel=2)
+        missing = [name for name in self.params if name not in state["trainable"]]
+        if missing:
+            raise ValueError(f"{folder} holds no weights for {len(missing)} of this model's trainable tensors (e.g. "
+                             f"{missing[0]!r}); it was written for another model. A `lora` / `ia3` run made before "
+                             f"issue 12 trained one shared adapter: it cannot resume as the per-task method of that "
+                             f"name; train it anew as `lora_shared` / `ia3_shared` to keep that variant.")
         for name, param in self.params.items():
             param.copy_(shard_like(state["trainable"][name], param))
         self.optimizer.load_state_dict(state["optimizer"])
@@ -357,14 +363,8 @@ class Trainer:
         if self.accelerator.is_main_process:
             if self.config.model.method == "mtu":
                 model.save_pretrained(final, state_dict=weights)
-            else:
-                from ..upcycling.serialization import atomic_save_safetensors
-
-                final.mkdir(parents=True, exist_ok=True)
-                atomic_save_safetensors(weights, final / "trainable.safetensors")
-                atomic_write_text(final / "method.json", json.dumps({"method": self.config.model.method,
-                                                                     "tasks": self.feed.tasks,
-                                                                     "unconditional_text": self.unconditional}))
+            else:  # trainable.safetensors (every task's adapter and input conv) and method.json, written atomically
+                save_baseline(model, final, weights, unconditional_text=self.unconditional)
         self.accelerator.wait_for_everyone()
         return final
 
