@@ -374,13 +374,12 @@ def table(results: list[dict]) -> str:
 
 
 def _partial_cells(result: dict) -> str:
+    from mtu.toyworld.metrics import attribute_cell, interval_cell
+
     partial = result.get("partial")
     if not partial:
         return "- | -"
-    names = ("attr_kind", "attr_colour", "attr_size", "attr_position", "attr_background")
-    preserved = partial["preserved"]
-    return (" / ".join(f"{partial[name]['value']:.2f}" for name in names)
-            + f" | {preserved['value']:.3f} ({preserved['low']:.3f}-{preserved['high']:.3f})")
+    return f"{attribute_cell(partial)} | {interval_cell(partial['preserved'])}"
 
 
 def rescore(folder: Path) -> list[dict]:

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     from mtu.pipelines import MTUPipeline
     from mtu.toyworld.components import shipped_base
     from mtu.toyworld.evaluate import evaluation_set
-    from mtu.toyworld.metrics import example_record, summarize
+    from mtu.toyworld.metrics import attribute_cell, example_record, interval_cell, summarize
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("adapter")
@@ -89,12 +89,8 @@ def main(argv=None) -> int:
             outputs = sample_from(pipe, examples, starts[name], t_start, args.steps, args.text_guidance,
                                   args.image_guidance, seed=t_start)
             summary = summarize([example_record(ex, np.asarray(out)) for ex, out in zip(examples, outputs)])
-            exact = summary["exact"]
-            attributes = " / ".join(f"{summary['attr_' + key]['value']:.2f}"
-                                    for key in ("kind", "colour", "size", "position", "background"))
-            print(f"| {name} | {t_start} | {exact['value']:.3f} ({exact['low']:.3f}-{exact['high']:.3f}) | "
-                  f"{summary['copied']['value']:.3f} | {summary['preserved']['value']:.3f} | {attributes} |",
-                  flush=True)
+            print(f"| {name} | {t_start} | {interval_cell(summary['exact'])} | {summary['copied']['value']:.3f} | "
+                  f"{summary['preserved']['value']:.3f} | {attribute_cell(summary)} |", flush=True)
     return 0
 
 

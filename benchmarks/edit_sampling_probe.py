@@ -19,7 +19,7 @@ def main(argv=None) -> int:
     from mtu.pipelines import MTUPipeline
     from mtu.toyworld.components import shipped_base
     from mtu.toyworld.evaluate import evaluation_set, generate_outputs
-    from mtu.toyworld.metrics import example_record, summarize
+    from mtu.toyworld.metrics import attribute_cell, example_record, interval_cell, summarize
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("adapter")
@@ -39,12 +39,9 @@ def main(argv=None) -> int:
             outputs = generate_outputs(pipe, examples, 0, guidance_scale=text, image_guidance_scale=image,
                                        num_inference_steps=steps)
             summary = summarize([example_record(ex, np.asarray(out)) for ex, out in zip(examples, outputs)])
-            exact = summary["exact"]
-            attributes = " / ".join(f"{summary['attr_' + name]['value']:.2f}"
-                                    for name in ("kind", "colour", "size", "position", "background"))
-            print(f"| {steps} | {text} | {image} | {exact['value']:.3f} ({exact['low']:.3f}-{exact['high']:.3f}) | "
-                  f"{summary['preserved']['value']:.3f} | {summary['copied']['value']:.3f} | {attributes} |",
-                  flush=True)
+            print(f"| {steps} | {text} | {image} | {interval_cell(summary['exact'])} | "
+                  f"{summary['preserved']['value']:.3f} | {summary['copied']['value']:.3f} | "
+                  f"{attribute_cell(summary)} |", flush=True)
     return 0
 
 

@@ -163,3 +163,12 @@ def test_summarize_refuses_mixed_records():
         summarize([edit, t2i])
     with pytest.raises(ValueError, match="`records`"):
         summarize([])
+
+
+def test_table_cells_of_a_summary():
+    from mtu.toyworld.metrics import attribute_cell, interval_cell
+
+    summary = {f"attr_{name}": {"value": value} for name, value in
+               zip(("kind", "colour", "size", "position", "background"), (0.571, 0.5, 0.68, 0.644, 0.891))}
+    assert attribute_cell(summary) == "0.57 / 0.50 / 0.68 / 0.64 / 0.89"
+    assert interval_cell({"value": 0.046875, "low": 0.0161, "high": 0.1289}) == "0.047 (0.016-0.129)"

@@ -128,6 +128,17 @@ def example_record(example: Example, output) -> dict:
     return record
 
 
+def interval_cell(entry: dict) -> str:
+    """A `summarize` rate or mean as a table cell: "0.047 (0.016-0.129)"."""
+    return f"{entry['value']:.3f} ({entry['low']:.3f}-{entry['high']:.3f})"
+
+
+def attribute_cell(summary: dict) -> str:
+    """The per-attribute accuracies of a `summarize` result as one table cell, in the order kind / colour / size /
+    position / background: "0.57 / 0.52 / 0.68 / 0.64 / 0.89"."""
+    return " / ".join(f"{summary['attr_' + name]['value']:.2f}" for name in ATTRIBUTES + ("background",))
+
+
 def _is_bool(value) -> bool:
     return isinstance(value, (bool, np.bool_))
 
