@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from .errors import InputError  # noqa: E402
 from .upcycling import (  # noqa: E402
     MTUConfig,
     MTUFeedForward,
@@ -18,6 +19,6 @@ from .upcycling import (  # noqa: E402
 )
 
 __all__ = [
-    "MTUConfig", "MTUFeedForward", "MTUModel", "TaskRouter", "TaskSpec", "__version__", "available_tasks", "fold",
+    "InputError", "MTUConfig", "MTUFeedForward", "MTUModel", "TaskRouter", "TaskSpec", "__version__", "available_tasks", "fold",
     "get_task", "load_base_unet", "load_mtu", "register_task", "upcycle",
 ]
