@@ -70,13 +70,10 @@ def write_sources(root: Path, resolution: int, count: int = 8) -> list[dict]:
 
 def time_steps(config: dict, steps: int) -> list[float]:
     trainer = Trainer(config_from_dict(config))
-    batches = trainer.feed.batches(0, trainer.accelerator.device)
-    trainer.model.train()
     times = []
     for index in range(steps + 2):
         start = time.perf_counter()
-        trainer._train_step(batches)
-        trainer.step += 1
+        trainer.train_step()
         if index >= 2:
             times.append(time.perf_counter() - start)
     return times

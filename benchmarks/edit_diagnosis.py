@@ -286,7 +286,7 @@ def _train_with_text_encoder(config, text_lr: float):
     trainer.optimizer.optimizer.add_param_group({"params": list(text_encoder.parameters()), "lr": text_lr})
     trainer.lr_scheduler.lr_lambdas.append(lambda step: 1.0)  # the LambdaLR the trainer made: one per group
     trainer.lr_scheduler.base_lrs.append(text_lr)
-    tokenizer, device = trainer.parts.tokenizer, trainer.accelerator.device
+    tokenizer, device = trainer.parts.tokenizer, trainer.device
 
     def encode_text(prompts):  # SD's encoding (`components.encode_prompts`), with gradients to the encoder
         with torch.enable_grad():
@@ -296,10 +296,7 @@ def _train_with_text_encoder(config, text_lr: float):
 
     trainer.encode_text = encode_text
     trainer.train()
-    model = trainer.accelerator.unwrap_model(trainer.model).to("cpu").eval()
-    if trainer.ema is not None:
-        trainer.ema.copy_to(list(trainer.params.values()))
-    return model, text_encoder.eval().requires_grad_(False)
+    return trainer.trained_model(ema=True), text_encoder.eval().requires_grad_(False)
 
 
 def evaluate_edit(pipe, examples, args) -> dict:

@@ -27,8 +27,9 @@ def sample_from(pipe, examples, start_latents: torch.Tensor | None, t_start: int
                 image_guidance: float, seed: int) -> list:
     """Outputs of `pipe`'s edit sampling when the loop begins at the first of its timesteps <= `t_start`, from
     `start_latents` noised there (pure noise when None)."""
-    plan = pipe.check_inputs("edit", [e.prompt for e in examples], [e.image for e in examples], None, None, None,
-                             steps, text_guidance, image_guidance, None, 1, None, None, "pil")
+    plan = pipe.check_inputs("edit", prompt=[e.prompt for e in examples], image=[e.image for e in examples],
+                             num_inference_steps=steps, guidance_scale=text_guidance,
+                             image_guidance_scale=image_guidance)
     device = pipe._execution_device
     text = pipe.encode_branches(plan, device)["encoder_hidden_states"]
     conditions = pipe.encode_conditions(plan, [e.image for e in examples], None, device, text.dtype)

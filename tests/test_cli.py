@@ -66,9 +66,11 @@ def test_upcycle_from_a_pipeline_folder(capsys, tmp_path, pipeline_folder):
 
 @pytest.mark.parametrize("argv, message", [
     (["upcycle", "--base", "random:tiny", "--tasks", "t2i,colorise", "--out", "X"], "unknown task 'colorise'"),
-    (["upcycle", "--base", "random:tiny", "--experts", "4", "--top-k", "5", "--out", "X"], "`top_k` must be"),
+    (["upcycle", "--base", "random:tiny", "--experts", "4", "--top-k", "5", "--out", "X"],
+     "top_k: must be None or an integer in [1, num_experts=4], got 5"),
     (["upcycle", "--base", "random:tiny", "--granularity", "abc", "--out", "X"], "invalid granularity 'abc'"),
-    (["upcycle", "--base", "random:tiny", "--granularity", "-1", "--out", "X"], "`granularity` must be > 0, got -1"),
+    (["upcycle", "--base", "random:tiny", "--granularity", "-1", "--out", "X"],
+     "granularity: must be a finite number > 0"),
     (["upcycle", "--base", "random:tiny", "--experts", "3", "--out", "X"], "d_ffn=128"),
     (["upcycle", "--base", "random:nope", "--out", "X"], "`base` 'random:nope' is not of the form"),
     (["upcycle", "--base", "/no/such/folder", "--out", "X"], "`base` '/no/such/folder' is neither"),
@@ -102,7 +104,7 @@ def test_console_script_error_has_no_traceback(tmp_path):
                              "--out", str(tmp_path / "a")], capture_output=True, text=True)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "`num_experts` must be an integer >= 1, got 0" in result.stderr
+    assert "num_experts: must be an integer >= 1, got 0" in result.stderr
 
 
 def _offline_env(cache):

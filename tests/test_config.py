@@ -2,7 +2,7 @@
 
 import pytest
 
-from mtu import MTUConfig
+from mtu import InputError, MTUConfig
 
 
 def test_defaults_are_the_papers_sd15_setting():
@@ -33,21 +33,25 @@ def test_tasks_accepts_comma_string():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"tasks": ["t2i", "colorise"]}, "unknown task 'colorise'"),
-    ({"tasks": []}, "`tasks` must name at least one task"),
-    ({"tasks": ["t2i", "t2i"]}, "duplicates"),
-    ({"num_experts": 0}, "`num_experts` must be an integer >= 1, got 0"),
-    ({"granularity": 0}, "`granularity` must be > 0, got 0"),
-    ({"granularity": -0.5}, "`granularity` must be > 0, got -0.5"),
-    ({"top_k": 5}, r"`top_k` must be None or an integer in \[1, num_experts=4\], got 5"),
-    ({"top_k": 0}, "got 0"),
-    ({"init": "copy"}, "`init` must be one of .*got 'copy'"),
-    ({"num_experts": 1, "granularity": 0.5}, "needs num_experts \\* granularity >= 1.*1 \\* 0.5 = 0.5"),
-    ({"router_hidden_size": 0}, "`router_hidden_size` must be an integer >= 1, got 0"),
-    ({"target_blocks": []}, "`target_blocks` must be None"),
+    ({"tasks": ["t2i", "colorise"]}, "^tasks: unknown task 'colorise'"),
+    ({"tasks": []}, r"^tasks: must be a non-empty list of task names, got \[\]"),
+    ({"tasks": ["t2i", "t2i"]}, "^tasks: has duplicates"),
+    ({"num_experts": 0}, "^num_experts: must be an integer >= 1, got 0"),
+    ({"num_experts": "4"}, "^num_experts: must be an integer >= 1, got '4'"),
+    ({"granularity": 0}, "^granularity: must be a finite number > 0 .*got 0"),
+    ({"granularity": -0.5}, "^granularity: must be a finite number > 0 .*got -0.5"),
+    ({"granularity": float("inf")}, "^granularity: must be a finite number > 0 .*got inf"),
+    ({"granularity": float("nan")}, "^granularity: must be a finite number > 0 .*got nan"),
+    ({"top_k": 5}, r"^top_k: must be None or an integer in \[1, num_experts=4\], got 5"),
+    ({"top_k": 0}, "^top_k: .*got 0"),
+    ({"init": "copy"}, "^init: must be one of .*got 'copy'"),
+    ({"num_experts": 1, "granularity": 0.5}, "^init: .*needs num_experts \\* granularity >= 1.*1 \\* 0.5 = 0.5"),
+    ({"router_hidden_size": 0}, "^router_hidden_size: must be an integer >= 1, got 0"),
+    ({"target_blocks": []}, "^target_blocks: must be None"),
+    ({"target_blocks": "mid_block.*"}, "^target_blocks: must be None .*got 'mid_block.\\*'"),
 ])
 def test_bad_values_name_field_and_value(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InputError, match=message):
         MTUConfig(**kwargs)
 
 

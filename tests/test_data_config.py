@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mtu import TaskSpec, register_task
+import re
+
+from mtu import InputError, TaskSpec, register_task
 from mtu.data import DataSourceConfig, DegradationConfig
 
 BASE = {"task": "edit", "format": "folder", "path": "/data/ip2p", "schema": "instructpix2pix"}
@@ -21,31 +23,35 @@ def test_defaults():
     assert config.degradation == DegradationConfig()
 
 
-@pytest.mark.parametrize("changes, pattern", [
-    ({"task": "paint"}, r"unknown task 'paint'; registered tasks: t2i, edit, sr, inpaint, inpaint_mask"),
-    ({"format": "tfrecord"}, r"`format` must be one of \('folder', 'hf', 'webdataset'\), got 'tfrecord'"),
-    ({"path": ""}, r"`path` must be a non-empty string, got ''"),
-    ({"schema": "laion"}, r"`schema` must be one of \('coco_captions', .*\), got 'laion'"),
-    ({"resolution": 500}, r"`resolution` must be a positive multiple of 8, got 500"),
-    ({"resolution": 0}, r"`resolution` .* got 0"),
-    ({"resolution": "512"}, r"`resolution` .* got '512'"),
-    ({"split": ""}, r"`split` .* got ''"),
-    ({"weight": 0}, r"`weight` must be a finite number > 0, got 0"),
-    ({"weight": float("nan")}, r"`weight` .* got nan"),
-    ({"max_failure_fraction": 1.5}, r"`max_failure_fraction` must be a number in \[0, 1\], got 1.5"),
-    ({"seed": 1.0}, r"`seed` must be an integer, got 1.0"),
-    ({"columns": {"caption": "x"}}, r"`columns` has role 'caption'.*allowed roles: \['condition', 'target'"),
-    ({"columns": {"prompt": ""}}, r"`columns\['prompt'\]` must be a non-empty column name, got ''"),
-    ({"columns": ["prompt"]}, r"`columns` must be None or a dict.*got \['prompt'\]"),
-    ({"degradation": 3}, r"`degradation` must be a DegradationConfig or a dict, got 3"),
+@pytest.mark.parametrize("changes, field, pattern", [
+    ({"task": "paint"}, "task", r"unknown task 'paint'; registered tasks: t2i, edit, sr, inpaint, inpaint_mask"),
+    ({"format": "tfrecord"}, "format", r"must be one of \('folder', 'hf', 'webdataset'\).*got 'tfrecord'"),
+    ({"path": ""}, "path", r"must be a non-empty string, got ''"),
+    ({"schema": "laion"}, "schema", r"must be one of \('coco_captions', .*\), got 'laion'"),
+    ({"resolution": 500}, "resolution", r"must be a positive multiple of 8, got 500"),
+    ({"resolution": 0}, "resolution", r"got 0"),
+    ({"resolution": "512"}, "resolution", r"got '512'"),
+    ({"split": ""}, "split", r"got ''"),
+    ({"weight": 0}, "weight", r"must be a finite number > 0, got 0"),
+    ({"weight": float("nan")}, "weight", r"got nan"),
+    ({"weight": float("inf")}, "weight", r"got inf"),
+    ({"max_failure_fraction": 1.5}, "max_failure_fraction", r"must be a number in \[0, 1\], got 1.5"),
+    ({"max_failure_fraction": float("nan")}, "max_failure_fraction", r"got nan"),
+    ({"seed": 1.0}, "seed", r"must be an integer, got 1.0"),
+    ({"columns": {"caption": "x"}}, "columns", r"role 'caption'.*allowed roles: \['condition', 'target'"),
+    ({"columns": {"prompt": ""}}, "columns.prompt", r"must be a non-empty column name, got ''"),
+    ({"columns": ["prompt"]}, "columns", r"must be None or a mapping.*got \['prompt'\]"),
+    ({"degradation": 3}, "degradation", r"must be a DegradationConfig or a mapping of its fields, got 3"),
+    ({"degradation": {"jpeg_quality": (0, 50)}}, "degradation.jpeg_quality", r"got \(0, 50\)"),
 ])
-def test_errors_name_field_and_value(changes, pattern):
-    with pytest.raises(ValueError, match=pattern):
+def test_errors_name_field_and_value(changes, field, pattern):
+    with pytest.raises(InputError, match=rf"^{re.escape(field)}: .*{pattern}") as caught:
         make(**changes)
+    assert caught.value.field == field
 
 
 def test_sr_scale_must_divide_resolution():
-    with pytest.raises(ValueError, match=r"`sr_scale` .* divides resolution=64, got 3"):
+    with pytest.raises(InputError, match=r"^sr_scale: .* divides resolution=64, got 3"):
         make(task="sr", schema="sr_highres", resolution=64, sr_scale=3)
     assert make(task="sr", schema="sr_highres", resolution=64, sr_scale=4).sr_scale == 4
 
@@ -53,7 +59,7 @@ def test_sr_scale_must_divide_resolution():
 @pytest.mark.parametrize("task, schema", [("t2i", "instructpix2pix"), ("edit", "captions"), ("sr", "coco_captions"),
                                           ("inpaint_mask", "gqa_inpaint"), ("edit", "mask_inpaint")])
 def test_schema_must_fit_the_task(task, schema):
-    with pytest.raises(ValueError, match=rf"`schema` '{schema}' does not fit task '{task}'.*schemas that fit"):
+    with pytest.raises(InputError, match=rf"^schema: '{schema}' does not fit task '{task}'.*schemas that fit"):
         make(task=task, schema=schema)
 
 
@@ -70,10 +76,14 @@ def test_json_round_trip_with_nested_degradation():
     assert restored.degradation.jpeg_quality == (50, 90)
 
 
-def test_unknown_keys_warn_naming_the_key_and_missing_keys_raise():
-    with pytest.warns(UserWarning, match="DataSourceConfig: ignoring unknown key 'shuffle'"):
-        DataSourceConfig.from_dict({**BASE, "shuffle": True})
-    with pytest.warns(UserWarning, match="DegradationConfig: ignoring unknown key 'sinc_prob'"):
+def test_unknown_and_missing_keys_raise_naming_the_key():
+    """A typo must never run with the default: an unknown key is an error naming the nearest valid one."""
+    with pytest.raises(InputError, match=r"^shufle: unknown key; .*DataSourceConfig keys: task, format, path") as caught:
+        DataSourceConfig.from_dict({**BASE, "shufle": True})
+    assert caught.value.field == "shufle"
+    with pytest.raises(InputError, match=r"^resolutoin: unknown key; did you mean 'resolution'\?"):
+        DataSourceConfig.from_dict({**BASE, "resolutoin": 256})
+    with pytest.raises(InputError, match=r"^degradation.sinc_prob: unknown key"):
         DataSourceConfig.from_dict({**BASE, "task": "sr", "schema": "sr_highres", "degradation": {"sinc_prob": 0.1}})
-    with pytest.raises(ValueError, match=r"missing required key\(s\) \['path'\]"):
+    with pytest.raises(InputError, match=r"^path: required by DataSourceConfig, but missing"):
         DataSourceConfig.from_dict({key: value for key, value in BASE.items() if key != "path"})

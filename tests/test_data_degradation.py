@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mtu import InputError
 from mtu.data import DegradationConfig, degrade
 from mtu.data.imaging import to_tensor
 
@@ -74,14 +75,15 @@ def test_tiny_images_get_a_kernel_that_fits(image):
     ("noise_sigma", "strong"), ("jpeg_subsampling", "4:1:1"),
 ])
 def test_config_errors_name_field_and_value(field, value):
-    with pytest.raises(ValueError, match=rf"`{field}`.*{str(value)[:3].replace('(', '[(]')}"):
+    with pytest.raises(InputError, match=rf"^{field}: .*{str(value)[:3].replace('(', '[(]')}") as caught:
         DegradationConfig(**{field: value})
+    assert caught.value.field == field
 
 
 def test_bad_inputs_are_rejected(image):
     with pytest.raises(ValueError, match="shape"):
         degrade(image[0])
-    with pytest.raises(ValueError, match="`scale`"):
+    with pytest.raises(InputError, match="^scale: "):
         degrade(image, scale=0)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from torch.utils.data import DataLoader
 
+from mtu import InputError
 from mtu.data import DataSourceConfig, build_dataset, check_failure_rate, collate_examples
 
 from .data_builders import CORRUPT, records_for, write_folder, write_source
@@ -29,7 +30,7 @@ def test_corrupt_sample_is_none_and_counted(tmp_path, fmt):
     assert (dataset.failures.count, dataset.failures.attempts) == (1, 4)
     [(key, message)] = dataset.failures.examples
     assert key == dataset.key(3)
-    assert message.startswith("OSError: column 'image': UnidentifiedImageError: cannot identify image file")
+    assert message.startswith("SampleError: column 'image': ") and message.endswith("not an image in a format PIL reads")
 
 
 def test_folder_failure_names_the_file_and_missing_file(tmp_path):
@@ -58,7 +59,7 @@ def test_failure_rate_over_the_limit_raises_naming_path_and_files(tmp_path):
         [dataset[index] for index in range(4)]
     assert check_failure_rate(dataset) == pytest.approx(0.25)
     [dataset[index] for index in range(4)]
-    with pytest.raises(RuntimeError, match=r"folder.*5 of 20 samples.*max_failure_fraction=0.01.*"
+    with pytest.raises(InputError, match=r"folder.*5 of 20 samples.*max_failure_fraction=0.01.*"
                                            r"images/003_image_0.png"):
         check_failure_rate(dataset, config)
     lenient = DataSourceConfig.from_dict({**config.to_dict(), "max_failure_fraction": 0.3})

@@ -174,7 +174,7 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     out.write_bytes(b"old")
 
     class Broken:
-        def save(self, path, format):
+        def save(self, path, format, **params):
             with open(path, "wb") as handle:
                 handle.write(b"partial")
             raise OSError("disk full")

@@ -70,7 +70,7 @@ def test_a_run_with_a_preset_carries_the_papers_recipe(name):
     mtu_config = MTUConfig(**config.model.mtu)
     assert (mtu_config.num_experts, mtu_config.granularity, mtu_config.top_k) == \
         (expected["num_experts"], expected["granularity"], None)
-    assert [source["resolution"] for source in config.data] == [512, 512]
+    assert [source.resolution for source in config.data] == [512, 512]
     assert (config.batch_size, config.gradient_accumulation_steps) == (16, 1)
     # 100 epochs of Table 6's four train splits at 8 GPUs x 16.
     assert config.max_steps == math.ceil(100 * (118_287 + 281_709 + 23_744 + 90_089) / (8 * 16)) == 401_429
@@ -85,7 +85,7 @@ def test_a_run_with_a_preset_carries_the_papers_recipe(name):
 def test_sdxl_preset_is_one_expert_of_full_width():
     """Table 2: N = 1 for SDXL (and G = 1/N = 1); the model it builds has one expert per FFN."""
     config = _resolve("sdxl")
-    assert config.model.mtu["num_experts"] == 1
+    assert config.model.mtu.num_experts == 1
     assert MTUConfig(tasks=["t2i", "edit"], **config.model.mtu).expert_width(5120) == 5120
 
 
@@ -97,9 +97,11 @@ def test_explicit_values_win_over_the_preset():
         "max_steps": 7,
         "optim": {"weight_decay": 0.0, "max_grad_norm": 0},
     }
+    tree = config_module.apply_preset({"preset": "sdxl", **copy.deepcopy(run)})
+    assert [source["resolution"] for source in tree["data"]] == [256, 512]  # only the source that sets none
+    run["data"][1] = {**SOURCES[1], "resolution": 256}  # a run's sources share one resolution (checked when built)
     config = load_train_config(None, {"preset": "sdxl", **copy.deepcopy(run)})
     assert MTUConfig(**config.model.mtu).granularity == 0.5  # G = 1/N follows the N given, not the preset's N
-    assert [source["resolution"] for source in config.data] == [256, 512]  # only the source that sets none
     assert (config.batch_size, config.max_steps) == (3, 7)
     assert (config.optim.weight_decay, config.optim.max_grad_norm) == (0.0, 0)  # falsy values win too
     assert (config.optim.optimizer, config.optim.lr) == ("adamw", 5e-5)  # what the run leaves unset
@@ -112,17 +114,21 @@ def test_overrides_win_over_run_file_and_preset(tmp_path):
     path.write_text(yaml.safe_dump({"preset": "sd15", "model": {"base": "b", "mtu": {"num_experts": 8}},
                                     "data": SOURCES, "max_steps": 50}))
     config = load_train_config(path, ["--model.mtu.num_experts", "2", "--optim.lr", "3e-5", "--batch_size=4"])
-    assert (config.model.mtu["num_experts"], config.optim.lr, config.batch_size, config.max_steps) == (2, 3e-5, 4, 50)
+    assert (config.model.mtu.num_experts, config.optim.lr, config.batch_size, config.max_steps) == (2, 3e-5, 4, 50)
 
 
 def test_resolving_does_not_change_the_presets():
     before = copy.deepcopy(config_module.PRESETS)
+    tree = config_module.apply_preset({"preset": "sd15", "model": {"base": "b"}, "data": copy.deepcopy(SOURCES)})
+    tree["model"]["mtu"]["num_experts"] = 16
+    tree["data"][0]["resolution"] = 64
+    tree["optim"]["betas"].append(0.5)
     config = _resolve("sd15")
-    config.model.mtu["num_experts"] = 16
-    config.data[0]["resolution"] = 64
+    config.model.mtu.num_experts = 16
+    config.data[0].resolution = 64
     assert config_module.PRESETS == before
 
 
 def test_unknown_preset_is_refused_naming_the_presets():
-    with pytest.raises(ValueError, match=r"`preset` must be one of \['sd15', 'sdxl'\] or null, got 'sd3'"):
+    with pytest.raises(ValueError, match=r"^preset: must be one of \['sd15', 'sdxl'\] or null, got 'sd3'\.$"):
         _resolve("sd3")

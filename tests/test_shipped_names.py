@@ -15,6 +15,7 @@ import mtu
 from mtu.cli import main
 from mtu.pipelines import MTUPipeline
 from mtu.pipelines.common import check_base_location
+from mtu import shipped as shipped_names
 from mtu.toyworld import components
 from mtu.toyworld.components import SHIPPED_BASE_NAME, record_shipped_base, shipped_base
 from mtu.upcycling.serialization import CONFIG_NAME, read_adapter_config
@@ -46,6 +47,7 @@ def adapter(tmp_path_factory):
 @pytest.fixture
 def shipped(adapter, monkeypatch):
     """The adapter stands in for the shipped model: "toyworld" resolves to its folder."""
+    monkeypatch.setattr(shipped_names, "shipped_model", lambda: adapter[0])
     monkeypatch.setattr(components, "shipped_model", lambda: adapter[0])
     return adapter
 
@@ -53,7 +55,7 @@ def shipped(adapter, monkeypatch):
 @pytest.fixture
 def not_shipped(monkeypatch, tmp_path):
     """An installation without the shipped model (the package folder holds no adapter)."""
-    monkeypatch.setattr(components, "_package_folder", lambda name: tmp_path / "package" / name)
+    monkeypatch.setattr(shipped_names, "_package_folder", lambda name: tmp_path / "package" / name)
 
 
 def t2i(pipe, seed: int = 0) -> np.ndarray:

@@ -15,6 +15,7 @@ import shutil
 import pytest
 
 from mtu.cli import main
+from mtu.outputs import MARKER_NAME
 from mtu.pipelines import MTUPipeline
 from mtu.pipelines.defaults import SAMPLING_NAME
 from mtu.toyworld import packaging
@@ -29,7 +30,7 @@ from mtu.upcycling.serialization import CONFIG_NAME, WEIGHTS_NAME
 from .test_pipeline_mtu import one_thread  # noqa: F401 (autouse fixture)
 
 EVAL_COUNT, FIRST_COUNT, TUNE_COUNT = 5, 4, 2
-FILES = sorted([CONFIG_NAME, WEIGHTS_NAME, SAMPLING_NAME, "train.yaml", "recipe.json", "README.md"])
+FILES = sorted([CONFIG_NAME, WEIGHTS_NAME, SAMPLING_NAME, "train.yaml", "recipe.json", "README.md", MARKER_NAME])
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +103,9 @@ def test_repackaging_replaces_the_folder_and_an_oversized_one_writes_nothing(pac
     copy = shutil.copytree(out, tmp_path / "model")
     canned = {key: recipe[key] for key in ("sampling", "guidance", "scores", "first32", "baselines")}
     monkeypatch.setattr(packaging, "evaluate_adapter", lambda *args, **kwargs: canned)  # the scoring is tested above
-    (copy / "stale.txt").write_text("from an earlier package")
+    (copy / "stale.txt").write_text("a file the package did not write")  # kept: a command deletes only its own
     package_model(run, out=copy, eval_count=EVAL_COUNT, tune_count=TUNE_COUNT, first_count=FIRST_COUNT)
-    assert sorted(path.name for path in copy.iterdir()) == FILES
+    assert sorted(path.name for path in copy.iterdir()) == sorted(FILES + ["stale.txt"])
     before = {path.name: path.read_bytes() for path in copy.iterdir()}
     monkeypatch.setattr(packaging, "SIZE_LIMIT", 1000)
     with pytest.raises(ValueError, match=r"would take [\d,]+ bytes, over the 1,000 a shipped model may; nothing"):
@@ -145,7 +146,7 @@ def test_bad_runs_and_outputs_fail_before_any_work(run, tmp_path, monkeypatch):
         package_model(run, out=tmp_path / "out", tune_count=-1)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("not a model")
-    with pytest.raises(ValueError, match="exists and is not a packaged model"):
+    with pytest.raises(ValueError, match="not an earlier `mtu toyworld package` output"):
         package_model(run, out=tmp_path / "mine")
     other = make_run_like(run, tmp_path / "other", lambda record: record["base"].update(name_or_path="/some/base"))
     with pytest.raises(ValueError, match="must be made from the shipped toy-world base"):

@@ -1,15 +1,20 @@
-"""`mtu` command line: upcycle, inspect, fold, demo. Errors print one line and exit with status 2."""
+"""`mtu` command line: upcycle, inspect, fold, demo. Bad input prints one line and exits with status 2; a bug prints
+its traceback and exits with status 1."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
-import time
-from contextlib import contextmanager
+import traceback
 from fractions import Fraction
 
+from .progress import step
+
 DTYPES = ("float32", "float16", "bfloat16")
+OVERWRITE_HELP = ("write into an --out folder that holds other files (only this command's files are replaced there; "
+                  "nothing else is removed)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -20,15 +25,6 @@ class _Parser(argparse.ArgumentParser):
 def _fail(message: str) -> int:
     print(f"mtu: error: {message}", file=sys.stderr)
     return 2
-
-
-@contextmanager
-def step(message: str):
-    """Shows a long step as it starts and how long it took."""
-    print(f"{message} ...", file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    yield
-    print(f"{message}: done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
 
 
 def _granularity(text: str) -> float:
@@ -45,18 +41,24 @@ def _dtype(name: str | None):
 
 
 def cmd_upcycle(args) -> int:
+    from .outputs import claim_output
     from .upcycling import MTUConfig, load_base_unet, upcycle
+    from .upcycling.bases import check_base_spec
 
     config = MTUConfig(tasks=args.tasks, num_experts=args.experts, granularity=args.granularity, top_k=args.top_k,
                        router_hidden_size=args.router_hidden_size, task_embedding_size=args.task_embedding_size,
                        init=args.init, seed=args.seed,
                        target_blocks=args.target_blocks.split(",") if args.target_blocks else None)
+    check_base_spec(args.base)
+    # Only this command's own earlier output is replaced without --overwrite: a trained adapter looks like an
+    # upcycled one, so no folder is recognised by its files alone.
+    output = claim_output(args.out, command="upcycle", overwrite=args.overwrite, inputs={"base (`--base`)": args.base})
     with step(f"loading base UNet from {args.base}"):
         unet = load_base_unet(args.base, torch_dtype=_dtype(args.dtype))
     with step("fingerprinting the base weights and upcycling"):
         model = upcycle(unet, config)
     with step(f"saving the adapter to {args.out}"):
-        model.save_pretrained(args.out)
+        output.write(model.save_pretrained)
     print(f"upcycled {sum(1 for _ in model.mtu_modules()) - 1} blocks into {config.num_experts} experts "
           f"(G={config.granularity:g}) for tasks {', '.join(config.tasks)}; adapter in {args.out}")
     return 0
@@ -64,36 +66,53 @@ def cmd_upcycle(args) -> int:
 
 def cmd_inspect(args) -> int:
     from .inspection import cost_report, format_report
-    from .upcycling.serialization import WEIGHTS_NAME, adapter_directory, read_adapter_config
+    from .upcycling.serialization import (WEIGHTS_NAME, adapter_directory, adapter_shapes, check_adapter_shapes,
+                                          read_adapter_config)
 
     record = read_adapter_config(args.dir)
     config = record["config"]
+    weights = adapter_directory(args.dir) / WEIGHTS_NAME
+    if weights.exists():  # a config over weights it does not make (a hand-edited N) must not be reported as is
+        check_adapter_shapes(record, adapter_shapes(args.dir), weights)
     with step("counting parameters and FLOPs (meta device, no weights loaded)"):
         report = cost_report(config, record["base"]["unet_config"], (args.latent_size, args.latent_size))
-    weights = adapter_directory(args.dir) / WEIGHTS_NAME
-    report["adapter"] = {"config": config.to_dict(), "base": record["base"]["name_or_path"],
-                         "base_fingerprint": record["base"]["fingerprint"], "dtype": record["dtype"],
+    report["adapter"] = {"config": config.to_dict(), "base": record["base"].get("name_or_path"),
+                         "base_fingerprint": record["base"].get("fingerprint"), "dtype": record.get("dtype"),
                          "weights_bytes": weights.stat().st_size if weights.exists() else None}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"adapter {args.dir}: tasks {', '.join(config.tasks)}; N={config.num_experts}, G={config.granularity:g}, "
-          f"top_k={config.top_k}, init={config.init}; base {record['base']['name_or_path']}")
+          f"top_k={config.top_k}, init={config.init}; base {record['base'].get('name_or_path')}")
     print(format_report(report))
     return 0
 
 
 def cmd_fold(args) -> int:
+    from .errors import InputError
+    from .outputs import claim_output
     from .upcycling import load_mtu
-    from .upcycling.serialization import atomic_save_directory
+    from .upcycling.fold import is_folded_unet
+    from .upcycling.serialization import adapter_directory, read_adapter_config
 
+    record = read_adapter_config(args.dir)  # every check that needs no weights, before the base is loaded
+    config = record["config"]
+    if args.task not in config.tasks:
+        raise InputError(f"unknown task {args.task!r}; the adapter was upcycled for tasks {config.tasks}.",
+                         field="--task")
+    active = config.top_k or config.num_experts
+    if active * config.granularity > 1 + 1e-9:
+        raise InputError(f"{adapter_directory(args.dir)} cannot be folded: {active} active experts x G="
+                         f"{config.granularity:g} are wider than the base FFN (a stock UNet needs top_k x G <= 1).")
+    inputs = {"input adapter": adapter_directory(args.dir), "base (`--base`)": args.base or record["base"].get(
+        "name_or_path")}
+    output = claim_output(args.out, command="fold", overwrite=args.overwrite, inputs=inputs, recognize=is_folded_unet)
     with step(f"loading the MTU model from {args.dir}"):
         model = load_mtu(args.dir, base=args.base, allow_base_mismatch=args.allow_base_mismatch)
-    model.task_index(args.task)
     with step(f"folding task {args.task!r} into a stock UNet2DConditionModel"):
         folded = model.fold(args.task)
     with step(f"saving to {args.out}"):
-        atomic_save_directory(lambda folder: folded.save_pretrained(folder, safe_serialization=True), args.out)
+        output.write(lambda folder: folded.save_pretrained(folder, safe_serialization=True))
     print(f"folded task {args.task!r}: {sum(p.numel() for p in folded.parameters()):,} parameters, "
           f"{folded.config.in_channels} input channels; load it with "
           f"UNet2DConditionModel.from_pretrained({args.out!r})")
@@ -104,7 +123,7 @@ def cmd_train(args) -> int:
     from .training import load_train_config, train
 
     config = load_train_config(args.config, args.overrides)
-    summary = train(config)
+    summary = train(config, overwrite=args.overwrite)
     losses = [row["loss"] for row in summary["history"]]
     print(f"trained {summary['steps']} steps; last loss {losses[-1]:.4f}; skipped non-finite steps "
           f"{summary['nonfinite_skipped']}; weights in {summary['final']}" if losses else
@@ -112,26 +131,65 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _config_sources(config: str) -> list:
+    """The `data` list of a training YAML, as written (each entry is checked by `source_from_dict`)."""
+    from pathlib import Path
+
+    import yaml
+
+    from .errors import InputError
+    from .training.config import read_yaml
+
+    path = Path(config)
+    if not path.is_file():
+        raise InputError(f"file {config!r} does not exist.", field="--config")
+    try:
+        tree = read_yaml(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise InputError(f"{config} is not a readable YAML file: {' '.join(str(error).split())}",
+                         field="--config") from None
+    if not isinstance(tree, dict) or not isinstance(tree.get("data"), list) or not tree["data"]:
+        data = tree.get("data") if isinstance(tree, dict) else None
+        found = "an empty file" if tree is None else f"a {type(tree).__name__} file" if not isinstance(tree, dict) \
+            else "no `data`" if data is None else "an empty list" if data == [] else f"a {type(data).__name__}"
+        raise InputError(f"{config}: `data` must be a non-empty list of sources, got {found}.", field="--config")
+    return tree["data"]
+
+
+def _flag_source(args) -> dict:
+    """The one source that `--task --format --path --schema [--columns]` describe."""
+    from .errors import InputError
+
+    missing = [flag for flag in ("task", "format", "path", "schema") if getattr(args, flag) is None]
+    if missing:
+        raise InputError(f"give --config RUN.yaml, or all of --task --format --path --schema (missing: "
+                         f"{', '.join('--' + m for m in missing)}).")
+    columns = None
+    if args.columns:
+        items = args.columns.split(",")
+        if not all("=" in item for item in items):
+            raise InputError(f"must be role=column pairs separated by commas, got {args.columns!r}.",
+                             field="--columns")
+        columns = dict(item.split("=", 1) for item in items)
+    return {"task": args.task, "format": args.format, "path": args.path, "schema": args.schema, "columns": columns}
+
+
 def cmd_data_validate(args) -> int:
-    from .data import DataSourceConfig, format_validation, validate_source
+    from .data import format_validation, source_from_dict, validate_source
+    from .errors import InputError
 
-    if args.config:
-        from pathlib import Path
-
-        from .training.config import read_yaml
-
-        if not Path(args.config).is_file():
-            raise FileNotFoundError(f"`--config` file {args.config!r} does not exist.")
-        sources = (read_yaml(Path(args.config).read_text()) or {}).get("data", [])
-    else:
-        missing = [flag for flag in ("task", "format", "path", "schema") if getattr(args, flag) is None]
-        if missing:
-            raise ValueError(f"give --config RUN.yaml, or all of --task --format --path --schema (missing: "
-                             f"{', '.join('--' + m for m in missing)}).")
-        columns = dict(item.split("=", 1) for item in args.columns.split(",")) if args.columns else None
-        sources = [{"task": args.task, "format": args.format, "path": args.path, "schema": args.schema,
-                    "columns": columns}]
-    reports = [validate_source(DataSourceConfig.from_dict(source), limit=args.limit) for source in sources]
+    entries = _config_sources(args.config) if args.config else [_flag_source(args)]
+    reports = []
+    for number, entry in enumerate(entries):
+        try:  # every entry is checked before any source is read; an error names its place (data[1].schema)
+            entries[number] = source_from_dict(entry)
+        except InputError as error:
+            raise (error.within(f"data[{number}]") if args.config else error) from None
+    for number, source in enumerate(entries):
+        try:
+            reports.append(validate_source(source, limit=args.limit))
+        except InputError as error:
+            raise (error.within(f"data[{number}]") if args.config else error) from None
     if args.json:
         print(json.dumps(reports, indent=2, default=str))
     else:
@@ -140,11 +198,14 @@ def cmd_data_validate(args) -> int:
 
 
 def cmd_cache(args) -> int:
+    from .errors import InputError
     from .training import load_train_config
     from .training.cache import build_cache
 
+    if args.epochs < 1:  # checked before the config and the models are read
+        raise InputError(f"must be an integer >= 1, got {args.epochs}.", field="--epochs")
     config = load_train_config(args.config, args.overrides)
-    out = build_cache(config, args.out, epochs=args.epochs, text=args.text)
+    out = build_cache(config, args.out, epochs=args.epochs, text=args.text, overwrite=args.overwrite)
     print(f"cached {len(config.data)} sources x {args.epochs} epochs in {out}; train with --cache_dir {out}")
     return 0
 
@@ -154,18 +215,19 @@ def cmd_demo(args) -> int:
 
     return run_demo(DemoConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                eval_count=args.eval_count, num_experts=args.experts, seed=args.seed,
-                               base=args.base, tune_count=args.tune_count))
+                               base=args.base, tune_count=args.tune_count, overwrite=args.overwrite))
 
 
 def cmd_selfcheck(args) -> int:
     from .selfcheck import run_selfcheck
 
-    return run_selfcheck(args.out, args.arch)
+    return run_selfcheck(args.out, args.arch, overwrite=args.overwrite)
 
 
 def cmd_toyworld_pretrain(args) -> int:
     from dataclasses import fields
 
+    from .errors import InputError
     from .training.config import parse_overrides
     from .toyworld.pretrain import PretrainConfig, pretrain
 
@@ -173,9 +235,9 @@ def cmd_toyworld_pretrain(args) -> int:
     known = {f.name for f in fields(PretrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown pretrain option(s) {', '.join('--' + k for k in unknown)}; "
+        raise InputError(f"unknown pretrain option(s) {', '.join('--' + k for k in unknown)}; "
                          f"known: {', '.join('--' + k for k in sorted(known))}")
-    record = pretrain(PretrainConfig(**values))
+    record = pretrain(PretrainConfig(**values), overwrite=args.overwrite)
     print(f"t2i faithfulness {record['evaluation']['faithfulness']:.3f} on {record['evaluation']['count']} "
           f"held-out captions; model in {values.get('out', PretrainConfig.out)}")
     return 0
@@ -185,7 +247,7 @@ def cmd_toyworld_package(args) -> int:
     from .toyworld.packaging import CARD_FIELDS, package_model
 
     recipe = package_model(args.run, out=args.out, eval_count=args.eval_count, tune_count=args.tune_count,
-                           seed=args.seed)
+                           seed=args.seed, overwrite=args.overwrite)
     for task, scores in recipe["scores"].items():
         field = CARD_FIELDS[task][0]  # the task's main metric
         value = scores[field]
@@ -212,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--seed", type=int, default=0)
     up.add_argument("--dtype", choices=DTYPES, default=None, help="dtype to load the base in")
     up.add_argument("--out", required=True, help="adapter folder to write")
+    up.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     up.set_defaults(func=cmd_upcycle)
 
     ins = sub.add_parser("inspect", help="parameters and FLOPs of an adapter vs its base")
@@ -224,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     fo.add_argument("dir")
     fo.add_argument("--task", required=True)
     fo.add_argument("--out", required=True)
+    fo.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     fo.add_argument("--base", default=None, help="base to use instead of the recorded one")
     fo.add_argument("--allow-base-mismatch", action="store_true")
     fo.set_defaults(func=cmd_fold)
@@ -231,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="multi-task training (accelerate: also under `accelerate launch`)",
                         description="Overrides: --section.field value (e.g. --optim.lr 2e-4 --max_steps 100).")
     tr.add_argument("--config", default=None, help="YAML run file")
+    tr.add_argument("--overwrite", action="store_true", help="write into an output_dir that holds other files "
+                    "(only the run's own files are written there; nothing else is removed)")
     tr.set_defaults(func=cmd_train, takes_overrides=True)
 
     from .pipelines.generate import add_generate_arguments, run_generate
@@ -243,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--out", required=True, help="cache folder; train with --cache_dir OUT")
     ca.add_argument("--epochs", type=int, default=1, help="epochs of per-epoch random choices to cache")
     ca.add_argument("--text", action="store_true", help="also cache text embeddings (small prompt sets)")
+    ca.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     ca.set_defaults(func=cmd_cache, takes_overrides=True)
 
     data = sub.add_parser("data", help="data sources")
@@ -273,11 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="validation examples for choosing edit/inpaint guidance (0: paper defaults)")
     demo.add_argument("--base", default=DemoConfig.base,
                       help="base pipeline folder; None: the shipped toy-world base")
+    demo.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     demo.set_defaults(func=cmd_demo)
 
     check = sub.add_parser("selfcheck", help="upcycle a real architecture at random init and check invariants")
     check.add_argument("--out", default="mtu-selfcheck", help="folder for the outputs")
     check.add_argument("--arch", default="sd15", choices=("sd15", "tiny"))
+    check.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     check.set_defaults(func=cmd_selfcheck)
 
     toy = sub.add_parser("toyworld", help="the embedded toy world")
@@ -285,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre = toy_sub.add_parser("pretrain", help="train the tiny base model from scratch (the shipped recipe)",
                              description="Options: --field value for any PretrainConfig field, e.g. --out DIR "
                                          "--steps 5000 --seed 0.")
+    pre.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     pre.set_defaults(func=cmd_toyworld_pretrain, takes_overrides=True)
     pack = toy_sub.add_parser("package", help="score a trained toy-world MTU run and write it as the shipped model",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -294,11 +364,30 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--tune-count", type=int, default=32,
                       help="validation examples for choosing edit/inpaint guidance (0: paper defaults)")
     pack.add_argument("--seed", type=int, default=0, help="seed of the sampling noise and the intervals")
+    pack.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     pack.set_defaults(func=cmd_toyworld_package)
     return parser
 
 
+# OSErrors about the user's own files: one line naming the path. Any other OSError is a bug (traceback).
+USER_FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+USER_FILE_ERRNOS = (errno.ENOSPC, errno.EROFS)
+BUG_LINE = "mtu: this is a bug in mtu, not in your input; please report it with the traceback above"
+
+
+def _file_error_line(error: OSError) -> str:
+    """`No such file or directory: 'x.png'`, or the message itself when the error names no file."""
+    if error.filename is None:
+        return str(error)
+    target = f" -> {error.filename2!r}" if error.filename2 is not None else ""
+    return f"{error.strerror or type(error).__name__}: {error.filename!r}{target}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command. Bad input (`mtu.InputError`) and errors about the user's files print one line and exit 2;
+    anything else is a bug: its traceback, one line saying so, exit 1."""
+    from .errors import InputError
+
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown and not getattr(args, "takes_overrides", False):
@@ -306,9 +395,21 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = unknown
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError, RuntimeError, KeyError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        return _fail(str(message))
+    except InputError as error:
+        return _fail(str(error))
+    except OSError as error:
+        if not isinstance(error, USER_FILE_ERRORS) and error.errno not in USER_FILE_ERRNOS:
+            return _bug()
+        return _fail(_file_error_line(error))
+    except Exception:
+        return _bug()
+
+
+def _bug() -> int:
+    """Prints the exception being handled with its traceback, then says it is a bug; the exit status is 1."""
+    traceback.print_exc()
+    print(BUG_LINE, file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -1,13 +1,17 @@
-"""How a task's conditioning becomes UNet input channels; shared by the trainer and the pipelines.
+"""How a task's conditioning becomes UNet inputs (image channels, prompt tokens); shared by trainer and pipelines.
 
 Conventions follow the diffusers pipelines a folded model must run in unchanged:
 - "image" (edit, sr, inpaint): `vae.encode(image).latent_dist.mode()`, unscaled (StableDiffusionInstructPix2Pix).
 - "mask" (inpaint_mask): the mask (1 = fill) resized to the latent size (StableDiffusionInpaintPipeline).
 - "masked_image": latents of `image * (mask < 0.5)`, times the VAE scaling factor (StableDiffusionInpaintPipeline).
 Images are (B, 3, H, W) in [-1, 1]; masks (B, 1, H, W) in [0, 1].
+Prompts are tokenized to the text encoder's length (`tokenize_prompts`); a longer prompt is cut, with a warning that
+says so (CLIP takes 77 tokens).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +32,41 @@ def scaling_factor(vae) -> float:
     return getattr(vae.config, "scaling_factor", 0.18215)
 
 
-def encode_target(vae, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Latents of the image to generate, as diffusers' training scripts make them (sampled, scaled)."""
-    return vae.encode(pixels).latent_dist.sample(generator) * scaling_factor(vae)
+class PromptTruncatedWarning(UserWarning):
+    """A prompt was longer than the text encoder takes and its end was dropped."""
+
+
+def truncated_tokens(tokenizer, prompts: list[str]) -> list[list[int]]:
+    """The token ids of each prompt that do not fit in `tokenizer.model_max_length` (special tokens counted; the
+    end-of-text token a cut prompt keeps is not among them); empty for a prompt that fits."""
+    limit = tokenizer.model_max_length
+    # verbose=False: the tokenizer's own "sequence length is longer than" notice would say it a second time
+    encoded = tokenizer(list(prompts), truncation=False, verbose=False).input_ids
+    return [ids[limit - 1:-1] if len(ids) > limit else [] for ids in encoded]
+
+
+def warn_if_truncated(tokenizer, prompts: list[str], name: str = "prompt") -> None:
+    """Warns (`PromptTruncatedWarning`) that prompts longer than the text encoder takes lose their end."""
+    cut = [(index, ids) for index, ids in enumerate(truncated_tokens(tokenizer, prompts)) if ids]
+    if not cut:
+        return
+    index, ids = cut[0]
+    which = f"`{name}`" if len(prompts) == 1 else f"`{name}`[{index}]" + (
+        f" (and {len(cut) - 1} more)" if len(cut) > 1 else "")
+    dropped = tokenizer.decode(ids)
+    warnings.warn(f"{which} is longer than the {tokenizer.model_max_length} tokens the text encoder takes: it was "
+                  f"truncated, dropping its last {len(ids)} token{'s' if len(ids) > 1 else ''} (from "
+                  f"{dropped[:40]!r}{'...' if len(dropped) > 40 else ''}).", PromptTruncatedWarning, stacklevel=3)
+
+
+def tokenize_prompts(tokenizer, prompts: list[str], name: str = "prompt", warn: bool = True):
+    """The tokenizer's output (`input_ids`, `attention_mask`: (B, model_max_length)) for `prompts`, padded and
+    truncated as Stable Diffusion's pipelines do; a prompt that is cut gives a `PromptTruncatedWarning` (when
+    `warn`) that says how many tokens were dropped."""
+    if warn:
+        warn_if_truncated(tokenizer, prompts, name)
+    return tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt")
 
 
 def condition_channels(vae, spec: TaskSpec, image: torch.Tensor | None = None, mask: torch.Tensor | None = None,

@@ -6,6 +6,8 @@ import dataclasses
 import json
 import warnings
 
+from .errors import InputError
+
 
 def known_fields(cls, data: dict, owner: str | None = None) -> dict:
     """The items of `data` that are fields of dataclass `cls`; each other key warns, naming it."""
@@ -32,4 +34,4 @@ def check_counts(config, names, minimum: int = 1) -> None:
     for name in names:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+            raise InputError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")

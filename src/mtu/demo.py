@@ -8,6 +8,9 @@
    trivial baseline, and write a report folder: report.html (image grids, metrics, router heatmap like the
    paper's Fig. 5, loss curves), metrics.json, the trained adapter and the run folder.
 
+The report folder is claimed before any work (`mtu.outputs.claim_output`): an existing folder holding anything but
+an earlier demo report is refused unless `overwrite`, and even then only the demo's own files are replaced there.
+
 When the package ships its trained adapter ("toyworld", `src/mtu/toyworld/mtu_model/`), the report shows it beside
 the live model: its recorded held-out scores (from its recipe.json, not re-measured) and its outputs on the same
 gallery examples.
@@ -16,6 +19,7 @@ gallery examples.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -23,7 +27,9 @@ from pathlib import Path
 
 import torch
 
-from .cli import step
+from .errors import InputError
+from .outputs import claim_output
+from .progress import step
 
 TASKS = ("t2i", "edit", "sr", "inpaint")
 # The per-example field of `toyworld.metrics.example_record` that each task's main metric averages.
@@ -35,7 +41,7 @@ class DemoConfig:
     """Knobs of the demo; the defaults are what `make demo` runs (about 8 minutes on 2 CPU cores).
 
     Args:
-        out: Report folder (replaced).
+        out: Report folder: new, empty or an earlier demo report (its files are replaced).
         steps: Optimizer steps of multi-task training.
         batch_size: Samples per step (tasks take turns within a batch).
         lr: Peak learning rate (Adam, warm-up then cosine decay).
@@ -45,6 +51,8 @@ class DemoConfig:
         tune_count: Validation examples (training-split scenes, not the held-out ones) on which edit's and
             inpaint's (text, image) guidance is chosen before the held-out evaluation; 0 keeps the paper's defaults.
         base: Base pipeline folder; default the shipped toy-world base.
+        overwrite: Write into an existing `out` that holds other files too (only the demo's files are replaced;
+            nothing else there is removed).
     """
 
     out: str = "mtu-demo"
@@ -56,14 +64,22 @@ class DemoConfig:
     seed: int = 0
     base: str | None = None
     tune_count: int = 32
+    overwrite: bool = False
 
     def __post_init__(self):
         from .configuration import check_counts
 
         check_counts(self, ("steps", "batch_size", "eval_count", "num_experts"))
         check_counts(self, ("tune_count",), minimum=0)
-        if not self.lr > 0:
-            raise ValueError(f"`lr` must be > 0, got {self.lr!r}.")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise InputError(f"`lr` must be > 0, got {self.lr!r}.")
+        if not math.isfinite(self.lr):
+            raise InputError(f"`lr` must be finite, got {self.lr!r}.")
+
+
+def is_demo_report(folder: Path) -> bool:
+    """True for a report folder an earlier `mtu demo` wrote (before outputs were marked)."""
+    return all((folder / name).is_file() for name in ("report.html", "metrics.json", "router_heatmap.png"))
 
 
 def load_shipped() -> dict | None:
@@ -130,22 +146,34 @@ def print_table(rows: list[dict], shipped: bool) -> None:
 
 
 def run_demo(config: DemoConfig | None = None) -> int:
-    import shutil
-
-    from .toyworld import report
+    """Runs the demo (see the module docstring) and writes its report folder `config.out`; returns 0."""
     from .toyworld.components import shipped_base
-    from .toyworld.evaluate import BASELINE_NAME, MAIN_METRIC, baseline_outputs, evaluation_set, score
-    from .toyworld.experiment import score_base, toyworld_train_config, train_and_score
-    from .toyworld.metrics import example_record, summarize
-    from .upcycling.serialization import atomic_save_directory
 
     config = config or DemoConfig()
     start = time.perf_counter()
+    output = claim_output(config.out, command="demo", overwrite=config.overwrite,
+                          inputs={"base (`--base`)": config.base}, recognize=is_demo_report)
     base = config.base or str(shipped_base())
+    with output.stage() as staging:  # moved into place when the report is complete
+        rows, shipped = build_report(config, base, staging, start)
     out = Path(config.out)
-    staging = out.parent / f".{out.name}.work"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    print_table(rows, shipped is not None)
+    missing = [row["task"] for row in rows if not row["beats_baseline"]]
+    print(f"\n{'every task beats its trivial baseline' if not missing else 'not beating their baselines: ' + ', '.join(missing)}"
+          f"\nreport: {(out / 'report.html').resolve()}  ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+def build_report(config: DemoConfig, base: str, staging: Path, start: float) -> tuple[list[dict], dict | None]:
+    """Trains, scores and writes the report into `staging`; returns (the metric rows, the shipped model or None)."""
+    import shutil
+
+    from .toyworld import report
+    from .toyworld.evaluate import BASELINE_NAME, MAIN_METRIC, baseline_outputs, evaluation_set, score
+    from .toyworld.experiment import score_base, toyworld_train_config, train_and_score
+    from .toyworld.metrics import example_record, summarize
+
+    out = Path(config.out)
     torch.manual_seed(config.seed)
     recipe_path = Path(base) / "recipe.json"
     recipe = json.loads(recipe_path.read_text()) if recipe_path.exists() else {}
@@ -241,11 +269,4 @@ def run_demo(config: DemoConfig | None = None) -> int:
              "<img src='router_heatmap.png'>" + report.heatmap_html(weights)),
             ("Training loss per task", report.loss_svg(summary["history"], list(TASKS))),
         ])
-        atomic_save_directory(lambda folder: shutil.copytree(staging, folder, dirs_exist_ok=True), out)
-        shutil.rmtree(staging, ignore_errors=True)
-
-    print_table(rows, shipped is not None)
-    missing = [row["task"] for row in rows if not row["beats_baseline"]]
-    print(f"\n{'every task beats its trivial baseline' if not missing else 'not beating their baselines: ' + ', '.join(missing)}"
-          f"\nreport: {(out / 'report.html').resolve()}  ({time.perf_counter() - start:.0f} s)")
-    return 0
+    return rows, shipped

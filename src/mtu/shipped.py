@@ -16,18 +16,31 @@ KINDS: tuple[str, ...] = ("adapter", "base")
 KIND_WORDS = {"adapter": "an MTU adapter", "base": "a base pipeline"}
 
 
-# The toy world's folders are looked up when a name is resolved, not when this module is imported: the package's
-# lower layers (upcycling) resolve names without importing the toy world.
-def _toyworld_model() -> Path:
-    from .toyworld.components import shipped_model
-
-    return shipped_model()
+# The folders of the models inside the package. They are found here, by path, so that the lower layers
+# (upcycling, which resolves short names) never import the toy world; `mtu.toyworld.components` re-exports them.
+CONFIG_NAME = "mtu_config.json"  # = mtu.upcycling.serialization.CONFIG_NAME (importing it would close a cycle)
 
 
-def _toyworld_base() -> Path:
-    from .toyworld.components import shipped_base
+def _package_folder(name: str) -> Path:
+    return Path(__file__).resolve().parent / "toyworld" / name
 
-    return shipped_base()
+
+def shipped_base() -> Path:
+    """The embedded base model's folder (a stock `StableDiffusionPipeline` folder inside the package)."""
+    folder = _package_folder("base_model")
+    if not (folder / "model_index.json").is_file():
+        raise FileNotFoundError(f"the shipped toy-world base is missing from {folder}; rebuild it with "
+                                f"`mtu toyworld pretrain --out {folder}`.")
+    return folder
+
+
+def shipped_model() -> Path:
+    """The folder of the MTU adapter trained on the embedded base (short name "toyworld"), inside the package."""
+    folder = _package_folder("mtu_model")
+    if not (folder / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"the shipped toy-world MTU model ('toyworld') is not in this installation "
+                                f"({folder} holds no {CONFIG_NAME}); give an adapter folder instead.")
+    return folder
 
 
 @dataclass(frozen=True)
@@ -51,8 +64,8 @@ class ShortName:
 
 
 SHORT_NAMES: dict[str, ShortName] = {
-    "toyworld": ShortName("adapter", _toyworld_model, "the MTU adapter trained on the embedded toy-world base"),
-    "toyworld-base": ShortName("base", _toyworld_base, "the embedded toy-world base (Stable Diffusion pipeline)"),
+    "toyworld": ShortName("adapter", lambda: shipped_model(), "the MTU adapter trained on the embedded toy-world base"),
+    "toyworld-base": ShortName("base", lambda: shipped_base(), "the embedded toy-world base (Stable Diffusion pipeline)"),
 }
 
 

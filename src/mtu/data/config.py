@@ -1,4 +1,4 @@
-"""`DataSourceConfig`: one training data source, the task it teaches and how to read it (App. A.1)."""
+"""`DataSourceConfig`: one file-backed training data source, the task it teaches and how to read it (App. A.1)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
-from ..configuration import JsonConfig, known_fields
-from ..upcycling.tasks import get_task
+from ..configuration import JsonConfig
+from ..errors import InputError
+from ..upcycling.tasks import available_tasks, get_task
 from .degradation import DegradationConfig
+from .registry import fields_from_dict, source_from_dict
 from .schemas import SCHEMAS, check_compatible, get_schema
 
 SourceFormat = Literal["folder", "hf", "webdataset"]
@@ -23,14 +25,19 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _bad(name: str, expected: str, value) -> InputError:
+    return InputError(f"must be {expected}, got {value!r}.", field=name)
+
+
 @dataclass
 class DataSourceConfig(JsonConfig):
-    """A data source for one task; the trainer mixes several by `weight`.
+    """A file-backed data source for one task; the trainer mixes several by `weight`.
 
     Args:
         task: Registered task name (`mtu.available_tasks()`), e.g. "t2i", "edit", "sr", "inpaint".
         format: "folder" (a folder with `metadata.jsonl`), "hf" (a `save_to_disk` folder, a folder of .parquet or
-            .arrow files, or a hub id when online) or "webdataset" (uncompressed .tar shards).
+            .arrow files, or a hub id when online) or "webdataset" (uncompressed .tar shards). Other formats
+            (e.g. "toyworld") have their own config classes; `DataSourceConfig.from_dict` parses them all.
         path: The folder, the hub id, or for "webdataset" a folder of .tar files, a glob or a brace pattern such
             as "shards/train-{000000..000099}.tar".
         schema: Column layout, one of `mtu.data.SCHEMAS` (see `mtu.data.schemas`).
@@ -60,46 +67,45 @@ class DataSourceConfig(JsonConfig):
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
 
     def __post_init__(self):
-        task = get_task(self.task)  # raises naming the unknown task and the registered ones
+        if self.task not in available_tasks():
+            raise InputError(f"unknown task {self.task!r}; registered tasks: {', '.join(available_tasks())}.",
+                             field="task")
         if self.format not in get_args(SourceFormat):
-            raise ValueError(f"`format` must be one of {get_args(SourceFormat)}, got {self.format!r}.")
+            raise _bad("format", f"one of {get_args(SourceFormat)} (other formats have their own config class; "
+                                 f"`DataSourceConfig.from_dict` picks it)", self.format)
         if not isinstance(self.path, str) or not self.path:
-            raise ValueError(f"`path` must be a non-empty string, got {self.path!r}.")
+            raise _bad("path", "a non-empty string", self.path)
         if self.schema not in SCHEMAS:
-            raise ValueError(f"`schema` must be one of {tuple(SCHEMAS)}, got {self.schema!r}.")
+            raise _bad("schema", f"one of {tuple(SCHEMAS)}", self.schema)
         schema = get_schema(self.schema)
-        check_compatible(task, schema)
+        check_compatible(get_task(self.task), schema)
         self._check_columns(schema.roles)
         if not _is_int(self.resolution) or self.resolution <= 0 or self.resolution % 8:
-            raise ValueError(f"`resolution` must be a positive multiple of 8, got {self.resolution!r}.")
+            raise _bad("resolution", "a positive multiple of 8", self.resolution)
         if not isinstance(self.split, str) or not self.split:
-            raise ValueError(f"`split` must be a non-empty string such as 'train', got {self.split!r}.")
+            raise _bad("split", "a non-empty string such as 'train'", self.split)
         if not _is_number(self.weight) or self.weight <= 0:
-            raise ValueError(f"`weight` must be a finite number > 0, got {self.weight!r}.")
+            raise _bad("weight", "a finite number > 0", self.weight)
         self.weight = float(self.weight)
         if not _is_int(self.sr_scale) or self.sr_scale < 1 or self.resolution % self.sr_scale:
-            raise ValueError(f"`sr_scale` must be an integer >= 1 that divides resolution={self.resolution}, "
-                             f"got {self.sr_scale!r}.")
+            raise _bad("sr_scale", f"an integer >= 1 that divides resolution={self.resolution}", self.sr_scale)
         if not _is_number(self.max_failure_fraction) or not 0 <= self.max_failure_fraction <= 1:
-            raise ValueError(f"`max_failure_fraction` must be a number in [0, 1], got {self.max_failure_fraction!r}.")
+            raise _bad("max_failure_fraction", "a number in [0, 1]", self.max_failure_fraction)
         if not _is_int(self.seed):
-            raise ValueError(f"`seed` must be an integer, got {self.seed!r}.")
-        if isinstance(self.degradation, dict):
-            self.degradation = _degradation_from_dict(self.degradation)
-        if not isinstance(self.degradation, DegradationConfig):
-            raise ValueError(f"`degradation` must be a DegradationConfig or a dict, got {self.degradation!r}.")
+            raise _bad("seed", "an integer", self.seed)
+        self.degradation = degradation_from(self.degradation)
 
     def _check_columns(self, roles: tuple[str, ...]) -> None:
         if self.columns is None:
             return
         if not isinstance(self.columns, dict):
-            raise ValueError(f"`columns` must be None or a dict role -> column name, got {self.columns!r}.")
+            raise _bad("columns", "None or a mapping role -> column name", self.columns)
         for role, column in self.columns.items():
             if role not in roles:
-                raise ValueError(f"`columns` has role {role!r}, which schema {self.schema!r} does not use; "
-                                 f"allowed roles: {list(roles)}.")
+                raise InputError(f"role {role!r} is not one that schema {self.schema!r} uses; allowed roles: "
+                                 f"{list(roles)}.", field="columns")
             if not isinstance(column, str) or not column:
-                raise ValueError(f"`columns[{role!r}]` must be a non-empty column name, got {column!r}.")
+                raise _bad(f"columns.{role}", "a non-empty column name", column)
         self.columns = dict(self.columns)
 
     def to_dict(self) -> dict:
@@ -108,12 +114,21 @@ class DataSourceConfig(JsonConfig):
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DataSourceConfig":
-        missing = [name for name in ("task", "format", "path", "schema") if name not in data]
-        if missing:
-            raise ValueError(f"DataSourceConfig: missing required key(s) {missing}; got keys {sorted(data)}.")
-        return cls(**known_fields(cls, data))
+    def from_dict(cls, data: dict):
+        """Any source dict as its format's config: this class for "folder", "hf" and "webdataset", the registered
+        format's config class for any other (`mtu.data.registry`). Unknown or missing keys raise `InputError`."""
+        if isinstance(data, dict) and data.get("format") not in get_args(SourceFormat):
+            return source_from_dict(data)  # names the registered formats when `format` is none of them
+        return cls(**fields_from_dict(cls, data, required=("task", "format", "path", "schema")))
 
 
-def _degradation_from_dict(data: dict) -> DegradationConfig:
-    return DegradationConfig(**known_fields(DegradationConfig, data))
+def degradation_from(value) -> DegradationConfig:
+    """A `degradation` field (a `DegradationConfig` or its dict) checked; errors name "degradation.<key>"."""
+    if isinstance(value, DegradationConfig):
+        return value
+    if not isinstance(value, dict):
+        raise _bad("degradation", "a DegradationConfig or a mapping of its fields", value)
+    try:
+        return DegradationConfig(**fields_from_dict(DegradationConfig, value))
+    except InputError as error:
+        raise error.within("degradation") from None

@@ -1,4 +1,5 @@
-"""`SourceDataset`: a map-style dataset of example dicts from one `DataSourceConfig`, with failure accounting.
+"""`SourceDataset`: a map-style dataset of example dicts from one file-backed source, and `build_dataset` for any
+registered format (`mtu.data.registry`).
 
 Random choices (which caption, which of several targets, the SR degradation) are drawn from a generator seeded
 by (config seed, epoch, index), so item i of epoch e is the same whenever it is read: the trainer can resume at
@@ -7,102 +8,32 @@ a sampler position and get the very samples it would have seen.
 
 from __future__ import annotations
 
-import json
-import struct
-import tarfile
-import zlib
-
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
+from ..errors import InputError
 from ..upcycling.tasks import get_task
 from .config import DataSourceConfig
 from .examples import make_example
+from .failures import DATA_ERRORS, FailureLog, SampleError, check_failure_rate
 from .imaging import open_image
+from .registry import DataFormat, get_format, register_format, source_from_dict
 from .schemas import get_schema, resolve_columns
 from .sources import open_reader
 
-# What a bad sample raises (unreadable or truncated files, bad JSON, missing or mistyped cells). Anything else
-# is a bug and propagates.
-DATA_ERRORS = (OSError, ValueError, SyntaxError, TypeError, KeyError, IndexError, EOFError, tarfile.TarError,
-               Image.DecompressionBombError, zlib.error, struct.error)
-
-
-class FailureLog:
-    """Counts read attempts and failures of one dataset, including those made in DataLoader workers.
-
-    Counters live in shared-memory tensors, one row per worker (row 0 for the main process), so that the copies
-    of the dataset in worker processes write where the main process reads, without locks.
-
-    Args:
-        max_examples: Failures whose key and error are kept, per process.
-        slots: Rows of the counters; worker ids beyond `slots - 1` share rows (counts may then race).
-    """
-
-    RECORD_BYTES = 512
-
-    def __init__(self, max_examples: int = 10, slots: int = 65):
-        self.max_examples = max_examples
-        self._counts = torch.zeros(slots, 2, dtype=torch.int64).share_memory_()  # (slot, [attempts, failures])
-        self._records = torch.zeros(slots, max_examples, self.RECORD_BYTES, dtype=torch.uint8).share_memory_()
-
-    def _slot(self) -> int:
-        info = get_worker_info()
-        return 0 if info is None else 1 + info.id % (self._counts.shape[0] - 1)
-
-    def attempt(self) -> None:
-        self._counts[self._slot(), 0] += 1
-
-    def record(self, key: str, error: BaseException) -> None:
-        slot = self._slot()
-        failures = int(self._counts[slot, 1])
-        self._counts[slot, 1] += 1
-        if failures < self.max_examples:
-            text = json.dumps([key, f"{type(error).__name__}: {error}"])
-            data = text.encode("utf-8")[: self.RECORD_BYTES - 1]
-            self._records[slot, failures, : len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-
-    @property
-    def attempts(self) -> int:
-        return int(self._counts[:, 0].sum())
-
-    @property
-    def count(self) -> int:
-        return int(self._counts[:, 1].sum())
-
-    @property
-    def examples(self) -> list[tuple[str, str]]:
-        """(key, error message) of the first failures of each process, at most `max_examples` in all."""
-        found = []
-        for slot in range(self._counts.shape[0]):
-            for row in range(min(int(self._counts[slot, 1]), self.max_examples)):
-                data = bytes(self._records[slot, row].tolist()).rstrip(b"\0").decode("utf-8", errors="ignore")
-                try:
-                    key, message = json.loads(data)
-                except ValueError:  # cut at RECORD_BYTES: keep what is there
-                    key, message = data[:80], data
-                found.append((key, message))
-        return found[: self.max_examples]
-
-    @property
-    def keys(self) -> list[str]:
-        return [key for key, _ in self.examples]
-
-    def reset(self) -> None:
-        self._counts.zero_()
-        self._records.zero_()
-
-    def __repr__(self) -> str:
-        return f"FailureLog(count={self.count}, attempts={self.attempts}, keys={self.keys})"
+__all__ = ["DATA_ERRORS", "ExampleDataset", "FailureLog", "SampleError", "SourceDataset", "build_dataset",
+           "check_failure_rate"]
 
 
 class ExampleDataset(Dataset):
-    """What every source shares: its current epoch (in shared memory, so `set_epoch` in the main process reaches
-    persistent DataLoader workers), its `failures` log, and `get(index, epoch)`, which turns an unreadable sample
-    into None and a log entry. Subclasses set `config`, `task` and `schema` and implement `__len__`,
-    `key(index)` and `load_fields(index, epoch)`."""
+    """What every source's dataset shares: its current epoch (in shared memory, so `set_epoch` in the main process
+    reaches persistent DataLoader workers), its `failures` log, and `get(index, epoch)`, which turns an unreadable
+    sample into None and a log entry. Subclasses set `config`, `task` and `schema`, implement `__len__`,
+    `key(index)` and `load_fields(index, epoch)`, and may override `problems` (defects found when the source was
+    opened, e.g. a shard cut short) and `describe()` (format-specific entries of `validate_source`'s report)."""
+
+    problems: tuple[str, ...] | list[str] = ()
 
     def _start_epochs(self, epoch: int) -> None:
         self.failures = FailureLog()
@@ -116,8 +47,12 @@ class ExampleDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Selects the epoch whose random choices (caption, target variant, degradation) items use."""
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"`epoch` must be an integer >= 0, got {epoch!r}.")
+            raise InputError(f"must be an integer >= 0, got {epoch!r}.", field="epoch")
         self._epoch.fill_(epoch)
+
+    def describe(self) -> dict:
+        """Format-specific entries of a validation report (columns found, shard layout, ...)."""
+        return {}
 
     def build(self, index: int, fields: dict, generator: torch.Generator) -> dict:
         return make_example(self.task, self.schema, fields, self.key(index), self.config.resolution, generator,
@@ -141,7 +76,7 @@ class ExampleDataset(Dataset):
 
 
 class SourceDataset(ExampleDataset):
-    """Example dicts (`mtu.data.examples`) of one source; an unreadable sample gives None and is logged.
+    """Example dicts (`mtu.data.examples`) of one file-backed source; an unreadable sample gives None and is logged.
 
     Args:
         config: The source.
@@ -153,6 +88,7 @@ class SourceDataset(ExampleDataset):
         self.task = get_task(config.task)
         self.schema = get_schema(config.schema)
         self.reader = open_reader(config.format, config.path, config.split)
+        self.problems = list(getattr(self.reader, "problems", ()))
         # Raises naming the missing column, before any sample is read.
         self.column_map = resolve_columns(self.schema, self.reader.columns, config.columns)
         self._start_epochs(epoch)
@@ -166,10 +102,14 @@ class SourceDataset(ExampleDataset):
         except DATA_ERRORS:
             return f"#{index}"
 
+    def describe(self) -> dict:
+        return {"columns": dict(self.column_map), "available_columns": list(self.reader.columns),
+                "webdataset_layout": self.schema.webdataset_layout if self.config.format == "webdataset" else None}
+
     def _rng(self, index: int, epoch: int) -> np.random.Generator:
         return np.random.default_rng([self.config.seed % 2 ** 64, epoch, index])
 
-    def _choose(self, raw: dict, rng: np.random.Generator) -> dict:
+    def _choose(self, index: int, raw: dict, rng: np.random.Generator) -> dict:
         """One value per role: a list cell means "one of these" (captions, IP2P target variants)."""
         chosen, target_pick = {}, None
         for spec in self.schema.columns:  # schema order keeps the sequence of draws fixed
@@ -177,11 +117,12 @@ class SourceDataset(ExampleDataset):
             value = raw.get(column) if column is not None else None
             if value is None:
                 if spec.required:
-                    raise KeyError(f"column {column!r} (role {spec.role!r}) is missing or null in this sample")
+                    raise SampleError(f"column {column!r} (role {spec.role!r}) is missing or null in this sample; "
+                                      f"{self.reader.contents(index)}")
                 continue
             if isinstance(value, (list, tuple)):
                 if not value:
-                    raise ValueError(f"column {column!r} (role {spec.role!r}) is an empty list")
+                    raise SampleError(f"column {column!r} (role {spec.role!r}) is an empty list")
                 # An output caption listed per target variant follows the target that was drawn.
                 paired = spec.role == "output_caption" and target_pick is not None and len(value) == target_pick[1]
                 pick = target_pick[0] if paired else int(rng.integers(len(value)))
@@ -196,66 +137,43 @@ class SourceDataset(ExampleDataset):
             return open_image(value, self.reader.base_dir, mode="L" if role == "mask" else "RGB")
         except DATA_ERRORS as error:
             # Name the column: an error from bytes in an hf or tar source does not name any file.
-            raise OSError(f"column {self.column_map[role]!r}: {type(error).__name__}: {error}") from error
+            raise SampleError(f"column {self.column_map[role]!r}: {error}") from error
 
-    def load_fields(self, index: int, epoch: int | None = None) -> tuple[dict, torch.Generator]:
-        """Reads, chooses and decodes sample `index`: role -> PIL image or str, and the generator of the
-        remaining random draws (the SR degradation). `epoch` None uses the current epoch."""
+    def load_fields(self, index: int, epoch: int) -> tuple[dict, torch.Generator]:
+        """Reads, chooses and decodes sample `index` with the random choices of `epoch`: role -> PIL image or str,
+        and the generator of the remaining random draws (the SR degradation)."""
         raw = self.reader.read(index, list(self.column_map.values()))
-        rng = self._rng(index, self.epoch if epoch is None else epoch)
+        rng = self._rng(index, epoch)
         fields = {}
-        for role, value in self._choose(raw, rng).items():
+        for role, value in self._choose(index, raw, rng).items():
             if self.schema.spec(role).kind == "image":
                 fields[role] = self._decode(role, value)
             elif isinstance(value, str):
                 fields[role] = value
             else:
-                raise TypeError(f"text column {self.column_map[role]!r} holds a {type(value).__name__}, not a str")
+                raise SampleError(f"text column {self.column_map[role]!r} holds a {type(value).__name__}, not a "
+                                  f"string: {str(value)[:80]!r}")
         return fields, torch.Generator().manual_seed(int(rng.integers(2 ** 63)))
 
 
-def source_config(data: dict):
-    """A source dict as its config: `format: toyworld` gives a `ToyWorldConfig`, any other a `DataSourceConfig`."""
-    if data.get("format") == "toyworld":
-        from ..configuration import known_fields
-        from ..toyworld.source import ToyWorldConfig
-
-        return ToyWorldConfig(**known_fields(ToyWorldConfig, {k: v for k, v in data.items() if k != "format"}))
-    return DataSourceConfig.from_dict(data)
-
-
-def build_dataset(cfg, epoch_seed: int = 0):
-    """Opens a source as a map-style dataset of example dicts.
+def build_dataset(cfg, epoch_seed: int = 0) -> ExampleDataset:
+    """Opens a source of any registered format as a map-style dataset of example dicts.
 
     Args:
-        cfg: A `DataSourceConfig`, a `ToyWorldConfig` (the built-in toy world, `mtu.toyworld`), or a dict of either
-            (`format: toyworld` for the latter).
+        cfg: A source config (`DataSourceConfig`, or a registered format's config such as the toy world's), or its
+            dict with a `format` key.
         epoch_seed: Initial epoch of the per-epoch random choices (`dataset.set_epoch(e)` changes it).
     """
-    from ..toyworld.source import ToyWorldConfig, ToyWorldDataset
-
     if isinstance(cfg, dict):
-        cfg = source_config(cfg)
-    if isinstance(cfg, ToyWorldConfig):
-        return ToyWorldDataset(cfg, epoch=epoch_seed)
-    if not isinstance(cfg, DataSourceConfig):
-        raise TypeError(f"`cfg` must be a DataSourceConfig, a ToyWorldConfig or a dict, got {type(cfg).__name__}.")
-    return SourceDataset(cfg, epoch=epoch_seed)
+        cfg = source_from_dict(cfg)
+    data_format = get_format(getattr(cfg, "format", None))
+    if not isinstance(cfg, data_format.config_class):
+        raise InputError(f"a {data_format.name!r} source needs a {data_format.config_class.__name__} or a dict, got "
+                         f"{type(cfg).__name__}.", field="cfg")
+    return data_format.dataset_class(cfg, epoch=epoch_seed)
 
 
-def check_failure_rate(dataset: SourceDataset, cfg: DataSourceConfig | None = None, min_attempts: int = 20) -> float:
-    """Raises once unreadable samples exceed `cfg.max_failure_fraction` of at least `min_attempts` reads.
-
-    Returns:
-        The failure fraction so far (0.0 before any read).
-    """
-    cfg = cfg or dataset.config
-    log = dataset.failures
-    fraction = log.count / log.attempts if log.attempts else 0.0
-    if log.attempts >= min_attempts and fraction > cfg.max_failure_fraction:
-        listed = "; ".join(f"{key} ({message})" for key, message in log.examples)
-        raise RuntimeError(
-            f"data source {cfg.path!r} (task {cfg.task!r}): {log.count} of {log.attempts} samples unreadable "
-            f"({fraction:.1%} > max_failure_fraction={cfg.max_failure_fraction:g}); failing files: {listed}"
-        )
-    return fraction
+for _name, _description in (("folder", "a folder with metadata.jsonl"),
+                            ("hf", "a Hugging Face dataset: save_to_disk, parquet/arrow files, or a hub id"),
+                            ("webdataset", "uncompressed WebDataset .tar shards")):
+    register_format(DataFormat(_name, DataSourceConfig, SourceDataset, _description))

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..errors import InputError
+
 RESIZE_MODES = ("area", "bilinear", "bicubic")
 CHROMA_SUBSAMPLINGS = ("4:2:0", "4:2:2", "4:4:4")
 
@@ -30,14 +32,14 @@ def _check_range(name: str, value, low: float, high: float, integer: bool = Fals
         ok = low <= value[0] <= value[1] <= high and (not integer or all(float(v).is_integer() for v in value))
     if not ok:
         kind = "integers" if integer else "numbers"
-        raise ValueError(f"`{name}` must be a pair (min, max) of {kind} with {low} <= min <= max <= {high}, "
-                         f"got {value!r}.")
+        raise InputError(f"must be a pair (min, max) of {kind} with {low} <= min <= max <= {high}, got {value!r}.",
+                         field=name)
     return tuple(int(v) for v in value) if integer else tuple(float(v) for v in value)
 
 
 def _check_probability(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"`{name}` must be a probability in [0, 1], got {value!r}.")
+        raise InputError(f"must be a probability in [0, 1], got {value!r}.", field=name)
     return float(value)
 
 
@@ -77,19 +79,20 @@ class DegradationConfig:
     def __post_init__(self):
         self.blur_kernel_size = _check_range("blur_kernel_size", self.blur_kernel_size, 1, 99, integer=True)
         if any(size % 2 == 0 for size in self.blur_kernel_size):
-            raise ValueError(f"`blur_kernel_size` must hold odd sizes, got {self.blur_kernel_size!r}.")
+            raise InputError(f"must hold odd sizes, got {self.blur_kernel_size!r}.", field="blur_kernel_size")
         self.blur_sigma = _check_range("blur_sigma", self.blur_sigma, 1e-3, 50.0)
         self.noise_sigma = _check_range("noise_sigma", self.noise_sigma, 0.0, 255.0)
         self.poisson_scale = _check_range("poisson_scale", self.poisson_scale, 0.0, 100.0)
         self.jpeg_quality = _check_range("jpeg_quality", self.jpeg_quality, 1, 100, integer=True)
         if self.jpeg_subsampling not in CHROMA_SUBSAMPLINGS:
-            raise ValueError(f"`jpeg_subsampling` must be one of {CHROMA_SUBSAMPLINGS}, got {self.jpeg_subsampling!r}.")
+            raise InputError(f"must be one of {CHROMA_SUBSAMPLINGS}, got {self.jpeg_subsampling!r}.",
+                             field="jpeg_subsampling")
         for name in ("anisotropic_prob", "gaussian_noise_prob", "gray_noise_prob"):
             setattr(self, name, _check_probability(name, getattr(self, name)))
         modes = (self.resize_modes,) if isinstance(self.resize_modes, str) else tuple(self.resize_modes)
         if not modes or any(mode not in RESIZE_MODES for mode in modes):
-            raise ValueError(f"`resize_modes` must be a non-empty list drawn from {RESIZE_MODES}, "
-                             f"got {self.resize_modes!r}.")
+            raise InputError(f"must be a non-empty list drawn from {RESIZE_MODES}, got {self.resize_modes!r}.",
+                             field="resize_modes")
         self.resize_modes = modes
 
     def to_dict(self) -> dict:
@@ -179,10 +182,10 @@ def degrade(image: torch.Tensor, scale: int = 2, generator: torch.Generator | No
         The degraded low-resolution image, float (3, H / scale, W / scale) in [0, 1].
     """
     if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"`image` must be a float tensor of shape (3, H, W), got "
-                         f"{getattr(image, 'shape', type(image).__name__)}.")
+        raise InputError(f"must be a float tensor of shape (3, H, W), got "
+                         f"{getattr(image, 'shape', type(image).__name__)}.", field="image")
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-        raise ValueError(f"`scale` must be an integer >= 1, got {scale!r}.")
+        raise InputError(f"must be an integer >= 1, got {scale!r}.", field="scale")
     config = config or DegradationConfig()
     if generator is None:
         generator = torch.Generator()

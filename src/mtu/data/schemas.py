@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..errors import InputError
+
 ROLES = ("target", "condition", "mask", "prompt", "input_caption", "output_caption")
 _PROMPT_NAMES = ("prompt", "text", "caption", "txt")
 # An instruction is not a caption: instruction-driven schemas do not fall back to caption columns.
@@ -114,7 +116,7 @@ SCHEMAS: dict[str, Schema] = {schema.name: schema for schema in (
 def get_schema(name: str) -> Schema:
     """Returns the schema called `name`, or raises naming the known ones."""
     if name not in SCHEMAS:
-        raise ValueError(f"unknown schema {name!r}; supported: {', '.join(SCHEMAS)}.")
+        raise InputError(f"unknown schema {name!r}; supported: {', '.join(SCHEMAS)}.", field="schema")
     return SCHEMAS[name]
 
 
@@ -130,7 +132,7 @@ def resolve_columns(schema: Schema, available: list[str], overrides: dict[str, s
         role -> column name for every required role and every optional role found.
 
     Raises:
-        ValueError: naming the missing column, the schema and the columns found.
+        InputError: naming the missing column, the schema and the columns found.
     """
     overrides = overrides or {}
     mapping = {}
@@ -138,15 +140,15 @@ def resolve_columns(schema: Schema, available: list[str], overrides: dict[str, s
         if spec.role in overrides:
             column = overrides[spec.role]
             if column not in available:
-                raise ValueError(f"column {column!r} (given in `columns` for role {spec.role!r}) is missing; "
-                                 f"schema {schema.name!r}; columns found: {sorted(available)}.")
+                raise InputError(f"column {column!r} (given for role {spec.role!r}) is missing; schema "
+                                 f"{schema.name!r}; columns found: {sorted(available)}.", field="columns")
             mapping[spec.role] = column
             continue
         found = next((name for name in spec.candidates if name in available), None)
         if found is not None:
             mapping[spec.role] = found
         elif spec.required:
-            raise ValueError(
+            raise InputError(
                 f"schema {schema.name!r} needs a {spec.role!r} column, named one of {list(spec.candidates)}, "
                 f"but it is missing; columns found: {sorted(available)}. Name it with "
                 f"`columns={{{spec.role!r}: '<column>'}}`."
@@ -163,7 +165,7 @@ def check_compatible(task, schema: Schema) -> None:
         if other.provides_condition == needs_condition and other.provides_mask == needs_mask
     ]
     if schema.name not in fits:
-        raise ValueError(
-            f"`schema` {schema.name!r} does not fit task {task.name!r} (image inputs {list(task.image_inputs)}); "
-            f"schemas that fit: {fits}."
+        raise InputError(
+            f"{schema.name!r} does not fit task {task.name!r} (image inputs {list(task.image_inputs)}); "
+            f"schemas that fit: {fits}.", field="schema"
         )

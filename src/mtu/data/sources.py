@@ -9,6 +9,8 @@ Reader interface (duck-typed; `mtu.data.webdataset.TarShardReader` follows it to
     __len__() -> int
     read(index, columns) -> dict       -- column -> raw cell (path, bytes, `datasets.Image` cell, str, list)
     key(index, key_column) -> str      -- file name or row id for reports
+    contents(index) -> str             -- what the sample holds, for a message about a missing column
+    problems: list[str]                -- (optional) defects found at construction, e.g. a tar shard cut short
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from __future__ import annotations
 import glob
 import json
 import os
+
+from ..errors import InputError
+from .failures import SampleError
 
 METADATA_FILE = "metadata.jsonl"
 _ID_COLUMNS = ("key", "__key__", "id", "image_id", "file_name")
@@ -27,14 +32,16 @@ class FolderReader:
     text cells are strings or lists of strings (a list means "one of these, drawn per epoch")."""
 
     def __init__(self, path: str):
-        metadata = os.path.join(path, METADATA_FILE)
-        if not os.path.isfile(metadata):
-            raise ValueError(f"`path` {path!r} must be a folder holding {METADATA_FILE}; not found: {metadata}.")
-        with open(metadata, encoding="utf-8") as handle:
-            # Raw lines, parsed on access: a corrupt line then fails one sample, not the whole source.
-            self._lines = [(number, line) for number, line in enumerate(handle, 1) if line.strip()]
+        self.metadata = os.path.join(path, METADATA_FILE)
+        if not os.path.isfile(self.metadata):
+            raise InputError(f"must be a folder holding {METADATA_FILE}; not found: {self.metadata}.", field="path")
+        with open(self.metadata, "rb") as handle:
+            # Raw lines, decoded and parsed on access: a line that is not UTF-8 JSON fails its own sample (naming
+            # the file and line) rather than the whole source.
+            self._lines = [(number, line) for number, line in enumerate(handle.read().splitlines(), 1)
+                           if line.strip()]
         if not self._lines:
-            raise ValueError(f"{metadata} has no rows.")
+            raise InputError(f"{self.metadata} has no rows.", field="path")
         self.base_dir = path
         self.columns = self._scan_columns()
 
@@ -43,31 +50,49 @@ class FolderReader:
         for index in range(min(_SCAN_ROWS, len(self._lines))):
             try:
                 columns.update(dict.fromkeys(self._row(index)))
-            except ValueError:
+            except SampleError:
                 continue  # counted as a failure when the sample is read
         if not columns:
-            raise ValueError(f"no readable JSON object in the first {_SCAN_ROWS} rows of "
-                             f"{os.path.join(self.base_dir, METADATA_FILE)}.")
+            raise InputError(f"no readable JSON object in the first {_SCAN_ROWS} rows of {self.metadata}; the "
+                             f"first: {self._row_error(0)}", field="path")
         return list(columns)
+
+    def _row_error(self, index: int) -> str:
+        try:
+            self._row(index)
+        except SampleError as error:
+            return str(error)
+        return "readable"
 
     def __len__(self) -> int:
         return len(self._lines)
 
     def _row(self, index: int) -> dict:
         number, line = self._lines[index]
-        row = json.loads(line)
+        where = f"{self.metadata} line {number}"
+        try:
+            row = json.loads(line.decode("utf-8-sig"))  # -sig: a byte-order mark before the first row is harmless
+        except UnicodeDecodeError as error:
+            raise SampleError(f"{where}: not UTF-8 ({error.reason}: byte {line[error.start]:#04x} at position "
+                              f"{error.start}); save the file as UTF-8.") from None
+        except json.JSONDecodeError as error:
+            raise SampleError(f"{where}: not JSON ({error.msg} at column {error.colno}).") from None
         if not isinstance(row, dict):
-            raise ValueError(f"{METADATA_FILE} line {number} is not a JSON object")
+            raise SampleError(f"{where}: not a JSON object, got {type(row).__name__}.")
         return row
 
     def read(self, index: int, columns: list[str]) -> dict:
         row = self._row(index)
         return {column: row[column] for column in columns if column in row}
 
+    def contents(self, index: int) -> str:
+        """What sample `index` holds, for messages about a missing column."""
+        return f"{METADATA_FILE} line {self._lines[index][0]} has keys {list(self._row(index))}"
+
     def key(self, index: int, key_column: str) -> str:
         try:
             value = self._row(index).get(key_column)
-        except ValueError:
+        except SampleError:
             value = None
         value = value[0] if isinstance(value, list) and value else value
         return value if isinstance(value, str) else f"{METADATA_FILE}:{self._lines[index][0]}"
@@ -87,7 +112,7 @@ def _pick_split(loaded, split: str, path: str):
 
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
-            raise ValueError(f"`split` {split!r} is not in {path!r}; splits found: {list(loaded)}.")
+            raise InputError(f"{split!r} is not in {path!r}; splits found: {list(loaded)}.", field="split")
         return loaded[split]
     return loaded
 
@@ -101,18 +126,18 @@ def load_hf_dataset(path: str, split: str = "train"):
             return _pick_split(datasets.load_from_disk(path), split, path)
         files = _data_files(path, split)
         if not files:
-            raise ValueError(f"`path` {path!r} is neither a save_to_disk folder nor a folder of .parquet/.arrow "
-                             f"files.")
+            raise InputError(f"{path!r} is neither a save_to_disk folder nor a folder of .parquet/.arrow files.",
+                             field="path")
     elif os.path.isfile(path):
         if not path.endswith((".parquet", ".arrow")):
-            raise ValueError(f"`path` {path!r} is a file; supported files: .parquet, .arrow.")
+            raise InputError(f"{path!r} is a file; supported files: .parquet, .arrow.", field="path")
         files = [path]
     else:
         try:
             return datasets.load_dataset(path, split=split)
-        except Exception as error:  # any hub failure: add which path was tried and why it was taken as a hub id
-            raise ValueError(f"`path` {path!r} is not a local folder or file, and loading it as a hub dataset "
-                             f"failed (hub ids need a network): {type(error).__name__}: {error}") from error
+        except Exception as error:  # hub failures come in many types: say which path was tried, and why as a hub id
+            raise InputError(f"{path!r} is not a local folder or file, and loading it as a hub dataset failed (hub "
+                             f"ids need a network): {type(error).__name__}: {error}", field="path") from error
     builder = "parquet" if files[0].endswith(".parquet") else "arrow"
     return datasets.load_dataset(builder, data_files=files, split="train")
 
@@ -139,6 +164,10 @@ class HFReader:
             self._views[names] = self._dataset.select_columns(list(names)).with_format("arrow")
         return self._views[names][index].to_pylist()[0]
 
+    def contents(self, index: int) -> str:
+        """What sample `index` holds, for messages about a missing column."""
+        return f"row {index} of split {self._split!r}"
+
     def key(self, index: int, key_column: str) -> str:
         if self._id_column is None:
             return f"{self._split}[{index}]"
@@ -155,4 +184,4 @@ def open_reader(format: str, path: str, split: str = "train"):
         from .webdataset import TarShardReader
 
         return TarShardReader(path)
-    raise ValueError(f"`format` must be one of ('folder', 'hf', 'webdataset'), got {format!r}.")
+    raise InputError(f"must be one of ('folder', 'hf', 'webdataset'), got {format!r}.", field="format")

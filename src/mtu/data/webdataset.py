@@ -24,6 +24,9 @@ import os
 import re
 import tarfile
 
+from ..errors import InputError
+from .failures import SampleError
+
 IMAGE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"})
 TEXT_EXTENSIONS = frozenset({"txt", "text"})
 _BRACE = re.compile(r"\{([^{}]*)\}")
@@ -54,9 +57,9 @@ def expand_shards(path: str) -> list[str]:
             shards.extend(sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern])
         missing = [shard for shard in shards if not os.path.isfile(shard)]
         if missing:
-            raise ValueError(f"`path` {path!r}: shard file(s) not found: {missing[:5]}.")
+            raise InputError(f"{path!r}: shard file(s) not found: {missing[:5]}.", field="path")
     if not shards:
-        raise ValueError(f"`path` {path!r} matches no .tar shards.")
+        raise InputError(f"{path!r} matches no .tar shards.", field="path")
     return shards
 
 
@@ -77,21 +80,52 @@ def member_column(suffix: str) -> tuple[str | None, int | None, str]:
     return suffix, None, "bytes"
 
 
-def _index_shard(shard: str) -> dict[str, dict[str, tuple[int, int]]]:
-    """key -> {suffix: (byte offset, size)} for the regular files of one shard, in tar order."""
+_BLOCK = 512  # tar's block size: headers, and data padded to a multiple of it
+
+
+def _end_of_archive(shard: str, offset: int, size: int) -> str | None:
+    """None when a zero block (tar's end-of-archive marker) follows the last member at `offset`; else a problem."""
+    with open(shard, "rb") as handle:
+        handle.seek(offset)
+        block = handle.read(_BLOCK)
+    if len(block) == _BLOCK and not any(block):
+        return None
+    found = "the file ends there" if offset >= size else f"{size - offset} bytes of an incomplete header follow"
+    return f"no end-of-archive block after byte {offset} ({found})"
+
+
+def _index_shard(shard: str) -> tuple[dict[str, dict[str, tuple[int, int]]], list[str]]:
+    """key -> {suffix: (byte offset, size)} for the regular files of one shard, in tar order, and the shard's
+    problems: a shard cut short (a member truncated, or no end-of-archive block) silently loses the samples after
+    the cut, so it is reported rather than read as complete."""
     samples: dict[str, dict[str, tuple[int, int]]] = {}
+    problems, last, size = [], None, os.path.getsize(shard)
     try:
         with tarfile.open(shard, mode="r:") as archive:  # "r:": offsets are only meaningful uncompressed
             for member in archive:
+                last = member.name
+                if member.offset_data + member.size > size:
+                    problems.append(f"member {member.name} is cut short ({max(0, size - member.offset_data)} of "
+                                    f"{member.size} bytes)")
                 folder, name = os.path.split(member.name)
                 if not member.isfile() or name.startswith(".") or "." not in name:
                     continue
                 stem, suffix = name.split(".", 1)
                 key = f"{folder}/{stem}" if folder else stem
                 samples.setdefault(key, {})[suffix] = (member.offset_data, member.size)
-    except (tarfile.TarError, OSError) as error:
-        raise ValueError(f"cannot index shard {shard!r} (uncompressed .tar shards only): {error}") from error
-    return samples
+            end = archive.offset
+    except tarfile.TarError as error:
+        if last is None:
+            raise InputError(f"cannot read shard {shard!r} as a tar file (uncompressed .tar shards only): {error}",
+                             field="path") from error
+        end = None
+        if not problems:
+            problems.append(f"unreadable after member {last}: {error}")
+    if end is not None:
+        missing_marker = _end_of_archive(shard, end, size)
+        if missing_marker:
+            problems.append(f"{missing_marker}: cut short after member {last}" if last else missing_marker)
+    return samples, [f"shard {shard}: {problem}; samples after it are missing" for problem in problems]
 
 
 class TarShardReader:
@@ -106,16 +140,19 @@ class TarShardReader:
         self.base_dir = None  # images are member bytes, never paths
         # One entry per (shard, key): the shard index, the key and its members' offsets.
         self._samples: list[tuple[int, str, dict[str, tuple[int, int]]]] = []
+        self.problems: list[str] = []  # shards cut short: `mtu data validate` reports them, training refuses them
         member_columns: dict[str, None] = {}
         for shard_index, shard in enumerate(self.shards):
-            for key, members in _index_shard(shard).items():
+            samples, problems = _index_shard(shard)
+            self.problems.extend(problems)
+            for key, members in samples.items():
                 self._samples.append((shard_index, key, members))
                 for suffix in members:
                     column, _, kind = member_column(suffix)
                     if kind != "json":
                         member_columns[column] = None
         if not self._samples:
-            raise ValueError(f"`path` {path!r}: the shards hold no samples.")
+            raise InputError(f"{path!r}: the shards hold no samples.", field="path")
         self.columns = list(member_columns) + [name for name in self._first_json_fields() if name not in
                                                member_columns]
 
@@ -124,12 +161,16 @@ class TarShardReader:
             if "json" in members:
                 try:
                     return list(self._json(index))
-                except (ValueError, OSError):
+                except SampleError:
                     continue  # a corrupt JSON is one sample's failure; look at the next sample
         return []
 
     def __len__(self) -> int:
         return len(self._samples)
+
+    def _member(self, index: int, suffix: str) -> str:
+        shard_index, key, _ = self._samples[index]
+        return f"member {key}.{suffix} of {self.shards[shard_index]}"
 
     def _bytes(self, index: int, suffix: str) -> bytes:
         shard_index, key, members = self._samples[index]
@@ -139,13 +180,24 @@ class TarShardReader:
             handle.seek(offset)
             data = handle.read(size)
         if len(data) != size:
-            raise OSError(f"member {key}.{suffix} of {self.shards[shard_index]} is truncated")
+            raise SampleError(f"{self._member(index, suffix)} is cut short: {len(data)} of {size} bytes")
         return data
 
+    def _text(self, index: int, suffix: str) -> str:
+        try:
+            return self._bytes(index, suffix).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise SampleError(f"{self._member(index, suffix)}: not UTF-8 ({error.reason} at byte {error.start})") \
+                from None
+
     def _json(self, index: int) -> dict:
-        fields = json.loads(self._bytes(index, "json").decode("utf-8"))
+        try:
+            fields = json.loads(self._text(index, "json"))
+        except json.JSONDecodeError as error:
+            raise SampleError(f"{self._member(index, 'json')}: not JSON ({error.msg} at line {error.lineno} "
+                              f"column {error.colno})") from None
         if not isinstance(fields, dict):
-            raise ValueError(f"{self.key(index)}.json is not a JSON object")
+            raise SampleError(f"{self._member(index, 'json')}: not a JSON object, got {type(fields).__name__}")
         return fields
 
     def read(self, index: int, columns: list[str]) -> dict:
@@ -156,8 +208,7 @@ class TarShardReader:
             column, position, kind = member_column(suffix)
             if kind == "json" or column not in columns:
                 continue
-            data = self._bytes(index, suffix)
-            value = data.decode("utf-8").strip() if kind == "text" else data
+            value = self._text(index, suffix).strip() if kind == "text" else self._bytes(index, suffix)
             if position is None:
                 values[column] = value
             else:
@@ -168,6 +219,11 @@ class TarShardReader:
             fields = self._json(index)
             values.update({column: fields[column] for column in columns if column not in values and column in fields})
         return values
+
+    def contents(self, index: int) -> str:
+        """What sample `index` holds, for messages about a missing column."""
+        _, key, members = self._samples[index]
+        return f"its members: {', '.join(f'{key}.{suffix}' for suffix in members)}"
 
     def key(self, index: int, key_column: str | None = None) -> str:
         shard_index, key, _ = self._samples[index]

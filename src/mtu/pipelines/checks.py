@@ -1,18 +1,21 @@
 """`check_call_inputs`: every argument of an MTU pipeline call validated before any model runs.
 
 Shared by `MTUPipeline`, `MTUStableDiffusionXLPipeline` and `generate` (which runs it before loading weights).
-Messages name the argument in backticks and show the value received. Following diffusers' `check_inputs`, a
-bad type is a ValueError too.
+Messages name the argument in backticks and show the value received. Every rejection is an `mtu.InputError` (a
+ValueError), a bad type too, as in diffusers' `check_inputs`. Numbers must be finite: a NaN guidance scale would
+switch guidance off silently (NaN > 1 is False) and an infinite one gives a black image.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from ..errors import InputError
 from ..upcycling.tasks import TaskSpec
 from .defaults import Family, Guidance, TaskDefaults, task_defaults, uses_mask, with_overrides
 from .inputs import ImageInfo, describe_images
@@ -55,8 +58,8 @@ class CallPlan:
         return len(self.prompts) * self.num_images_per_prompt
 
 
-def _bad(name: str, message: str, value) -> ValueError:
-    return ValueError(f"`{name}` {message}, got {value!r}."[:500])
+def _bad(name: str, message: str, value) -> InputError:
+    return InputError(f"`{name}` {message}, got {value!r}."[:500])
 
 
 def _is_int(value) -> bool:
@@ -77,8 +80,12 @@ def _check_numbers(defaults: TaskDefaults, name: str, steps, guidance_scale, ima
     if not _is_int(num_images_per_prompt) or num_images_per_prompt < 1:
         raise _bad("num_images_per_prompt", "must be an integer >= 1", num_images_per_prompt)
     for arg, value in (("guidance_scale", guidance_scale), ("image_guidance_scale", image_guidance_scale)):
-        if value is not None and (not isinstance(value, numbers.Real) or isinstance(value, bool) or value < 0):
+        if value is None:
+            continue
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or value < 0:
             raise _bad(arg, "must be a number >= 0", value)
+        if not math.isfinite(value):
+            raise _bad(arg, "must be finite (NaN would switch guidance off, inf gives a black image)", value)
     if defaults.guidance == "none" and guidance_scale is not None:
         raise _bad("guidance_scale", f"must be None: task {name!r} runs without guidance (Appendix A.2)",
                    guidance_scale)
@@ -122,14 +129,14 @@ def _check_images(spec: TaskSpec, image, mask_image) -> tuple[ImageInfo | None, 
     mask_info = describe_images(mask_image, "mask_image", is_mask=True) if mask_image is not None else None
     for name, info in (("image", image_info), ("mask_image", mask_info)):
         if info is not None and (info.height % SIZE_MULTIPLE or info.width % SIZE_MULTIPLE):
-            raise ValueError(f"`{name}` height and width must be multiples of {SIZE_MULTIPLE}, got "
+            raise InputError(f"`{name}` height and width must be multiples of {SIZE_MULTIPLE}, got "
                              f"{info.height}x{info.width}.")
     if mask_info is not None:
         if (mask_info.height, mask_info.width) != (image_info.height, image_info.width):
-            raise ValueError(f"`mask_image` must have the size of `image` ({image_info.height}x{image_info.width}), "
+            raise InputError(f"`mask_image` must have the size of `image` ({image_info.height}x{image_info.width}), "
                              f"got {mask_info.height}x{mask_info.width}.")
         if mask_info.count not in (1, image_info.count):
-            raise ValueError(f"`mask_image` must hold 1 mask or one per image ({image_info.count}), got "
+            raise InputError(f"`mask_image` must hold 1 mask or one per image ({image_info.count}), got "
                              f"{mask_info.count}.")
     return image_info, mask_info
 
@@ -137,13 +144,13 @@ def _check_images(spec: TaskSpec, image, mask_image) -> tuple[ImageInfo | None, 
 def _batch_size(spec: TaskSpec, prompts: list, negative: list | None, image_info: ImageInfo | None) -> int:
     images = image_info.count if image_info is not None else 1
     if spec.uses_prompt and len(prompts) > 1 and images > 1 and len(prompts) != images:
-        raise ValueError(f"`prompt` has {len(prompts)} entries but `image` holds {images} images; give one "
+        raise InputError(f"`prompt` has {len(prompts)} entries but `image` holds {images} images; give one "
                          f"prompt per image, one prompt, or one image.")
     batch = max(len(prompts), images)
     if not spec.uses_prompt and len(prompts) not in (1, batch):
-        raise ValueError(f"`prompt` has {len(prompts)} entries but `image` holds {images} images.")
+        raise InputError(f"`prompt` has {len(prompts)} entries but `image` holds {images} images.")
     if negative is not None and len(negative) not in (1, batch):
-        raise ValueError(f"`negative_prompt` has {len(negative)} entries for a batch of {batch} prompts; give "
+        raise InputError(f"`negative_prompt` has {len(negative)} entries for a batch of {batch} prompts; give "
                          f"one or {batch}.")
     return batch
 
@@ -172,12 +179,12 @@ def _active_guidance(kind: Guidance, guidance_scale: float, image_guidance_scale
     return "none"
 
 
-def check_call_inputs(task_specs: Sequence[TaskSpec], family: Family, task, prompt=None, image=None,
+def check_call_inputs(task_specs: Sequence[TaskSpec], family: Family, task, *, prompt=None, image=None,
                       mask_image=None, height=None, width=None, num_inference_steps=None, guidance_scale=None,
                       image_guidance_scale=None, negative_prompt=None, num_images_per_prompt=1, generator=None,
                       output_type="pil", default_size: tuple[int, int] = (512, 512),
                       sampling_overrides: Mapping[str, Mapping[str, float]] | None = None) -> CallPlan:
-    """Raises ValueError for any invalid argument; returns the call with the task's defaults filled in.
+    """Raises `InputError` for any invalid argument; returns the call with the task's defaults filled in.
 
     Args:
         task_specs: The model's tasks.
@@ -198,7 +205,7 @@ def check_call_inputs(task_specs: Sequence[TaskSpec], family: Family, task, prom
     num_samples = batch * num_images_per_prompt
     if isinstance(generator, (list, tuple)):
         if len(generator) != num_samples or not all(isinstance(g, torch.Generator) for g in generator):
-            raise ValueError(f"`generator` as a list must hold one torch.Generator per image ({batch} prompts x "
+            raise InputError(f"`generator` as a list must hold one torch.Generator per image ({batch} prompts x "
                              f"{num_images_per_prompt} = {num_samples}), got {len(generator)} items.")
     elif generator is not None and not isinstance(generator, torch.Generator):
         raise _bad("generator", "must be None, a torch.Generator or a list of them", generator)
@@ -218,9 +225,12 @@ def check_call_inputs(task_specs: Sequence[TaskSpec], family: Family, task, prom
 
 
 def check_latents(latents, shape: tuple[int, ...]) -> None:
-    """`latents` is None or a tensor of exactly `shape` (num_samples, latent channels, h, w)."""
+    """`latents` is None or a finite tensor of exactly `shape` (num_samples, latent channels, h, w)."""
     if latents is None:
         return
     if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != tuple(shape):
         found = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
-        raise ValueError(f"`latents` must be a tensor of shape {tuple(shape)} for this call, got {found}.")
+        raise InputError(f"`latents` must be a tensor of shape {tuple(shape)} for this call, got {found}.")
+    if latents.is_floating_point() and not bool(torch.isfinite(latents).all()):
+        bad = int((~torch.isfinite(latents)).sum())
+        raise InputError(f"`latents` must be finite, got a tensor with {bad} NaN or inf value(s).")

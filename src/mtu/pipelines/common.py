@@ -21,9 +21,11 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..conditioning import condition_channels
+from ..errors import InputError
 from ..shipped import resolve, short_names
 from ..upcycling.bases import RANDOM_PREFIX, load_base_unet
 from ..upcycling.model import MTUModel
+from ..upcycling.task_model import TaskModel
 from ..upcycling.serialization import adapter_directory, load_mtu, read_adapter_config
 from ..upcycling.tasks import TaskSpec
 from .checks import CallPlan, check_call_inputs, check_latents
@@ -53,18 +55,29 @@ def combine_guidance(noise_pred: torch.Tensor, guidance: Guidance, guidance_scal
     if guidance == "dual":  # InstructPix2Pix (Brooks et al. 2023, Eq. 3), as diffusers computes it
         text, image_only, uncond = noise_pred.chunk(3)
         return uncond + guidance_scale * (text - image_only) + image_guidance_scale * (image_only - uncond)
-    raise ValueError(f"`guidance` must be one of {tuple(BRANCHES)}, got {guidance!r}.")
+    raise InputError(f"`guidance` must be one of {tuple(BRANCHES)}, got {guidance!r}.")
+
+
+def check_finite_latents(latents: torch.Tensor, plan: CallPlan, index: int, steps: int) -> None:
+    """Stops sampling at the first step whose latents hold NaN or inf, instead of decoding them to a black image."""
+    if bool(torch.isfinite(latents).all()):
+        return
+    scales = f"`guidance_scale` {plan.guidance_scale:g}" + (
+        f", `image_guidance_scale` {plan.image_guidance_scale:g}" if plan.image_guidance_scale is not None else "")
+    raise InputError(f"sampling task {plan.spec.name!r} gave non-finite latents (NaN or inf) at step {index + 1} of "
+                     f"{steps} ({plan.guidance} guidance, {scales}); the model's weights (an adapter with NaN or inf "
+                     f"weights?) or its inputs make them. Nothing was returned.")
 
 
 def check_unet(unet, pipeline: str, sdxl: bool) -> None:
-    """`unet` is an `MTUModel` over a UNet of the family the pipeline serves."""
-    if not isinstance(unet, MTUModel):
-        raise TypeError(f"`unet` must be an MTUModel (from `mtu.upcycle` or `mtu.load_mtu`), got "
-                        f"{type(unet).__name__}; fold a task to use a stock UNet in a diffusers pipeline.")
+    """`unet` is an `MTUModel` (or a trained baseline, a `TaskModel`) over a UNet of the family the pipeline serves."""
+    if not isinstance(unet, TaskModel):
+        raise TypeError(f"`unet` must be an MTUModel or a trained baseline (a TaskModel: `mtu.upcycle`, "
+                        f"`mtu.load_mtu`, `mtu.training.methods.load_baseline`), got {type(unet).__name__}; fold a task to use a stock UNet in a diffusers pipeline.")
     embed_type = unet.unet.config.get("addition_embed_type")
     if (embed_type == "text_time") != sdxl:
         other = "MTUPipeline" if sdxl else "MTUStableDiffusionXLPipeline"
-        raise ValueError(f"{pipeline} cannot run a UNet with `addition_embed_type` {embed_type!r}; use {other}.")
+        raise InputError(f"{pipeline} cannot run a UNet with `addition_embed_type` {embed_type!r}; use {other}.")
 
 
 def _is_baseline_folder(adapter) -> bool:
@@ -79,11 +92,11 @@ def check_base_location(base) -> str:
     path = Path(text).expanduser()
     if path.exists():
         if not (path / "model_index.json").is_file():
-            raise ValueError(f"`base` {text!r} is not a diffusers pipeline folder (no model_index.json); the "
+            raise InputError(f"`base` {text!r} is not a diffusers pipeline folder (no model_index.json); the "
                              f"pipeline needs the base's VAE, text encoder and tokenizer.")
         return str(path)
     if text.startswith(RANDOM_PREFIX):
-        raise ValueError(f"`base` {text!r} is a bare UNet architecture; give the diffusers pipeline folder or hub "
+        raise InputError(f"`base` {text!r} is a bare UNet architecture; give the diffusers pipeline folder or hub "
                          f"id of that base (its VAE, text encoder and tokenizer).")
     if not HUB_ID.match(text):
         raise FileNotFoundError(f"`base` {text!r} is neither an existing folder nor a hub id (org/name); shipped "
@@ -104,7 +117,7 @@ def load_base_components(base, names: tuple[str, ...], torch_dtype: torch.dtype 
     for name in names:
         library, class_name = (index.get(name) or [None, None])[:2]
         if library not in LOADABLE_LIBRARIES or class_name is None:
-            raise ValueError(f"`base` {str(base)!r} has no loadable {name!r} component (model_index.json lists "
+            raise InputError(f"`base` {str(base)!r} has no loadable {name!r} component (model_index.json lists "
                              f"{index.get(name)!r}; supported libraries: {LOADABLE_LIBRARIES}).")
         component_class = getattr(importlib.import_module(library), class_name)
         kwargs = {}
@@ -129,13 +142,15 @@ class MTUPipelineBase(DiffusionPipeline):
 
     # ---- hooks for the SD / SDXL subclasses ----
 
-    def encode_text(self, prompts: list[str], device) -> dict[str, torch.Tensor]:
-        """{"encoder_hidden_states": (B, L, D), ...} for `prompts`."""
+    def encode_text(self, prompts: list[str], device, name: str = "prompt") -> dict[str, torch.Tensor]:
+        """{"encoder_hidden_states": (B, L, D), ...} for `prompts` (the argument `name`, for the warning a cut
+        prompt gives)."""
         raise NotImplementedError
 
     def encode_negative(self, negative_prompts: list[str] | None, positive: dict, device) -> dict:
         """The negative branch's conditioning: `negative_prompts`, or the empty prompt when None."""
-        return self.encode_text(negative_prompts or [""] * positive["encoder_hidden_states"].shape[0], device)
+        return self.encode_text(negative_prompts or [""] * positive["encoder_hidden_states"].shape[0], device,
+                                "negative_prompt")
 
     def added_cond_kwargs(self, text: dict, plan: CallPlan) -> dict | None:
         """The UNet's `added_cond_kwargs` for the stacked branches (SDXL's pooled text and time ids)."""
@@ -193,7 +208,7 @@ class MTUPipelineBase(DiffusionPipeline):
         location = check_base_location(base)
         names = tuple(n for n in cls.base_component_names if n != "scheduler" or scheduler is None)
         components, index = load_base_components(location, names, torch_dtype)
-        if isinstance(adapter, MTUModel):
+        if isinstance(adapter, TaskModel):
             unet = adapter
         elif isinstance(adapter, (str, Path)) and _is_baseline_folder(adapter):
             from ..training.methods import load_baseline  # a trained baseline: each task samples with its adapter
@@ -233,13 +248,13 @@ class MTUPipelineBase(DiffusionPipeline):
         family = adapter_family(record)
         if family != cls.family:
             other = {"sd": "MTUPipeline", "sdxl": "MTUStableDiffusionXLPipeline"}[family]
-            raise ValueError(f"the adapter {str(name_or_path)!r} is for a {family!r} base, which {cls.__name__} "
+            raise InputError(f"the adapter {str(name_or_path)!r} is for a {family!r} base, which {cls.__name__} "
                              f"cannot run; use {other}.")
         specs = [TaskSpec.from_dict(data) for data in record["tasks"].values()]
         sampling = read_sampling(adapter_directory(name_or_path), family, specs)
         base = base or record["base"].get("name_or_path")
         if not base:
-            raise ValueError(f"the adapter {str(name_or_path)!r} records no base pipeline; pass `base`.")
+            raise InputError(f"the adapter {str(name_or_path)!r} records no base pipeline; pass `base`.")
         return cls.from_base(base, name_or_path, torch_dtype=torch_dtype, scheduler=scheduler,
                              sampling_defaults=sampling)
 
@@ -284,14 +299,16 @@ class MTUPipelineBase(DiffusionPipeline):
         folded.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
         return folded
 
-    def check_inputs(self, task, prompt, image, mask_image, height, width, num_inference_steps, guidance_scale,
-                     image_guidance_scale, negative_prompt, num_images_per_prompt, generator, latents,
-                     output_type) -> CallPlan:
-        """Raises ValueError naming any invalid argument; returns the call with the task's defaults filled in."""
+    def check_inputs(self, task, *, prompt=None, image=None, mask_image=None, height=None, width=None,
+                     num_inference_steps=None, guidance_scale=None, image_guidance_scale=None, negative_prompt=None,
+                     num_images_per_prompt=1, generator=None, latents=None, output_type="pil") -> CallPlan:
+        """Raises `InputError` naming any invalid argument; returns the call with the task's defaults filled in."""
         sample_size = self.unet.unet.config.sample_size
         plan = check_call_inputs(
-            self.unet.task_specs, self.family, task, prompt, image, mask_image, height, width, num_inference_steps,
-            guidance_scale, image_guidance_scale, negative_prompt, num_images_per_prompt, generator, output_type,
+            self.unet.task_specs, self.family, task, prompt=prompt, image=image, mask_image=mask_image,
+            height=height, width=width, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            image_guidance_scale=image_guidance_scale, negative_prompt=negative_prompt,
+            num_images_per_prompt=num_images_per_prompt, generator=generator, output_type=output_type,
             default_size=(sample_size * self.vae_scale_factor, sample_size * self.vae_scale_factor),
             sampling_overrides=self.sampling_overrides)
         check_latents(latents, self._latent_shape(plan))
@@ -392,9 +409,11 @@ class MTUPipelineBase(DiffusionPipeline):
             return_dict: Return an `ImagePipelineOutput`; else the tuple `(images,)`.
         """
         # 1. Check every argument and fill in the task's defaults (Appendix A.2)
-        plan = self.check_inputs(task, prompt, image, mask_image, height, width, num_inference_steps,
-                                 guidance_scale, image_guidance_scale, negative_prompt, num_images_per_prompt,
-                                 generator, latents, output_type)
+        plan = self.check_inputs(task, prompt=prompt, image=image, mask_image=mask_image, height=height, width=width,
+                                 num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                 image_guidance_scale=image_guidance_scale, negative_prompt=negative_prompt,
+                                 num_images_per_prompt=num_images_per_prompt, generator=generator, latents=latents,
+                                 output_type=output_type)
         device = self._execution_device
 
         # 2. Encode the prompt of every guidance branch
@@ -418,7 +437,7 @@ class MTUPipelineBase(DiffusionPipeline):
 
         # 5. Denoise: all branches in one UNet batch, routed to `task`
         with self.progress_bar(total=len(timesteps)) as progress_bar:
-            for t in timesteps:
+            for index, t in enumerate(timesteps):
                 model_input = self.scheduler.scale_model_input(torch.cat([latents] * branches), t)
                 if conditions is not None:
                     model_input = torch.cat([model_input, conditions], dim=1)  # (N, 4 + extra, h, w)
@@ -427,6 +446,7 @@ class MTUPipelineBase(DiffusionPipeline):
                 noise_pred = combine_guidance(noise_pred, plan.guidance, plan.guidance_scale,
                                               plan.image_guidance_scale)
                 latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
+                check_finite_latents(latents, plan, index, len(timesteps))
                 progress_bar.update()
 
         # 6. Decode

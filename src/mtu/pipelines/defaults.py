@@ -15,6 +15,7 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Literal
 
+from ..errors import InputError
 from ..upcycling.tasks import TaskSpec
 
 Guidance = Literal["none", "text", "dual"]
@@ -44,9 +45,9 @@ class TaskDefaults:
 
     def __post_init__(self):
         if self.guidance not in GUIDANCE_KINDS:
-            raise ValueError(f"`guidance` must be one of {GUIDANCE_KINDS}, got {self.guidance!r}.")
+            raise InputError(f"`guidance` must be one of {GUIDANCE_KINDS}, got {self.guidance!r}.")
         if (self.guidance == "dual") != (self.image_guidance_scale is not None):
-            raise ValueError(f"`image_guidance_scale` is set exactly for 'dual' guidance; got guidance "
+            raise InputError(f"`image_guidance_scale` is set exactly for 'dual' guidance; got guidance "
                              f"{self.guidance!r} with image_guidance_scale {self.image_guidance_scale!r}.")
 
     def call_kwargs(self) -> dict:
@@ -101,7 +102,7 @@ def guidance_kind(spec: TaskSpec) -> Guidance:
 def task_defaults(family: Family, spec: TaskSpec) -> TaskDefaults:
     """The defaults of `spec` for a model `family` ("sd" or "sdxl"); unknown tasks fall back by their kind."""
     if family not in TASK_DEFAULTS:
-        raise ValueError(f"`family` must be one of {sorted(TASK_DEFAULTS)}, got {family!r}.")
+        raise InputError(f"`family` must be one of {sorted(TASK_DEFAULTS)}, got {family!r}.")
     table = TASK_DEFAULTS[family]
     kind = guidance_kind(spec)
     if spec.name in table and table[spec.name].guidance == kind:
@@ -121,7 +122,7 @@ def with_overrides(defaults: TaskDefaults, overrides: Mapping[str, float] | None
 
 def _check_scales(source: str, family: Family, spec: TaskSpec, scales) -> dict[str, float]:
     if not isinstance(scales, Mapping):
-        raise ValueError(f"{source}: task {spec.name!r} must map to an object of {list(SAMPLING_FIELDS)}, got "
+        raise InputError(f"{source}: task {spec.name!r} must map to an object of {list(SAMPLING_FIELDS)}, got "
                          f"{scales!r}.")
     kind = task_defaults(family, spec).guidance
     checked = {}
@@ -129,14 +130,14 @@ def _check_scales(source: str, family: Family, spec: TaskSpec, scales) -> dict[s
         if field not in SAMPLING_FIELDS:
             nearest = get_close_matches(str(field), SAMPLING_FIELDS, n=1)
             hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
-            raise ValueError(f"{source}: task {spec.name!r} has unknown field {field!r} (known: "
+            raise InputError(f"{source}: task {spec.name!r} has unknown field {field!r} (known: "
                              f"{list(SAMPLING_FIELDS)}){hint}")
         if (not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value)
                 or value < 0):
-            raise ValueError(f"{source}: task {spec.name!r} `{field}` must be a finite number >= 0, got {value!r}.")
+            raise InputError(f"{source}: task {spec.name!r} `{field}` must be a finite number >= 0, got {value!r}.")
         if kind == "none" or (field == "image_guidance_scale" and kind != "dual"):
             what = "runs without guidance" if kind == "none" else f"has {kind!r} guidance, no image guidance"
-            raise ValueError(f"{source}: task {spec.name!r} {what}, so it takes no `{field}`, got {value!r}.")
+            raise InputError(f"{source}: task {spec.name!r} {what}, so it takes no `{field}`, got {value!r}.")
         checked[field] = float(value)
     return checked
 
@@ -152,12 +153,12 @@ def check_sampling(sampling, family: Family, specs: Sequence[TaskSpec], source: 
         source: How errors name where the overrides come from (a file path, an argument).
     """
     if not isinstance(sampling, Mapping):
-        raise ValueError(f"{source} must hold an object {{task: {{field: value}}}}, got {sampling!r}."[:500])
+        raise InputError(f"{source} must hold an object {{task: {{field: value}}}}, got {sampling!r}."[:500])
     by_name = {spec.name: spec for spec in specs}
     checked = {}
     for task, scales in sampling.items():
         if task not in by_name:
-            raise ValueError(f"{source}: task {task!r} is not one of the model's tasks {list(by_name)}.")
+            raise InputError(f"{source}: task {task!r} is not one of the model's tasks {list(by_name)}.")
         checked[task] = _check_scales(source, family, by_name[task], scales)
     return checked
 
@@ -170,5 +171,5 @@ def read_sampling(folder, family: Family, specs: Sequence[TaskSpec]) -> dict[str
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}).") from error
+        raise InputError(f"{path} is not valid JSON ({error}).") from error
     return check_sampling(data, family, specs, str(path))

@@ -3,7 +3,9 @@
     mtu generate --model DIR --task edit --image in.png --prompt "make it snowy" --out out.png
     mtu generate --model toyworld --task edit --image in.png --prompt "remove the square" --out out.png
 
-Paths and arguments are checked before any weights load; the PNG is written atomically.
+Paths and arguments are checked before any weights load, the output path too (`mtu.outputs.claim_output_file`: an
+existing file is replaced only if `mtu generate` wrote it, or with `overwrite`); the PNG is written atomically and
+records that `mtu generate` wrote it.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..errors import InputError
+
 DTYPES = ("float32", "float16", "bfloat16")
 OUT_SUFFIX = ".png"
+PNG_MARK = ("mtu", "generate")  # a PNG text chunk: this file is an `mtu generate` output, which a re-run replaces
 
 
 def _existing_file(path, name: str) -> Path:
@@ -26,43 +31,78 @@ def _existing_file(path, name: str) -> Path:
 
 
 def _read_image(path, name: str, mode: str):
+    """Decodes `--image` / `--mask` as the data layer does (EXIF rotation, 16-bit scaled, decompression bombs
+    refused); a file that cannot be decoded is the user's input, named by its argument."""
+    from ..data.failures import SampleError
+    from ..data.imaging import open_image
+
+    try:
+        return open_image(_existing_file(path, name), mode=mode)
+    except SampleError as error:
+        raise error.within(f"`{name}`") from None
+
+
+def is_generated_png(path: Path) -> bool:
+    """True for a PNG that `mtu generate` wrote (it carries `PNG_MARK`)."""
     import PIL.Image
 
-    with PIL.Image.open(_existing_file(path, name)) as handle:
-        return handle.convert(mode)
+    try:
+        with PIL.Image.open(path) as handle:
+            return handle.format == "PNG" and handle.info.get(PNG_MARK[0]) == PNG_MARK[1]
+    except (OSError, ValueError):  # not an image PIL reads: not ours
+        return False
 
 
-def _check_out(out) -> Path:
-    out = Path(out).expanduser()
-    if out.suffix.lower() != OUT_SUFFIX:
-        raise ValueError(f"`out` must be a {OUT_SUFFIX} file, got {str(out)!r}.")
-    if out.is_dir():
-        raise ValueError(f"`out` must be a file path, got the folder {str(out)!r}.")
-    return out
+def _check_out(out, overwrite: bool, inputs: dict) -> Path:
+    from ..outputs import claim_output_file
+
+    path = Path(out).expanduser()
+    if path.suffix.lower() != OUT_SUFFIX:
+        raise InputError(f"`out` must be a {OUT_SUFFIX} file, got {str(out)!r}.")
+    claim_output_file(path, command="generate", overwrite=overwrite, inputs=inputs, field="--out",
+                      recognize=is_generated_png)
+    return path
 
 
 def save_png_atomic(image, path: Path) -> None:
-    """Writes a PIL image as PNG to a temporary file beside `path`, then renames it into place."""
+    """Writes a PIL image as PNG (marked `PNG_MARK`) to a temporary file beside `path`, then renames it into place."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(*PNG_MARK)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
-        image.save(staging, format="PNG")
+        image.save(staging, format="PNG", pnginfo=info)
         os.replace(staging, path)
     finally:
         Path(staging).unlink(missing_ok=True)
 
 
-def _device(name: str | None):
+def check_device(name: str | None):
+    """The torch device `name` names (default CUDA when available), if this machine has it; else `InputError`."""
     import torch
 
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):  # torch's parse error of the string: the user's typo
+        raise InputError(f"`device` must be a torch device such as 'cpu', 'cuda', 'cuda:1' or 'mps', got {name!r}.")
+    count = {"cuda": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+             "mps": int(bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()))}
+    if device.type in count and (device.index or 0) >= count[device.type]:
+        raise InputError(f"`device` {name!r} is not available here: torch sees {count[device.type]} "
+                         f"{device.type} device(s); use 'cpu'.")
+    return device
 
 
 def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=None, out="out.png", base=None,
              steps: int | None = None, guidance_scale: float | None = None,
              image_guidance_scale: float | None = None, seed: int = 0, height: int | None = None,
-             width: int | None = None, device: str | None = None, dtype: str | None = None) -> Path:
+             width: int | None = None, device: str | None = None, dtype: str | None = None,
+             overwrite: bool = False) -> Path:
     """Samples one image of `task` with the MTU model in `model_dir` and writes it to `out` (PNG).
 
     Args:
@@ -80,6 +120,7 @@ def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=N
         height, width: Output size (default: the input image's, twice it for sr, the base's for t2i).
         device: Torch device; default CUDA when available.
         dtype: One of "float32", "float16", "bfloat16"; default float32.
+        overwrite: Replace an existing `out` that `mtu generate` did not write.
     Returns:
         The path written.
     """
@@ -92,25 +133,29 @@ def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=N
     from .defaults import read_sampling
 
     # 1. Paths and arguments, before any weights are read
-    out = _check_out(out)
     record = read_adapter_config(model_dir)  # raises if the folder holds no adapter
+    out = _check_out(out, overwrite, {"adapter (`--model`)": adapter_directory(model_dir),
+                                      "input image (`--image`)": image, "mask (`--mask`)": mask})
     image = _read_image(image, "image", "RGB") if image is not None else None
     mask = _read_image(mask, "mask", "L") if mask is not None else None
     base = base or record["base"].get("name_or_path")
     if not base:
-        raise ValueError(f"the adapter in {str(model_dir)!r} records no base pipeline; pass `base`.")
+        raise InputError(f"the adapter in {str(model_dir)!r} records no base pipeline; pass `base`.")
     base = check_base_location(base)
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
-        raise ValueError(f"`steps` must be an integer >= 1, got {steps!r}.")
+        raise InputError(f"`steps` must be an integer >= 1, got {steps!r}.")
     if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"`dtype` must be one of {DTYPES}, got {dtype!r}.")
+        raise InputError(f"`dtype` must be one of {DTYPES}, got {dtype!r}.")
+    torch_device = check_device(device)
     family = adapter_family(record)
     specs = [TaskSpec.from_dict(data) for data in record["tasks"].values()]
     sampling = read_sampling(adapter_directory(model_dir), family, specs)  # the adapter's own scales, if any
     # The pipeline re-checks the size with its VAE's scale factor
     default_size = (record["base"]["unet_config"]["sample_size"] * 8,) * 2
-    check_call_inputs(specs, family, task, prompt, image, mask, height, width, steps,
-                      guidance_scale, image_guidance_scale, default_size=default_size, sampling_overrides=sampling)
+    check_call_inputs(specs, family, task, prompt=prompt, image=image, mask_image=mask, height=height, width=width,
+                      num_inference_steps=steps, guidance_scale=guidance_scale,
+                      image_guidance_scale=image_guidance_scale, default_size=default_size,
+                      sampling_overrides=sampling)
 
     # 2. The pipeline: base components plus the adapter on the base's UNet
     if family == "sdxl":
@@ -118,7 +163,7 @@ def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=N
     else:
         from .pipeline_mtu import MTUPipeline as pipeline_class
     pipe = pipeline_class.from_pretrained(model_dir, torch_dtype=getattr(torch, dtype) if dtype else None, base=base)
-    pipe.to(_device(device))
+    pipe.to(torch_device)
 
     # 3. Sample and write
     result = pipe(task, prompt=prompt, image=image, mask_image=mask, height=height, width=width,
@@ -151,17 +196,19 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="weights dtype (default float32)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out file that `mtu generate` did not write")
     return parser
 
 
 def run_generate(args: argparse.Namespace) -> int:
     """Runs `generate` from parsed `add_generate_arguments` options; returns 0.
 
-    Errors are raised (ValueError, FileNotFoundError, ...): `mtu.cli.main` prints them as one line, exit 2.
+    Errors are raised (`InputError`, FileNotFoundError): `mtu.cli.main` prints them as one line, exit 2.
     """
     path = generate(args.model_dir, args.task, prompt=args.prompt, image=args.image, mask=args.mask, out=args.out,
                     base=args.base, steps=args.steps, guidance_scale=args.guidance_scale,
                     image_guidance_scale=args.image_guidance_scale, seed=args.seed, height=args.height,
-                    width=args.width, device=args.device, dtype=args.dtype)
+                    width=args.width, device=args.device, dtype=args.dtype, overwrite=args.overwrite)
     print(f"wrote {path} (task {args.task!r}, seed {args.seed})", file=sys.stderr)
     return 0

@@ -16,6 +16,7 @@ import torch
 from diffusers.image_processor import VaeImageProcessor
 
 from ..conditioning import upsample_for_sr  # noqa: F401  (re-exported for the pipelines)
+from ..errors import InputError
 
 MASK_MODES = ("L", "1")
 
@@ -29,8 +30,8 @@ class ImageInfo:
     width: int
 
 
-def _fail(name: str, message: str, value) -> ValueError:
-    return ValueError(f"`{name}` {message}, got {_show(value)}.")
+def _fail(name: str, message: str, value) -> InputError:
+    return InputError(f"`{name}` {message}, got {_show(value)}.")
 
 
 def _show(value) -> str:
@@ -43,8 +44,12 @@ def _show(value) -> str:
 
 def _range(name: str, value, low: float, high: float) -> None:
     values = torch.as_tensor(value).float()
+    finite = torch.isfinite(values)
+    if not bool(finite.all()):
+        raise InputError(f"`{name}` values must be finite, got {int((~finite).sum())} NaN or inf value(s) in a "
+                         f"{type(value).__name__} of shape {tuple(values.shape)}.")
     if values.numel() and (values.min() < low or values.max() > high):
-        raise ValueError(f"`{name}` values must lie in [{low:g}, {high:g}] for a {type(value).__name__}, got "
+        raise InputError(f"`{name}` values must lie in [{low:g}, {high:g}] for a {type(value).__name__}, got "
                          f"values in [{values.min().item():.3g}, {values.max().item():.3g}].")
 
 
@@ -88,10 +93,10 @@ def describe_images(value, name: str, is_mask: bool = False) -> ImageInfo:
     infos = [_describe_one(item, name, is_mask) for item in items]
     kinds = sorted({type(item).__name__ for item in items})
     if len(kinds) > 1:
-        raise ValueError(f"`{name}` list items must all be of one kind, got {kinds}.")
+        raise InputError(f"`{name}` list items must all be of one kind, got {kinds}.")
     sizes = sorted({(info.height, info.width) for info in infos})
     if len(sizes) > 1:
-        raise ValueError(f"`{name}` images must all have the same size, got (height, width) sizes {sizes}.")
+        raise InputError(f"`{name}` images must all have the same size, got (height, width) sizes {sizes}.")
     return ImageInfo(sum(info.count for info in infos), *sizes[0])
 
 

@@ -11,6 +11,7 @@ from diffusers import (
 )
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from ..conditioning import tokenize_prompts
 from ..upcycling.model import MTUModel
 from .common import MTUPipelineBase, check_unet
 
@@ -46,10 +47,10 @@ class MTUPipeline(MTUPipelineBase):
                               scheduler=scheduler)
         self._setup_processors()
 
-    def encode_text(self, prompts: list[str], device) -> dict[str, torch.Tensor]:
-        """(B, 77, D) last hidden states of the text encoder, as `StableDiffusionPipeline.encode_prompt`."""
-        tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                truncation=True, return_tensors="pt")
+    def encode_text(self, prompts: list[str], device, name: str = "prompt") -> dict[str, torch.Tensor]:
+        """(B, 77, D) last hidden states of the text encoder, as `StableDiffusionPipeline.encode_prompt`; a prompt
+        longer than the encoder takes is cut with a warning (`mtu.conditioning.tokenize_prompts`)."""
+        tokens = tokenize_prompts(self.tokenizer, prompts, name)
         attention_mask = None
         if getattr(self.text_encoder.config, "use_attention_mask", False):
             attention_mask = tokens.attention_mask.to(device)

@@ -18,6 +18,8 @@ from diffusers import (
 )
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from ..conditioning import tokenize_prompts
+from ..errors import InputError
 from ..upcycling.model import MTUModel
 from .checks import CallPlan
 from .common import MTUPipelineBase, check_unet
@@ -68,7 +70,7 @@ class MTUStableDiffusionXLPipeline(MTUPipelineBase):
         expected = unet.unet.add_embedding.linear_1.in_features
         passed = config.addition_time_embed_dim * NUM_TIME_IDS + text_encoder_2.config.projection_dim
         if expected != passed:
-            raise ValueError(f"the UNet's added embedding takes {expected} features, but `text_encoder_2` "
+            raise InputError(f"the UNet's added embedding takes {expected} features, but `text_encoder_2` "
                              f"(projection_dim {text_encoder_2.config.projection_dim}) and {NUM_TIME_IDS} time ids "
                              f"give {passed}; the components are from different models.")
 
@@ -80,12 +82,12 @@ class MTUStableDiffusionXLPipeline(MTUPipelineBase):
             return {}
         return {"force_zeros_for_empty_prompt": index.get("force_zeros_for_empty_prompt", True)}
 
-    def encode_text(self, prompts: list[str], device) -> dict[str, torch.Tensor]:
-        """Both encoders' penultimate hidden states, concatenated (B, 77, D1 + D2), and the pooled (B, P)."""
+    def encode_text(self, prompts: list[str], device, name: str = "prompt") -> dict[str, torch.Tensor]:
+        """Both encoders' penultimate hidden states, concatenated (B, 77, D1 + D2), and the pooled (B, P); a prompt
+        longer than the encoders take is cut with one warning (`mtu.conditioning.tokenize_prompts`)."""
         hidden_states, pooled = [], None
         for tokenizer, encoder in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):
-            ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                            return_tensors="pt").input_ids
+            ids = tokenize_prompts(tokenizer, prompts, name, warn=tokenizer is self.tokenizer).input_ids
             output = encoder(ids.to(device), output_hidden_states=True)
             if pooled is None and output[0].ndim == 2:  # the projection model's text_embeds
                 pooled = output[0]

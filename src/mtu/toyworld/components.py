@@ -14,10 +14,11 @@ Together they make a standard diffusers `StableDiffusionPipeline` folder (`assem
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
+
+from ..shipped import shipped_base, shipped_model  # noqa: F401  (the toy world's names for them)
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MAX_LENGTH = 77
@@ -166,38 +167,7 @@ def assemble_pipeline(unet, vae, text_encoder, tokenizer, scheduler=None):
     )
 
 
-def words_of(text: str) -> list[str]:
-    """CLIP's pre-tokenisation of lower-cased `text` (words and punctuation), for vocabulary checks."""
-    return re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", text.lower())
-
-
 SHIPPED_BASE_NAME = "toyworld-base"  # the short name the shipped adapter records as its base (`mtu.shipped`)
-
-
-def _package_folder(name: str) -> Path:
-    from importlib import resources
-
-    return Path(str(resources.files("mtu.toyworld").joinpath(name)))
-
-
-def shipped_base() -> Path:
-    """The embedded base model's folder (a stock `StableDiffusionPipeline` folder inside the package)."""
-    folder = _package_folder("base_model")
-    if not (folder / "model_index.json").is_file():
-        raise FileNotFoundError(f"the shipped toy-world base is missing from {folder}; rebuild it with "
-                                f"`mtu toyworld pretrain --out {folder}`.")
-    return folder
-
-
-def shipped_model() -> Path:
-    """The folder of the MTU adapter trained on the embedded base (short name "toyworld"), inside the package."""
-    from ..upcycling.serialization import CONFIG_NAME
-
-    folder = _package_folder("mtu_model")
-    if not (folder / CONFIG_NAME).is_file():
-        raise FileNotFoundError(f"the shipped toy-world MTU model ('toyworld') is not in this installation "
-                                f"({folder} holds no {CONFIG_NAME}); give an adapter folder instead.")
-    return folder
 
 
 def record_shipped_base(adapter_dir) -> Path:

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .metrics import example_record, summarize
 from .oracle import edit_fidelity, edit_success, inpaint_preserved, inpaint_removed, sr_psnr, sr_ssim, t2i_faithful
 from .scene import Scene, caption, heldout_scenes, make_scenes, render
-from .tasks import Edit, sample_edit, sample_removal, sr_input
+from .tasks import TASKS, Edit, sample_edit, sample_removal, sr_input
 
 EVAL_SEED = 1234
 VALIDATION_SEED = 4321  # the validation split: train-split scenes from their own seed (for choosing settings)
-TASKS = ("t2i", "edit", "sr", "inpaint")
 # Each task's main metric (the one the report compares against the trivial baseline) and its direction.
 MAIN_METRIC = {"t2i": "faithfulness", "edit": "success", "sr": "psnr", "inpaint": "success"}
 # The field of `metrics.example_record` holding each task's main metric per example (its mean over the examples is
@@ -142,8 +142,6 @@ def score_examples(examples: list[Example], outputs: list, seed: int = 0) -> dic
         example, "summary": `metrics.summarize` of the records (rates with Wilson intervals, means with bootstrap
         ones)}.
     """
-    from .metrics import example_record, summarize  # metrics imports this module
-
     if not examples:
         raise ValueError(f"`examples` must be a non-empty list of examples, got {examples!r}.")
     if len(outputs) != len(examples):

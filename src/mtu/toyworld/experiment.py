@@ -28,7 +28,7 @@ def toyworld_train_config(base: str, run_dir, tasks=TASKS, method: str = "mtu", 
 
 
 def pipeline_for(model, base: str):
-    """An `MTUPipeline` around an in-memory trained model (any method: all are `MTUModel`s), with the base's
+    """An `MTUPipeline` around an in-memory trained model (any method: all are `TaskModel`s), with the base's
     VAE, text encoder, tokenizer and scheduler."""
     from ..pipelines import MTUPipeline
 
@@ -83,10 +83,7 @@ def train_and_score(config, examples: dict[str, list[Example]], seed: int = 0, t
 
     trainer = Trainer(config)
     summary = trainer.train()
-    model = trainer.accelerator.unwrap_model(trainer.model).to("cpu").eval()
-    trainable = sum(param.numel() for param in trainer.params.values())
-    if trainer.ema is not None:
-        trainer.ema.copy_to(list(trainer.params.values()))
+    model, trainable = trainer.trained_model(ema=True), trainer.num_trainable_parameters()
     del trainer
     pipe = pipeline_for(model, config.model.base)
     tasks = {task: examples[task] for task in model.task_names if task in examples}

@@ -14,10 +14,9 @@ from itertools import permutations
 import numpy as np
 
 from ..stats import summarize_mean, summarize_rate
-from .evaluate import TASKS, Example
 from .oracle import edit_fidelity, inpaint_removed, sr_psnr, sr_ssim, try_parse
 from .scene import Scene, Shape
-from .tasks import EDIT_KINDS, Edit
+from .tasks import EDIT_KINDS, TASKS, Edit
 
 ATTRIBUTES = ("kind", "colour", "size", "position")
 PSNR_CAP = 100.0  # dB; identical images have infinite PSNR, which no mean or interval survives (as in evaluate.score)
@@ -93,7 +92,7 @@ def preserved(parsed: Scene | None, edit: Edit) -> bool:
     return all(shape in parsed.shapes for shape in untouched)
 
 
-def example_record(example: Example, output) -> dict:
+def example_record(example, output) -> dict:
     """Flat per-example values of one output; the image is parsed once.
 
     Every task: the `shape_attributes` fields prefixed "attr_", and "exact" (parses to the target scene, sizes

@@ -22,6 +22,8 @@ from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 
+from ..errors import InputError
+
 FIRST_COUNT = 32  # held-out examples per task that the test re-measures (one generation batch)
 SIZE_LIMIT = 10_000_000  # bytes: the folder ships inside the package
 RECIPE_NAME, CARD_NAME, TRAIN_CONFIG_NAME = "recipe.json", "README.md", "train.yaml"
@@ -52,9 +54,9 @@ def _check_counts(eval_count, tune_count, seed, first_count) -> None:
     for name, value, minimum in (("eval_count", eval_count, 1), ("tune_count", tune_count, 0), ("seed", seed, 0),
                                  ("first_count", first_count, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+            raise InputError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
     if first_count > eval_count:
-        raise ValueError(f"`eval_count` must be at least `first_count` ({first_count}): the first {first_count} "
+        raise InputError(f"`eval_count` must be at least `first_count` ({first_count}): the first {first_count} "
                          f"examples are summarized from the same outputs, got {eval_count}.")
 
 
@@ -72,35 +74,39 @@ def check_run(run_dir) -> tuple[Path, dict, dict]:
         raise FileNotFoundError(f"`run` {str(run_dir)!r} holds no config.yaml; is it an `mtu train` output_dir?")
     config = read_yaml(config_path.read_text())
     if not isinstance(config, dict):
-        raise ValueError(f"{config_path} must hold a mapping, got {type(config).__name__}.")
+        raise InputError(f"{config_path} must hold a mapping, got {type(config).__name__}.")
     if (final / "method.json").is_file():
         method = json.loads((final / "method.json").read_text()).get("method")
-        raise ValueError(f"{final} holds a {method!r} run's weights; only an MTU adapter (method 'mtu') is packaged.")
+        raise InputError(f"{final} holds a {method!r} run's weights; only an MTU adapter (method 'mtu') is packaged.")
     if not (final / CONFIG_NAME).is_file() or not (final / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"`run` {str(run_dir)!r} has no finished adapter: {final} must hold {CONFIG_NAME} "
                                 f"and {WEIGHTS_NAME} (the trainer writes them when the run ends).")
     record = read_adapter_config(final)
     unknown = [task for task in record["config"].tasks if task not in TASKS]
     if unknown:
-        raise ValueError(f"the adapter in {final} has tasks {unknown} that the toy world cannot score; it scores "
+        raise InputError(f"the adapter in {final} has tasks {unknown} that the toy world cannot score; it scores "
                          f"{list(TASKS)}.")
     return run_dir, config, record
 
 
-def _check_out(out, shipped_base: bool) -> Path:
-    """The folder to write: a new one, or an earlier package (which is replaced); nothing else is overwritten."""
+def is_package(folder: Path) -> bool:
+    """True for a folder an earlier `mtu toyworld package` wrote (the shipped one included): recipe and adapter."""
     from ..upcycling.serialization import CONFIG_NAME
 
-    out = Path(out).expanduser() if out is not None else default_out()
-    if out.resolve() == default_out().resolve() and not shipped_base:
-        raise ValueError(f"the shipped adapter ({out}) must be made from the shipped toy-world base; this run's "
+    return (folder / RECIPE_NAME).is_file() and (folder / CONFIG_NAME).is_file()
+
+
+def _check_out(out, shipped_base: bool, run_dir: Path, overwrite: bool):
+    """The claimed folder to write (`mtu.outputs.OutputFolder`): a new or empty one, or an earlier package; another
+    folder only with `overwrite`, and then only the package's files are replaced there."""
+    from ..outputs import claim_output
+
+    folder = Path(out).expanduser() if out is not None else default_out()
+    if folder.resolve() == default_out().resolve() and not shipped_base:
+        raise InputError(f"the shipped adapter ({folder}) must be made from the shipped toy-world base; this run's "
                          f"adapter records another base. Give --out.")
-    if out.exists():
-        earlier = (out / RECIPE_NAME).is_file() and (out / CONFIG_NAME).is_file()
-        if not out.is_dir() or (any(out.iterdir()) and not earlier):
-            raise ValueError(f"`out` {str(out)!r} exists and is not a packaged model (no {RECIPE_NAME} and "
-                             f"{CONFIG_NAME}); remove it or choose another folder.")
-    return out
+    return claim_output(folder, command="toyworld package", overwrite=overwrite,
+                        inputs={"run (`--run`)": run_dir}, recognize=is_package)
 
 
 def folder_bytes(folder) -> int:
@@ -238,27 +244,28 @@ def _write_folder(folder: Path, run_dir: Path, recipe: dict, adapter_config: dic
     (folder / CARD_NAME).write_text(model_card(recipe, adapter_config))
     size = folder_bytes(folder)
     if size > SIZE_LIMIT:
-        raise ValueError(f"the packaged model would take {size:,} bytes, over the {SIZE_LIMIT:,} a shipped model "
+        raise InputError(f"the packaged model would take {size:,} bytes, over the {SIZE_LIMIT:,} a shipped model "
                          f"may; nothing was written.")
 
 
 def package_model(run_dir, out=None, eval_count: int = 256, tune_count: int = 32, seed: int = 0, *,
-                  first_count: int = FIRST_COUNT) -> dict:
+                  first_count: int = FIRST_COUNT, overwrite: bool = False) -> dict:
     """Scores a finished toy-world MTU run and writes it, with recipe and model card, as a shippable folder.
 
     Args:
         run_dir: The `mtu train` output_dir (config.yaml and final/, the adapter; train_summary.json if any).
-        out: Folder to write (replaced atomically if it is an earlier package); default the shipped adapter's
-            folder inside the package, `mtu/toyworld/mtu_model/`.
+        out: Folder to write: new, empty or an earlier package (whose files are replaced); default the shipped
+            adapter's folder inside the package, `mtu/toyworld/mtu_model/`.
         eval_count: Held-out examples per task that the scores are measured on.
         tune_count: Validation examples on which edit/inpaint guidance is chosen; 0 keeps the paper's.
         seed: Seed of the sampling noise and of the bootstrap intervals.
         first_count: The leading held-out examples summarized again as "first32" (what the test re-measures).
+        overwrite: Write into an existing folder holding other files too (only the package's files are
+            replaced there; nothing else is removed).
     Returns:
         The recipe written to recipe.json, plus "folder": the folder written.
     """
     from ..upcycling import load_mtu
-    from ..upcycling.serialization import atomic_save_directory
     from .components import SHIPPED_BASE_NAME
     from .experiment import pipeline_for
 
@@ -267,9 +274,9 @@ def package_model(run_dir, out=None, eval_count: int = 256, tune_count: int = 32
     run_dir, config, record = check_run(run_dir)
     base = record["base"].get("name_or_path")
     if not base:
-        raise ValueError(f"the adapter in {run_dir / 'final'} records no base pipeline to score it on.")
+        raise InputError(f"the adapter in {run_dir / 'final'} records no base pipeline to score it on.")
     shipped_base = _is_shipped_base(base)
-    folder = _check_out(out, shipped_base)
+    output = _check_out(out, shipped_base, run_dir, overwrite)
 
     model = load_mtu(run_dir / "final").eval()
     result = evaluate_adapter(pipeline_for(model, base), base, model.task_names, eval_count, tune_count, seed,
@@ -286,8 +293,8 @@ def package_model(run_dir, out=None, eval_count: int = 256, tune_count: int = 32
     }
     recipe["seconds"] = round(time.perf_counter() - start, 1)
     adapter_config = record["config"].to_dict()
-    atomic_save_directory(lambda staging: _write_folder(staging, run_dir, recipe, adapter_config, shipped_base),
-                          folder)
+    output.write(lambda staging: _write_folder(staging, run_dir, recipe, adapter_config, shipped_base))
+    folder = Path(out).expanduser() if out is not None else default_out()
     return {**recipe, "folder": str(folder)}
 
 
@@ -301,7 +308,7 @@ def reproduce_first32(name_or_path="toyworld", count: int = FIRST_COUNT) -> dict
     from .metrics import summarize
 
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ValueError(f"`count` must be an integer >= 1, got {count!r}.")
+        raise InputError(f"`count` must be an integer >= 1, got {count!r}.")
     recipe_path = adapter_directory(name_or_path) / RECIPE_NAME
     if not recipe_path.is_file():
         raise FileNotFoundError(f"{str(name_or_path)!r} is not a packaged toy-world model: {recipe_path} is missing.")

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..configuration import check_counts
+from ..errors import InputError
 from .components import (assemble_pipeline, build_scheduler, build_text_encoder, build_tokenizer, build_unet,
                          build_vae)
 from .oracle import t2i_faithful
@@ -43,7 +44,7 @@ class PretrainConfig:
     """The recipe. Defaults are the shipped model's.
 
     Args:
-        out: Pipeline folder to write (replaced atomically).
+        out: Pipeline folder to write: new, empty or an earlier pretrain output (whose files are replaced).
         seed: Seeds scenes, init, batches, noise and timesteps.
         resolution: Image side (latents are resolution / 4).
         scenes: Distinct training scenes (train split).
@@ -93,23 +94,34 @@ class PretrainConfig:
 
         for name in ("vae_lr", "lr"):
             if not number(name) > 0:
-                raise ValueError(f"`{name}` must be a number > 0, got {getattr(self, name)!r}.")
+                raise InputError(f"`{name}` must be a number > 0, got {getattr(self, name)!r}.")
+        for name in ("vae_lr", "lr", "kl_weight"):
+            if math.isinf(number(name)):
+                raise InputError(f"`{name}` must be finite, got {getattr(self, name)!r}.")
         if not number("kl_weight") >= 0:
-            raise ValueError(f"`kl_weight` must be a number >= 0, got {self.kl_weight!r}.")
+            raise InputError(f"`kl_weight` must be a number >= 0, got {self.kl_weight!r}.")
         for name in ("ema_decay", "empty_prompt_fraction", "partial_caption_fraction"):
             if not 0 <= number(name) < 1:
-                raise ValueError(f"`{name}` must be a number in [0, 1.0), got {getattr(self, name)!r}.")
+                raise InputError(f"`{name}` must be a number in [0, 1.0), got {getattr(self, name)!r}.")
         if self.resolution not in (32, 64):
-            raise ValueError(f"`resolution` must be 32 or 64, got {self.resolution!r}.")
+            raise InputError(f"`resolution` must be 32 or 64, got {self.resolution!r}.")
         for name, parts in (("vae_from", ("vae",)), ("init_from", ("unet", "text_encoder"))):
             folder = getattr(self, name)
             if folder is not None and not all((Path(folder) / part / "config.json").is_file() for part in parts):
-                raise ValueError(f"`{name}` must be a pipeline folder with {' and '.join(p + '/' for p in parts)} "
+                raise InputError(f"`{name}` must be a pipeline folder with {' and '.join(p + '/' for p in parts)} "
                                  f"subfolders, got {folder!r}.")
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
-            raise ValueError(f"`device` must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}.")
+            raise InputError(f"`device` must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}.")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"`device` is {self.device!r} but CUDA is not available here; use 'cpu' or 'auto'.")
+            raise InputError(f"`device` is {self.device!r} but CUDA is not available here; use 'cpu' or 'auto'.")
+        if self.device.startswith("cuda"):
+            try:
+                index = torch.device(self.device).index or 0
+            except RuntimeError:  # torch's parse error of the string, e.g. "cuda:x"
+                raise InputError(f"`device` must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}.")
+            if index >= torch.cuda.device_count():
+                raise InputError(f"`device` is {self.device!r} but torch sees {torch.cuda.device_count()} CUDA "
+                                 f"device(s) here.")
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":
@@ -304,27 +316,50 @@ def earlier_recipe(folder) -> dict | None:
     return kept
 
 
-def pretrain(config: PretrainConfig) -> dict:
-    """Runs the recipe and writes the pipeline folder with recipe.json; returns the recipe record."""
+def is_pretrain_output(folder: Path) -> bool:
+    """True for a pipeline folder an earlier `mtu toyworld pretrain` wrote (the shipped base included)."""
+    if not (folder / "model_index.json").is_file() or not (folder / "recipe.json").is_file():
+        return False
+    try:
+        return "recipe" in json.loads((folder / "recipe.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+
+
+def pretrain(config: PretrainConfig, *, overwrite: bool = False) -> dict:
+    """Runs the recipe and writes the pipeline folder with recipe.json; returns the recipe record.
+
+    `config.out` is claimed first (`mtu.outputs.claim_output`): a folder holding anything but an earlier pretrain
+    output, or one of `vae_from` / `init_from`, is refused; `overwrite` writes into such a folder all the same,
+    replacing only the pipeline's files. Stage 1's VAE and the tokenizer are kept in a work folder beside `out`
+    while the run lasts (left there, for inspection, if it fails).
+    """
+    import shutil
+    import tempfile
+
     import diffusers
     import transformers
 
-    from ..upcycling.serialization import atomic_save_directory
+    from ..outputs import claim_output
 
+    output = claim_output(config.out, command="toyworld pretrain", overwrite=overwrite,
+                          inputs={"VAE (`vae_from`)": config.vae_from, "model (`init_from`)": config.init_from},
+                          recognize=is_pretrain_output)
     out = Path(config.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".work", dir=out.parent))
     torch.manual_seed(config.seed)
     scenes = make_scenes(config.seed, config.scenes, "train")
     if config.vae_from is None:
         vae, vae_record = train_vae(config, scenes)
-        vae.save_pretrained(out.parent / f".{out.name}.vae-stage")  # for inspection; replaced by the final folder
+        vae.save_pretrained(work / "vae-stage")  # for inspection should stage 2 fail
     else:
         from diffusers import AutoencoderKL
 
         vae = AutoencoderKL.from_pretrained(config.vae_from, subfolder="vae", local_files_only=True).float()
         vae.eval().requires_grad_(False)
         vae_record = {"vae_reused_from": str(config.vae_from)}
-    staging_tokenizer = out.parent / f".{out.name}.tokenizer"
-    tokenizer = build_tokenizer(staging_tokenizer)
+    tokenizer = build_tokenizer(work / "tokenizer")
     unet, text_encoder, t2i_record = train_t2i(config, vae, tokenizer, scenes)
     pipe = assemble_pipeline(unet, vae, text_encoder, tokenizer)
     record = {
@@ -361,11 +396,8 @@ def pretrain(config: PretrainConfig) -> dict:
         shown = evaluation["images"][:64]
         image_rows([shown[i:i + 16] for i in range(0, len(shown), 16)], folder / "samples.png", scale=2, gap=0)
 
-    atomic_save_directory(write, out)
-    import shutil
-
-    shutil.rmtree(staging_tokenizer, ignore_errors=True)
-    shutil.rmtree(out.parent / f".{out.name}.vae-stage", ignore_errors=True)
+    output.write(write)
+    shutil.rmtree(work, ignore_errors=True)  # this run's own work folder
     _log(f"wrote {out}: t2i faithfulness {record['evaluation']['faithfulness']:.3f} on {config.eval_count} "
          f"held-out captions")
     return record

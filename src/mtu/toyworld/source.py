@@ -1,4 +1,6 @@
-"""A toy-world data source: map-style dataset of the data layer's example dicts, generated on the fly.
+"""A toy-world data source: map-style dataset of the data layer's example dicts, generated on the fly, registered as
+the data format "toyworld" (`FORMAT`, announced in the `mtu.data_formats` entry-point group of pyproject.toml, so
+the data layer finds it without importing the toy world).
 
 Items are made exactly like those of `mtu.data.dataset.SourceDataset` (through `make_example`), so a toy source
 mixes with file-backed ones; the scene of item i is fixed, while per-epoch choices (which edit, which object to
@@ -8,16 +10,22 @@ remove, the SR degradation) come from a generator seeded by (seed, epoch, index)
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
 
+from ..configuration import JsonConfig
+from ..data.config import degradation_from
 from ..data.dataset import ExampleDataset
 from ..data.degradation import DegradationConfig
+from ..data.registry import DataFormat, fields_from_dict, register_format
 from ..data.schemas import get_schema
+from ..errors import InputError
 from ..upcycling.tasks import get_task
-from .scene import MAX_SIZE, MIN_SIZE, caption, make_scenes
+from .scene import MAX_SIZE, MIN_SIZE, make_scenes
 from .tasks import TOY_DEGRADATION, edit_pair, inpaint_pair, sample_edit, sample_removal, sr_pair, t2i_pair
 
 # The schema whose roles each task's fields fill; it decides how `make_example` derives a missing condition.
@@ -25,9 +33,21 @@ TASK_SCHEMAS = {"t2i": "captions", "edit": "instructpix2pix", "sr": "sr_highres"
                 "inpaint_mask": "mask_inpaint"}
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _bad(name: str, expected: str, value) -> InputError:
+    return InputError(f"must be {expected}, got {value!r}.", field=name)
+
+
 @dataclass
-class ToyWorldConfig:
-    """A toy-world source for one task.
+class ToyWorldConfig(JsonConfig):
+    """A toy-world source for one task (a source dict with `format: toyworld`).
 
     Args:
         task: One of `TASK_SCHEMAS`: "t2i", "edit", "sr", "inpaint" or "inpaint_mask".
@@ -39,6 +59,7 @@ class ToyWorldConfig:
         max_failure_fraction: Highest tolerated fraction of failed items (`check_failure_rate`).
         degradation: Ranges of the SR degradation (default `TOY_DEGRADATION`, scaled to toy image sizes).
         weight: Mixing ratio of this source relative to the others (> 0); used by the trainer's sampler.
+        format: Always "toyworld" (the registry's name of this config class).
     """
 
     task: str
@@ -50,35 +71,45 @@ class ToyWorldConfig:
     max_failure_fraction: float = 0.01
     degradation: DegradationConfig = field(default_factory=lambda: copy.deepcopy(TOY_DEGRADATION))
     weight: float = 1.0
+    format: Literal["toyworld"] = "toyworld"
 
     def __post_init__(self):
-        if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)) or not self.weight > 0:
-            raise ValueError(f"`weight` must be a number > 0, got {self.weight!r}.")
-        if isinstance(self.degradation, dict):
-            self.degradation = DegradationConfig(**self.degradation)
+        if self.format != "toyworld":
+            raise _bad("format", "'toyworld' for a ToyWorldConfig", self.format)
         if self.task not in TASK_SCHEMAS:
-            raise ValueError(f"`task` must be one of {tuple(TASK_SCHEMAS)}, got {self.task!r}.")
-        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
-            raise ValueError(f"`count` must be an integer >= 1, got {self.count!r}.")
+            raise _bad("task", f"one of {tuple(TASK_SCHEMAS)}", self.task)
+        if not _is_int(self.count) or self.count < 1:
+            raise _bad("count", "an integer >= 1", self.count)
         if self.split not in ("train", "test"):
-            raise ValueError(f"`split` must be one of ('train', 'test'), got {self.split!r}.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"`seed` must be an integer >= 0, got {self.seed!r}.")
+            raise _bad("split", "one of ('train', 'test')", self.split)
+        if not _is_int(self.seed) or self.seed < 0:
+            raise _bad("seed", "an integer >= 0", self.seed)
         resolution = self.resolution
-        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution % 8 or not (
-                MIN_SIZE <= resolution <= MAX_SIZE):
-            raise ValueError(f"`resolution` must be a multiple of 8 in [{MIN_SIZE}, {MAX_SIZE}], got {resolution!r}.")
-        if isinstance(self.sr_scale, bool) or not isinstance(self.sr_scale, int) or self.sr_scale < 1 or (
-                resolution % self.sr_scale):
-            raise ValueError(f"`sr_scale` must be an integer >= 1 that divides resolution={resolution}, "
-                             f"got {self.sr_scale!r}.")
-        if not 0.0 <= self.max_failure_fraction <= 1.0:
-            raise ValueError(f"`max_failure_fraction` must be in [0, 1], got {self.max_failure_fraction!r}.")
+        if not _is_int(resolution) or resolution % 8 or not MIN_SIZE <= resolution <= MAX_SIZE:
+            raise _bad("resolution", f"a multiple of 8 in [{MIN_SIZE}, {MAX_SIZE}]", resolution)
+        if not _is_int(self.sr_scale) or self.sr_scale < 1 or resolution % self.sr_scale:
+            raise _bad("sr_scale", f"an integer >= 1 that divides resolution={resolution}", self.sr_scale)
+        if not _is_number(self.max_failure_fraction) or not 0.0 <= self.max_failure_fraction <= 1.0:
+            raise _bad("max_failure_fraction", "a number in [0, 1]", self.max_failure_fraction)
+        if not _is_number(self.weight) or not self.weight > 0:
+            raise _bad("weight", "a finite number > 0", self.weight)
+        self.weight = float(self.weight)
+        self.degradation = degradation_from(self.degradation)
 
     @property
     def path(self) -> str:
         """A name for reports (`check_failure_rate` prints the source's path)."""
         return f"toyworld:{self.split}:seed={self.seed}"
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["degradation"] = self.degradation.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ToyWorldConfig:
+        """A `format: toyworld` source dict; unknown or missing keys raise `InputError` naming the key."""
+        return cls(**fields_from_dict(cls, data, required=("task",)))
 
 
 class ToyWorldDataset(ExampleDataset):
@@ -102,6 +133,9 @@ class ToyWorldDataset(ExampleDataset):
     def key(self, index: int) -> str:
         return f"toyworld-{self.config.split}-{self.config.seed}-{index}"
 
+    def describe(self) -> dict:
+        return {"count": self.config.count, "split": self.config.split, "seed": self.config.seed}
+
     def load_fields(self, index: int, epoch: int) -> tuple[dict, torch.Generator]:
         """The role -> PIL image / str fields of item `index` in `epoch`, and the generator of the SR degradation."""
         rng = np.random.default_rng([self.config.seed, epoch, index])
@@ -118,9 +152,9 @@ class ToyWorldDataset(ExampleDataset):
                 # Classic inpainting: the masked target is the input, the prompt describes the whole target.
                 fields = {"target": fields["target"], "mask": fields["mask"], "prompt": fields["output_caption"]}
         else:
-            raise ValueError(f"`task` must be one of {tuple(TASK_SCHEMAS)}, got {task!r}.")
+            raise AssertionError(f"task {task!r} passed ToyWorldConfig's check")
         return fields, torch.Generator().manual_seed(int(rng.integers(2 ** 63)))
 
-    def scene_caption(self, index: int) -> str:
-        """Caption of item `index`'s (input) scene, for reports."""
-        return caption(self.scenes[index])
+
+FORMAT = register_format(DataFormat("toyworld", ToyWorldConfig, ToyWorldDataset,
+                                    "scenes of the embedded toy world, rendered on the fly (mtu.toyworld)"))

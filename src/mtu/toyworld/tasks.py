@@ -18,6 +18,7 @@ from ..data.degradation import DegradationConfig, degrade
 from .scene import (BACKGROUND_COLOURS, MAX_SHAPES, POSITION_PHRASES, SHAPE_COLOURS, Scene, Shape, caption,
                     render, sample_shape, shape_mask)
 
+TASKS = ("t2i", "edit", "sr", "inpaint")  # the toy world's tasks, in the order reports list them
 EDIT_KINDS = ("recolour", "add", "remove", "move", "background")
 # Real-ESRGAN's first-stage ranges (the data layer's defaults) are set for photos of hundreds of pixels: a 3-pixel
 # blur or 30 levels of noise on a 32-pixel toy image leaves barely a shape to recover. The toy world runs the same

@@ -5,11 +5,17 @@ Per source and cached epoch, `source-{i}/epoch-{e}.safetensors` holds the target
 std: training still draws a fresh latent sample each step), the task's conditioning channels, and a validity flag
 (unreadable samples are 0); `epoch-{e}.json` holds prompts and keys. Per-epoch random choices (caption, edit
 target variant, SR degradation) are cached for `epochs` epochs and reused cyclically after that.
+
+The cache folder is claimed before any work (`mtu.outputs.claim_output`): new, empty or an earlier cache; another
+folder only with `overwrite`, where only the cache's files are replaced. It is written to a staging folder and moved
+into place when complete, so a failed run leaves nothing half-written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -18,6 +24,8 @@ from tqdm.auto import tqdm
 
 from ..conditioning import condition_channels
 from ..data import build_dataset, collate_examples
+from ..errors import InputError
+from ..outputs import claim_output, run_inputs
 from ..upcycling.serialization import atomic_save_safetensors, atomic_write_text
 from ..upcycling.tasks import get_task
 from .components import FrozenParts, encode_prompts, load_frozen_parts
@@ -28,9 +36,17 @@ _CONTENT_KEYS = ("task", "format", "path", "schema", "columns", "resolution", "s
                  "degradation")
 
 
-def _content(source: dict) -> dict:
+def _as_dict(source) -> dict:
+    """A data source as a dict, whether given as written (a mapping) or as its format's typed config."""
+    if isinstance(source, Mapping):
+        return dict(source)
+    return source.to_dict() if hasattr(source, "to_dict") else dataclasses.asdict(source)
+
+
+def _content(source) -> dict:
     """The fields of a source that decide what is cached (not its mixing weight)."""
-    return json.loads(json.dumps({k: source.get(k) for k in _CONTENT_KEYS}, default=str))
+    fields = _as_dict(source)
+    return json.loads(json.dumps({k: fields.get(k) for k in _CONTENT_KEYS}, default=str))
 
 
 @torch.no_grad()
@@ -69,12 +85,29 @@ def _stack_chunks(chunks: list[dict]) -> dict[str, torch.Tensor]:
             for key in names}
 
 
+def is_cache(folder: Path) -> bool:
+    """True for a folder an earlier `mtu cache` wrote (its manifest says so)."""
+    try:
+        return json.loads((folder / "manifest.json").read_text()).get("format") == FORMAT
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return False
+
+
 def build_cache(config: TrainConfig, out: str | Path, epochs: int = 1, text: bool = False,
-                chunk_size: int = 8) -> Path:
-    """Encodes every sample of every source of `config` for `epochs` epochs into `out`."""
-    if epochs < 1:
-        raise ValueError(f"`epochs` must be >= 1, got {epochs!r}.")
-    out = Path(out)
+                chunk_size: int = 8, *, overwrite: bool = False) -> Path:
+    """Encodes every sample of every source of `config` for `epochs` epochs into the folder `out`; returns it.
+
+    `overwrite` writes into an existing folder that holds other files too (only the cache's files are replaced).
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise InputError(f"`epochs` must be >= 1, got {epochs!r}.")
+    output = claim_output(out, command="cache", overwrite=overwrite, inputs=run_inputs(config), recognize=is_cache)
+    with output.stage() as staging:
+        _write_cache(config, staging, epochs, text, chunk_size)
+    return Path(out)
+
+
+def _write_cache(config: TrainConfig, out: Path, epochs: int, text: bool, chunk_size: int) -> None:
     parts = load_frozen_parts(config.model.base)
     parts.to("cpu", torch.float32)
     prompts: set[str] = {""}
@@ -97,12 +130,11 @@ def build_cache(config: TrainConfig, out: str | Path, epochs: int = 1, text: boo
     manifest = {"format": FORMAT, "version": VERSION, "base": config.model.base, "epochs": epochs, "text": text,
                 "sources": [_content(s) for s in config.data]}
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2))
-    return out
 
 
 @torch.no_grad()
 def _cache_text(parts: FrozenParts, prompts: list[str], out: Path, config: TrainConfig) -> None:
-    resolution = config.data[0].get("resolution", 512)
+    resolution = _as_dict(config.data[0]).get("resolution") or 512
     tensors = {}
     for start in range(0, len(prompts), 32):
         hidden, kwargs = encode_prompts(parts, prompts[start:start + 32], resolution, "cpu")
@@ -127,7 +159,7 @@ class LatentCache:
         expected = [_content(s) for s in config.data]
         if manifest.get("format") != FORMAT or manifest.get("base") != config.model.base \
                 or manifest.get("sources") != expected:
-            raise ValueError(f"`cache_dir` {str(directory)!r} was made for another base or other data sources; "
+            raise InputError(f"`cache_dir` {str(directory)!r} was made for another base or other data sources; "
                              f"rebuild it with `mtu cache`.")
         self.epochs, self.has_text = manifest["epochs"], manifest["text"]
         self.meta = {}

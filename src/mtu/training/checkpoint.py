@@ -1,4 +1,5 @@
-"""Training checkpoints: full state in safetensors + JSON (never pickle), written atomically, pruned after.
+"""Training checkpoints: full state in safetensors + JSON (never pickle), written atomically, pruned after; and
+which checkpoint a run resumes from.
 
 A checkpoint folder `checkpoint-0000100/` holds `state.safetensors` (every tensor: trainable weights, optimizer
 moments, EMA, RNG states) and `state.json` (everything else, with tensors replaced by references). It is written
@@ -15,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+import yaml
 
-from ..upcycling.serialization import atomic_save_directory, atomic_save_safetensors
+from ..errors import InputError
+from ..upcycling.serialization import atomic_save_directory, atomic_save_safetensors, read_safetensors
+from .config import TrainConfig, config_differences
 
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
 TENSORS, SKELETON = "state.safetensors", "state.json"
@@ -106,14 +109,69 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load_checkpoint(folder: Path) -> tuple[int, dict]:
-    """(step, state) of a checkpoint folder; a damaged one raises ValueError naming it."""
+    """(step, state) of a checkpoint folder; a damaged one (or a pickle in place of its tensors) raises InputError
+    naming it."""
     folder = Path(folder)
     if not (folder / SKELETON).is_file() or not (folder / TENSORS).is_file():
         raise FileNotFoundError(f"{str(folder)!r} is not a complete checkpoint (needs {SKELETON} and {TENSORS}).")
     try:
         record = json.loads((folder / SKELETON).read_text())
-        with safe_open(str(folder / TENSORS), framework="pt") as handle:
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    except Exception as error:
-        raise ValueError(f"checkpoint {str(folder)!r} is damaged and cannot be read ({error}).") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"checkpoint {str(folder)!r} is damaged: {SKELETON} is not valid JSON ({error}).") from error
+    tensors = read_safetensors(folder / TENSORS, "training checkpoint")
     return record["step"], _decode(record["state"], tensors)
+
+
+def comparable_config(config: TrainConfig) -> dict:
+    """The resolved config as JSON values, without `resume` (which may change between a run and its resumption)."""
+    resolved = json.loads(json.dumps(config.to_dict()))
+    resolved.pop("resume", None)
+    return resolved
+
+
+def resolve_resume(config: TrainConfig, run_dir: Path) -> Path | None:
+    """The checkpoint to resume from, after checking the run's saved config matches; raises naming the fields."""
+    checkpoints = list_checkpoints(run_dir)
+    if config.resume == "none":
+        if checkpoints:
+            raise InputError(f"`output_dir` {str(run_dir)!r} already has checkpoints; pass `--resume auto` to "
+                             f"continue that run, or choose another output_dir.")
+        return None
+    if config.resume == "auto":
+        if not checkpoints:
+            return None
+        target = checkpoints[-1]
+    else:
+        target = Path(config.resume)
+        if not target.is_dir():
+            raise FileNotFoundError(f"`resume` checkpoint {config.resume!r} does not exist.")
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        old = yaml.safe_load(saved.read_text())
+        old.pop("resume", None)
+        differing = config_differences(old, comparable_config(config))
+        if differing:
+            raise InputError(f"cannot resume {str(run_dir)!r} with a changed config; differing fields: "
+                             f"{', '.join(differing)}.")
+    return target
+
+
+def zero_optimizer_state(optimizer, params: list[torch.nn.Parameter]) -> dict:
+    """A DeepSpeed ZeRO optimizer's state in the layout a plain torch Adam/AdamW has: `params` (the model's
+    trainable parameters, in optimizer order) numbered 0..n-1, each with its whole `exp_avg` / `exp_avg_sq`.
+
+    ZeRO keeps flat, partitioned moments; they are gathered per parameter (collective: call on every rank), so that
+    such a checkpoint resumes anywhere. Measured on an H200 (docs/BENCHMARKS.md, GPU session), a ZeRO-2 checkpoint
+    resumed in one process did not yet end where an uninterrupted run did; `Trainer.load_state` warns.
+    """
+    from deepspeed.utils import safe_get_full_optimizer_state
+
+    base = optimizer.optimizer.optimizer  # accelerate wrapper -> ZeRO optimizer -> torch optimizer
+    steps = [state["step"] for state in base.state.values() if "step" in state]
+    state = {}
+    for index, param in enumerate(params):
+        moments = {key: safe_get_full_optimizer_state(param, key) for key in ("exp_avg", "exp_avg_sq")}
+        if steps and all(value is not None for value in moments.values()):
+            state[index] = {"step": torch.as_tensor(steps[0], dtype=torch.float32).cpu(), **moments}
+    group = {key: value for key, value in base.param_groups[0].items() if key != "params"}
+    return {"state": state, "param_groups": [{**group, "params": list(range(len(params)))}]}

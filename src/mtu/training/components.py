@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from ..conditioning import PromptTruncatedWarning, tokenize_prompts, truncated_tokens
+from ..errors import InputError
 from ..shipped import resolve, short_names
 from ..upcycling.bases import load_base_unet
 
@@ -59,7 +62,7 @@ def load_frozen_parts(base: str) -> FrozenParts:
     base = str(resolve(base, "base", "`model.base`"))
     path = Path(base)
     if not (path / "model_index.json").is_file() and not base.count("/") == 1:
-        raise ValueError(f"`model.base` {base!r} must be a diffusers pipeline folder (with model_index.json), a "
+        raise InputError(f"`model.base` {base!r} must be a diffusers pipeline folder (with model_index.json), a "
                          f"hub id or a shipped base ({', '.join(short_names('base'))}): training needs its VAE, "
                          f"text encoder and scheduler, not only a UNet.")
     kwargs = {"use_safetensors": True}
@@ -83,8 +86,12 @@ def load_base(base: str):
 
 
 def _tokens(tokenizer: CLIPTokenizer, prompts: list[str], device) -> torch.Tensor:
-    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                     return_tensors="pt").input_ids.to(device)
+    if any(truncated_tokens(tokenizer, prompts)):
+        # One constant message, so Python's warning filter shows it once per run rather than once per batch.
+        warnings.warn(f"some training prompts are longer than the {tokenizer.model_max_length} tokens the text "
+                      f"encoder takes; their ends are dropped, as Stable Diffusion's pipelines do.",
+                      PromptTruncatedWarning, stacklevel=2)
+    return tokenize_prompts(tokenizer, prompts, warn=False).input_ids.to(device)
 
 
 def sdxl_added_conditions(pooled: torch.Tensor, resolution: int) -> dict:

@@ -1,26 +1,63 @@
 """`TrainConfig`: a training run is a YAML file plus `--section.field value` overrides (torchtitan style).
 
 The resolved config (presets and overrides applied) is saved as `config.yaml` in the run folder; resuming
-with a different one is refused, naming the fields that differ.
+with a different one is refused, naming the fields that differ. Every field, nested sections (`config_sections`) and
+data sources included, is checked when the config is built, before any model or accelerator: an error is an
+`InputError` naming the field's full path and the value (`optim.lr: must be a finite number > 0, got inf.`).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
 
-from ..configuration import check_counts, known_fields
+from ..data.registry import fields_from_dict
+from ..errors import InputError
+from .config_sections import (
+    Method,
+    ModelConfig,
+    MTUSection,
+    OptimConfig,
+    Optimizer,
+    Schedule,
+    bad_value,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_text,
+    section_from,
+    sources_from,
+    task_weights_from,
+)
 
-Method = Literal["mtu", "full", "lora", "ia3", "lora_shared", "ia3_shared"]
-Optimizer = Literal["adam", "adamw"]
-Schedule = Literal["constant", "constant_with_warmup", "linear", "cosine"]
+__all__ = [
+    "PRESETS",
+    "PRESET_SOURCES",
+    "MTUSection",
+    "Method",
+    "ModelConfig",
+    "OptimConfig",
+    "Optimizer",
+    "Schedule",
+    "TrainConfig",
+    "apply_preset",
+    "config_differences",
+    "config_from_dict",
+    "load_train_config",
+    "parse_overrides",
+    "read_config_file",
+    "read_yaml",
+]
+
 Precision = Literal["no", "fp16", "bf16"]
 Sampling = Literal["stratified", "weighted"]
 Logger = Literal["tensorboard", "wandb", "none"]
@@ -69,7 +106,18 @@ PRESET_SOURCES: dict[str, dict[str, str]] = {
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads `1e-4` as a string; learning rates are written that way, so read it as a float."""
+    """YAML 1.1 reads `1e-4` as a string; learning rates are written that way, so read it as a float. A key given
+    twice in one mapping is an error (plain YAML keeps the last one without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if (key_node.tag, key_node.value) in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {key_node.value!r} is given twice",
+                                                            key_node.start_mark)
+                seen.add((key_node.tag, key_node.value))
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -84,84 +132,36 @@ def read_yaml(text: str):
     return yaml.load(text, Loader=_Loader)
 
 
-def _check_choice(owner: str, name: str, value, literal) -> None:
-    if value not in get_args(literal):
-        raise ValueError(f"`{owner}.{name}` must be one of {get_args(literal)}, got {value!r}.")
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """"line 3, column 7: <what is wrong>" (lines and columns from 1), from a PyYAML error."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
 
 
-def _check_positive(owner: str, name: str, value, allow_zero: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"`{owner}.{name}` must be a number {bound}, got {value!r}.")
+def read_config_file(path: str | Path, flag: str = "--config") -> dict:
+    """The mapping a YAML run file holds (empty for an empty file).
 
-
-@dataclass
-class ModelConfig:
-    """What to train.
-
-    Args:
-        base: Base text-to-image pipeline: a diffusers folder, or a hub id when online.
-        method: "mtu" (the paper), or a baseline: "full" fine-tuning; "lora" / "ia3" through peft with one adapter
-            per task, each sample through its task's (Table 3's task-specific adapters); "lora_shared" /
-            "ia3_shared" with one adapter shared by all tasks (what "lora" / "ia3" trained before issue 12).
-        mtu: `MTUConfig` fields other than `tasks` (tasks come from `data`), e.g. {num_experts: 4}.
-        adapter: Start from this MTU adapter folder instead of upcycling the base anew.
-        lora_rank: LoRA rank of each adapter (methods "lora", "lora_shared"), on the FFN layers; to match MTU's
-            trainable parameters over all task adapters, see `mtu.training.methods.matched_lora_rank`.
-        lora_alpha: LoRA alpha; default the rank.
-        ia3_on_attention: IA3 also on attention (the paper applies it to the whole block; FFN-only did poorly).
+    Raises:
+        FileNotFoundError: when there is no such file.
+        InputError: (field `flag`) when it is not UTF-8 text, not valid YAML (naming the line) or not a mapping.
     """
-
-    base: str = ""
-    method: Method = "mtu"
-    mtu: dict = field(default_factory=dict)
-    adapter: str | None = None
-    lora_rank: int = 8
-    lora_alpha: float | None = None
-    ia3_on_attention: bool = True
-
-    def __post_init__(self):
-        if not isinstance(self.base, str) or not self.base:
-            raise ValueError(f"`model.base` must name a diffusers pipeline folder or hub id, got {self.base!r}.")
-        _check_choice("model", "method", self.method, Method)
-        if "tasks" in self.mtu:
-            raise ValueError("`model.mtu.tasks` is not set here: the tasks are those of the `data` sources.")
-        if not isinstance(self.lora_rank, int) or self.lora_rank < 1:
-            raise ValueError(f"`model.lora_rank` must be an integer >= 1, got {self.lora_rank!r}.")
-
-
-@dataclass
-class OptimConfig:
-    """Optimizer and learning-rate schedule (only trainable weights are optimized, kept in fp32).
-
-    Args:
-        optimizer: "adam" or "adamw".
-        lr: Peak learning rate.
-        weight_decay: Decoupled for adamw, L2 for adam.
-        betas: Adam betas.
-        eps: Adam epsilon.
-        schedule: LR schedule after warm-up.
-        warmup_steps: Linear warm-up steps.
-        max_grad_norm: Gradient clipping norm; 0 disables. Ours: the paper does not mention clipping.
-    """
-
-    optimizer: Optimizer = "adam"
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    schedule: Schedule = "constant_with_warmup"
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0
-
-    def __post_init__(self):
-        _check_choice("optim", "optimizer", self.optimizer, Optimizer)
-        _check_choice("optim", "schedule", self.schedule, Schedule)
-        _check_positive("optim", "lr", self.lr)
-        _check_positive("optim", "weight_decay", self.weight_decay, allow_zero=True)
-        _check_positive("optim", "max_grad_norm", self.max_grad_norm, allow_zero=True)
-        _check_positive("optim", "warmup_steps", self.warmup_steps, allow_zero=True)
-        self.betas = tuple(self.betas)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"`{flag}` file {str(path)!r} does not exist.")
+    try:
+        tree = read_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise InputError(f"{str(path)!r} is not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}).",
+                         field=flag) from None
+    except yaml.YAMLError as error:
+        raise InputError(f"{str(path)!r} is not valid YAML: {_yaml_problem(error)}.", field=flag) from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise InputError(f"{str(path)!r} must hold a mapping of run fields (`model:`, `data:`, ...), got a "
+                         f"{type(tree).__name__}.", field=flag)
+    return tree
 
 
 @dataclass
@@ -171,8 +171,10 @@ class TrainConfig:
     Args:
         output_dir: Run folder: config.yaml, checkpoints/, logs/, validation/, final/.
         model: What to train (`ModelConfig`).
-        data: Data sources, one or more per task (`mtu.data.DataSourceConfig` fields); their tasks, in order of
-            first appearance, are the model's tasks.
+        data: Data sources, one or more per task, each its format's typed config (`DataSourceConfig` for
+            "folder", "hf", "webdataset"; a registered format's own class, e.g. "toyworld"), given as dicts and
+            parsed by `DataSourceConfig.from_dict`; all share one `resolution`. Their tasks, in order of first
+            appearance (`tasks`), are the model's tasks.
         optim: Optimizer and schedule (`OptimConfig`).
         preset: "sd15" or "sdxl": the paper's recipe for that base (Appendix A.2, Table 2: experts, batch per
             process, resolution, steps for 100 epochs, optimizer), filling every field the run file leaves unset
@@ -186,7 +188,7 @@ class TrainConfig:
         seed: Seeds everything: batches, noise, timesteps, dropout (each a function of seed and step).
         task_sampling: "weighted" (each sample's source drawn by the sources' `weight`s, the mixing ratios) or
             "stratified" (tasks take turns, so every process's share of >= T samples holds all T tasks).
-        task_loss_weights: Per-task loss weights in Eq. 2 (default 1).
+        task_loss_weights: Per-task loss weights in Eq. 2 (default 1), for tasks of `data` only.
         conditioning_dropout: Classifier-free guidance training (InstructPix2Pix): each of "drop text", "drop
             image", "drop both" happens with this probability.
         snr_gamma: Min-SNR-gamma loss weighting (diffusers' `--snr_gamma`; 5 is the value its authors suggest; the
@@ -204,7 +206,7 @@ class TrainConfig:
 
     output_dir: str = "runs/mtu"
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: list[dict] = field(default_factory=list)
+    data: list = field(default_factory=list)
     optim: OptimConfig = field(default_factory=OptimConfig)
     preset: str | None = None
     max_steps: int = 1000
@@ -229,31 +231,38 @@ class TrainConfig:
     cache_dir: str | None = None
 
     def __post_init__(self):
-        if isinstance(self.model, dict):
-            self.model = ModelConfig(**self.model)
-        if isinstance(self.optim, dict):
-            self.optim = OptimConfig(**self.optim)
-        if not self.data:
-            raise ValueError("`data` must list at least one source, got none.")
-        check_counts(self, ("max_steps", "batch_size", "gradient_accumulation_steps", "keep_checkpoints", "log_every",
-                            "max_nonfinite_steps"))
-        for name in ("checkpoint_every", "validate_every", "num_workers"):
-            _check_positive("train", name, getattr(self, name), allow_zero=True)
-        _check_choice("train", "mixed_precision", self.mixed_precision, Precision)
-        _check_choice("train", "task_sampling", self.task_sampling, Sampling)
-        _check_choice("train", "log_with", self.log_with, Logger)
-        if not 0 <= self.conditioning_dropout <= 1 / 3:
-            raise ValueError(f"`conditioning_dropout` must be in [0, 1/3], got {self.conditioning_dropout!r}.")
-        gamma = self.snr_gamma
-        if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0):
-            raise ValueError(f"`snr_gamma` must be None or a number > 0, got {self.snr_gamma!r}.")
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise ValueError(f"`ema_decay` must be None or in (0, 1), got {self.ema_decay!r}.")
-        if self.preset is not None and self.preset not in PRESETS:
-            raise ValueError(f"`preset` must be one of {sorted(PRESETS)} or null, got {self.preset!r}.")
+        self.model = section_from("model", ModelConfig, self.model)
+        self.optim = section_from("optim", OptimConfig, self.optim)
+        self.data = sources_from(self.data)
+        check_text("output_dir", self.output_dir, "a folder name")
+        if self.preset is not None and (not isinstance(self.preset, str) or self.preset not in PRESETS):
+            raise bad_value("preset", f"one of {sorted(PRESETS)} or null", self.preset)
+        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "keep_checkpoints", "log_every",
+                     "max_nonfinite_steps"):
+            check_int(name, getattr(self, name), 1)
+        for name in ("checkpoint_every", "validate_every", "num_workers", "seed"):
+            check_int(name, getattr(self, name), 0)
+        check_choice("mixed_precision", self.mixed_precision, Precision)
+        check_choice("task_sampling", self.task_sampling, Sampling)
+        check_choice("log_with", self.log_with, Logger)
+        check_bool("gradient_checkpointing", self.gradient_checkpointing)
+        check_number("ema_decay", self.ema_decay, "in (0, 1)", lambda value: 0 < value < 1, optional=True)
+        check_number("conditioning_dropout", self.conditioning_dropout, "in [0, 1/3]",
+                     lambda value: 0 <= value <= 1 / 3)
+        check_number("snr_gamma", self.snr_gamma, "> 0", lambda value: value > 0, optional=True)
+        self.task_loss_weights = task_weights_from(self.task_loss_weights, self.tasks)
+        check_text("resume", self.resume, "'none', 'auto' or a checkpoint folder")
+        check_text("cache_dir", self.cache_dir, "a cache folder made by `mtu cache`", optional=True)
+
+    @property
+    def tasks(self) -> list[str]:
+        """The run's tasks, those of its data sources in order of first appearance (the model's tasks)."""
+        return list(dict.fromkeys(source.task for source in self.data))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        tree = dataclasses.asdict(self)
+        tree["data"] = [source.to_dict() for source in self.data]
+        return tree
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -262,7 +271,7 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ValueError(f"override `--{dotted}`: `{part}` is not a section.")
+            raise InputError(f"`{part}` is not a section, so it has no fields.", field=f"--{dotted}")
     node[parts[-1]] = value
 
 
@@ -281,27 +290,27 @@ def parse_overrides(items: list[str]) -> dict:
     while index < len(items):
         item = items[index]
         if not item.startswith("--"):
-            raise ValueError(f"override {item!r} must look like --section.field value")
+            raise InputError(f"override {item!r} must look like --section.field value.")
         key, separator, value = item[2:].partition("=")
         if not separator:
             if index + 1 >= len(items):
-                raise ValueError(f"override `--{key}` has no value")
+                raise InputError("has no value; give one as `--field value` or `--field=value`.", field=f"--{key}")
             value, index = items[index + 1], index + 1
-        _set_dotted(tree, key.replace("-", "_"), read_yaml(value))
+        try:
+            parsed = read_yaml(value)
+        except yaml.YAMLError as error:
+            raise InputError(f"value {value!r} is not valid YAML: {_yaml_problem(error)}.", field=f"--{key}") \
+                from None
+        _set_dotted(tree, key.replace("-", "_"), parsed)
         index += 1
     return tree
 
 
 def load_train_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> TrainConfig:
-    """Reads a YAML run file, applies the overrides over it and the preset under both, and validates."""
-    user = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"`--config` file {str(path)!r} does not exist.")
-        user = read_yaml(path.read_text()) or {}
-        if not isinstance(user, dict):
-            raise ValueError(f"`--config` file {str(path)!r} must hold a mapping, got {type(user).__name__}.")
+    """Reads a YAML run file, applies the overrides over it and the preset under both, and validates every field
+    (sections and data sources included) before anything is built; a bad value raises `InputError` naming its
+    full path, e.g. `optim.lr` or `data[2].schema`."""
+    user = read_config_file(path) if path is not None else {}
     tree = _merge(user, overrides if isinstance(overrides, dict) else parse_overrides(overrides or []))
     return config_from_dict(apply_preset(tree))
 
@@ -309,7 +318,7 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | dic
 def apply_preset(tree: dict) -> dict:
     """`tree` with its preset's values under it: every field `tree` sets (even to null) keeps its value."""
     preset = tree.get("preset")
-    if preset is None or preset not in PRESETS:  # an unknown name is refused by TrainConfig, naming the presets
+    if not isinstance(preset, str) or preset not in PRESETS:  # an unknown one is refused by TrainConfig
         return tree
     defaults = copy.deepcopy(PRESETS[preset])
     source_defaults = defaults.pop("data")
@@ -321,21 +330,38 @@ def apply_preset(tree: dict) -> dict:
 
 
 def config_from_dict(tree: dict) -> TrainConfig:
-    sections = {"model": ModelConfig, "optim": OptimConfig}
-    values = known_fields(TrainConfig, tree)
-    for key, section in sections.items():
-        if isinstance(values.get(key), dict):
-            values[key] = section(**known_fields(section, values[key], owner=f"TrainConfig.{key}"))
-    return TrainConfig(**values)
+    """A `TrainConfig` from its dict form (a run file's mapping with the preset applied, or `to_dict()`); an
+    unknown key anywhere is an error naming the nearest valid one."""
+    return TrainConfig(**fields_from_dict(TrainConfig, tree))
 
 
-def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted names of the fields whose values differ between two resolved config dicts."""
-    differing = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            differing += config_differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            differing.append(f"{prefix}{key}")
-    return differing
+def _resolved(tree: dict) -> dict:
+    """`tree` as the config it resolves to (defaults written out, as JSON values), or as it is if it does not
+    resolve (then the fields are compared as written)."""
+    try:
+        resolved = config_from_dict(tree).to_dict()
+    except InputError:
+        return tree
+    return json.loads(json.dumps(resolved))
+
+
+def _differences(old, new, prefix: str) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [name for key in sorted(set(old) | set(new), key=str)
+                for name in _differences(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new) and old != new:
+        return [name for index, (a, b) in enumerate(zip(old, new)) for name in _differences(a, b, f"{prefix}[{index}]")]
+    return [] if old == new else [prefix]
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """Full paths of the fields whose values differ between two config dicts (`optim.lr`, `data[1].resolution`).
+
+    Both are compared as the configs they resolve to, so a default written out on one side only is no difference
+    (a run saved before the sections were typed holds only the `model.mtu` and source fields it set); a top-level
+    key absent from both (e.g. `resume`, left out on purpose) is not compared.
+    """
+    keys = set(old) | set(new)
+    old_resolved, new_resolved = _resolved(old), _resolved(new)
+    return [name for key in sorted(keys)
+            for name in _differences(old_resolved.get(key), new_resolved.get(key), key)]

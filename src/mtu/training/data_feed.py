@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data import build_dataset, check_failure_rate, collate_examples, source_config
+from ..data import build_dataset, check_failure_rate, collate_examples, source_from_dict
+from ..errors import InputError
 from .cache import LatentCache, collate_cached
 from .config import TrainConfig
 from .sampling import BatchPlan
@@ -60,18 +63,38 @@ def _collate(examples):
     return batch
 
 
+def _source(number: int, source):
+    """A `data` entry as its typed config; an error names its place, e.g. `data[2].schema`."""
+    try:
+        return source_from_dict(source) if isinstance(source, dict) else source
+    except InputError as error:
+        raise error.within(f"data[{number}]") from None
+
+
+def _open(number: int, source):
+    """A source's dataset; a source that cannot be opened (a missing column, a shard cut short) names its place."""
+    try:
+        dataset = build_dataset(source)
+    except InputError as error:
+        raise error.within(f"data[{number}]") from None
+    if dataset.problems:
+        raise InputError(f"{'; '.join(dataset.problems)}. `mtu data validate` lists every defect; repair the "
+                         f"source or leave the defective files out of `path`.", field=f"data[{number}]")
+    return dataset
+
+
 class DataFeed:
     """The run's data: sources, their tasks (the model's tasks, in order of first appearance), batches."""
 
     def __init__(self, config: TrainConfig, process_index: int, num_processes: int):
         self.config = config
-        self.sources = [source_config(s) if isinstance(s, dict) else s for s in config.data]
+        self.sources = [_source(number, source) for number, source in enumerate(config.data)]
         resolutions = sorted({source.resolution for source in self.sources})
         if len(resolutions) > 1:
-            raise ValueError(f"all `data` sources must share one `resolution` (tasks are batched together), got "
-                             f"{resolutions}.")
+            raise InputError(f"all sources must share one `resolution` (tasks are batched together), got "
+                             f"{resolutions}.", field="data")
         self.resolution = resolutions[0]
-        self.datasets = [build_dataset(source) for source in self.sources]
+        self.datasets = [_open(number, source) for number, source in enumerate(self.sources)]
         self.tasks = list(dict.fromkeys(source.task for source in self.sources))
         self.process_index, self.num_processes = process_index, num_processes
         self.cache = LatentCache(config.cache_dir, config) if config.cache_dir else None
@@ -97,11 +120,24 @@ class DataFeed:
 
     def state(self) -> dict:
         # Batches are a function of (seed, micro-step), so the step in the checkpoint is the sampler position.
-        return {"failures": {source.path: [d.failures.count, d.failures.attempts]
-                             for source, d in zip(self.sources, self.datasets)}}
+        # Failure counts are kept per source, in `data` order (two toy sources may share a path), with their totals
+        # since the run began, so that `max_failure_fraction` holds across resumes.
+        return {"failures": [{"source": source.path, "failed": d.failures.count, "read": d.failures.attempts}
+                             for source, d in zip(self.sources, self.datasets)]}
 
     def load_state(self, state: dict) -> None:
-        self.resumed_failures = state.get("failures", {})
+        """Carries the failure counts of the run before the resume into every source's log."""
+        saved = state.get("failures", [])
+        if isinstance(saved, dict):  # checkpoints before issue 13: {path: [failed, read]}
+            saved = [{"source": path, "failed": counts[0], "read": counts[1]} for path, counts in saved.items()]
+        if len(saved) != len(self.datasets) or any(entry["source"] != source.path
+                                                   for entry, source in zip(saved, self.sources)):
+            warnings.warn(f"the checkpoint's data sources {[entry['source'] for entry in saved]} are not this run's "
+                          f"{[source.path for source in self.sources]}: failure counts start again from zero.",
+                          stacklevel=2)
+            return
+        for entry, dataset in zip(saved, self.datasets):
+            dataset.failures.carry(entry["failed"], entry["read"])
 
     def failure_summary(self) -> dict:
         return {source.path: {"failed": d.failures.count, "read": d.failures.attempts, "examples": d.failures.keys}

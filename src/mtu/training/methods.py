@@ -1,7 +1,9 @@
 """What a run trains: MTU (the paper) or a baseline (full fine-tuning; LoRA, IA3 via peft; Tables 2-3).
 
-Every method gets task-specific input convolutions (a `TaskInputConv`), so single- and multi-task baselines take
-the same inputs as MTU; the model is always called as `model(sample, t, text, task=...)`.
+Every method is a `TaskModel`: the UNet with task-specific input convolutions (a `TaskInputConv`), so single- and
+multi-task baselines take the same inputs as MTU; the model is always called as `model(sample, t, text, task=...)`.
+The baselines are their own model types (`FullFineTuneModel`, `TaskAdapterModel`), each saying which parameters
+it trains; a PEFT baseline's are those peft's tuner layers declare as adapter weights.
 
 The PEFT baselines of Table 3 are *task-specific adapters* ("a small fraction of parameters ... within
 task-specific adapters", Sec. 7): `lora` / `ia3` give every task its own peft adapter, named after the task, on
@@ -16,6 +18,7 @@ import copy
 import json
 import re
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,9 +27,12 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch import nn
 
-from ..upcycling import MTUConfig, MTUModel, load_mtu, upcycle
+from ..errors import InputError
+from ..upcycling import MTUConfig, load_mtu, upcycle
+from ..upcycling.bases import base_unet_config
 from ..upcycling.input_conv import TaskInputConv
-from ..upcycling.model import base_unet_config
+from ..upcycling.serialization import atomic_save_directory, check_finite, read_safetensors
+from ..upcycling.task_model import TaskModel
 from ..upcycling.tasks import get_task
 from .config import ModelConfig
 
@@ -41,30 +47,80 @@ BASELINE_WEIGHTS, BASELINE_RECORD = "trainable.safetensors", "method.json"  # a 
 BASELINE_MODEL_FIELDS = ("base", "lora_rank", "lora_alpha", "ia3_on_attention")  # what rebuilding one needs
 
 
-class TaskAdapterModel(MTUModel):
-    """The baselines' frame (task input convs, no experts) with peft adapters; each sample runs through its
-    task's adapter.
+class BaselineModel(TaskModel):
+    """A baseline of Tables 2-3: the base UNet with one input conv per task, as MTU has (so every method takes the
+    same inputs), and no experts. Each kind says which parameters it trains (`trained_parameters`).
+
+    Args:
+        unet: The base UNet (modified in place: its `conv_in` becomes a `TaskInputConv`).
+        tasks: The task names.
+        config: The run's model section; a trained baseline's folder records the fields that rebuild it.
+    """
+
+    def __init__(self, unet: UNet2DConditionModel, tasks: list[str], config: ModelConfig):
+        specs = [get_task(name) for name in tasks]
+        unet.conv_in = TaskInputConv(unet.conv_in, specs)
+        info = {"name_or_path": config.base, "fingerprint": None, "unet_config": base_unet_config(unet)}
+        super().__init__(unet, specs, info)
+        self.baseline_config = config
+
+    def trained_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters this method trains."""
+        raise NotImplementedError
+
+    def freeze_all_but_trained(self) -> None:
+        self.requires_grad_(False)
+        for param in self.trained_parameters():
+            param.requires_grad_(True)
+
+    def save_pretrained(self, save_directory, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Writes the baseline's folder (`save_baseline`): its trained tensors and method.json."""
+        save_baseline(self, save_directory, state_dict)
+
+
+class FullFineTuneModel(BaselineModel):
+    """`full`: every UNet weight and every task's input conv train."""
+
+    def trained_parameters(self) -> Iterator[nn.Parameter]:
+        return self.unet.parameters()
+
+
+class TaskAdapterModel(BaselineModel):
+    """LoRA / IA3 through peft: every task's input conv and peft adapters; each sample runs through its task's.
 
     `task_adapters` maps every task to the peft adapter its samples use: the task's own name for a per-task
     baseline (`lora`, `ia3`), "default" for all tasks of a shared one (`lora_shared`, `ia3_shared`). A batch whose
     samples need different adapters is split into one group per adapter and the UNet runs once on each group
     (exact, since no UNet layer mixes samples; only such mixed batches pay for extra, smaller forwards). The
     adapter is selected inside `route`, so gradient checkpointing recomputes a block with the adapter it ran with.
+    What trains is what peft's tuner layers declare as adapter weights (`adapter_layer_names`), never a name match.
     """
 
-    def __init__(self, unet: UNet2DConditionModel, config: MTUConfig, task_specs, base_info: dict,
-                 task_embeddings: torch.Tensor, task_adapters: dict[str, str]):
-        super().__init__(unet, config, task_specs, base_info, task_embeddings)
-        self.task_adapters = dict(task_adapters)
+    def __init__(self, unet: UNet2DConditionModel, tasks: list[str], config: ModelConfig, peft_config,
+                 task_adapters: dict[str, str]):
+        from peft import inject_adapter_in_model
 
-    def adapter_of(self, task: str) -> str:
-        """The peft adapter that `task`'s samples run through."""
-        return self.task_adapters[self.task_names[self.task_index(task)]]
+        super().__init__(unet, tasks, config)
+        self.task_adapters = dict(task_adapters)
+        with warnings.catch_warnings():  # peft warns that a model gets more than one adapter: here, that is the point
+            warnings.filterwarnings("ignore", message=".*multiple adapters.*")
+            for adapter in dict.fromkeys(self.task_adapters.values()):
+                inject_adapter_in_model(peft_config, unet, adapter_name=adapter)
 
     def _tuner_layers(self) -> list[nn.Module]:
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         return [module for module in self.unet.modules() if isinstance(module, BaseTunerLayer)]
+
+    def trained_parameters(self) -> Iterator[nn.Parameter]:
+        yield from self.unet.conv_in.parameters()
+        adapters = set(self.task_adapters.values())
+        for layer in self._tuner_layers():
+            for attribute in layer.adapter_layer_names:  # where peft keeps each adapter's weights in this layer
+                weights = getattr(layer, attribute)
+                for adapter in adapters & set(weights.keys()):
+                    item = weights[adapter]  # a module (LoRA's A, B) or a parameter (IA3's vector)
+                    yield from item.parameters() if isinstance(item, nn.Module) else (item,)
 
     @contextmanager
     def _routing_hooks(self, routing):
@@ -111,13 +167,6 @@ class TaskAdapterModel(MTUModel):
         merged = torch.cat(outputs)[torch.argsort(torch.tensor(order, device=sample.device))]
         return UNet2DConditionOutput(sample=merged) if return_dict else (merged,)
 
-    def save_pretrained(self, save_directory, state_dict: dict[str, torch.Tensor] | None = None) -> None:
-        """Writes the baseline's folder (`save_baseline`): every task's adapter and input conv, and method.json."""
-        save_baseline(self, save_directory, state_dict)
-
-    def fold(self, task: str):
-        raise NotImplementedError("folding is for MTU adapters; a PEFT baseline keeps its peft layers.")
-
 
 def _rows(value, index: torch.Tensor, batch: int):
     """`value` (a UNet argument: tensor, or dict / list / tuple of them) with its per-sample rows `index` taken;
@@ -131,20 +180,6 @@ def _rows(value, index: torch.Tensor, batch: int):
     if isinstance(value, tuple) and not hasattr(value, "_fields"):
         return tuple(_rows(item, index, batch) for item in value)
     return value
-
-
-def _task_conv_model(unet: UNet2DConditionModel, tasks: list[str], base: str,
-                     task_adapters: dict[str, str] | None = None) -> MTUModel:
-    """The UNet with one input conv per task and no experts: the frame the baselines train in."""
-    specs = [get_task(name) for name in tasks]
-    unet.conv_in = TaskInputConv(unet.conv_in, specs)
-    info = {"name_or_path": base, "fingerprint": None, "unet_config": base_unet_config(unet)}
-    config = MTUConfig(tasks=tasks, num_experts=1, granularity=1.0)
-    frame = (MTUModel(unet, config, specs, info, torch.zeros(len(specs), 1)) if task_adapters is None else
-             TaskAdapterModel(unet, config, specs, info, torch.zeros(len(specs), 1), task_adapters))
-    frame.requires_grad_(False)
-    unet.conv_in.requires_grad_(True)
-    return frame
 
 
 def _regex_targets(patterns: list[str]) -> str:
@@ -161,32 +196,22 @@ def _peft_config(kind: str, config: ModelConfig):
     return IA3Config(target_modules=_regex_targets(targets), feedforward_modules=_regex_targets([FFN_TARGETS[1]]))
 
 
-def build_model(unet: UNet2DConditionModel, config: ModelConfig, tasks: list[str]) -> MTUModel:
+def build_model(unet: UNet2DConditionModel, config: ModelConfig, tasks: list[str]) -> TaskModel:
     """The trainable model for `config.method`; frozen parts have requires_grad False."""
     if config.method == "mtu":
         if config.adapter:
             return load_mtu(config.adapter, base=unet)
         return upcycle(unet, MTUConfig(tasks=tasks, **config.mtu), base_name_or_path=config.base)
     if config.method == "full":
-        model = _task_conv_model(unet, tasks, config.base)
-        unet.requires_grad_(True)
-        model.baseline_config = config
-        return model
-    if config.method not in PEFT_METHODS:
-        raise ValueError(f"`model.method` must be one of mtu, full, {', '.join(PEFT_METHODS)}, got "
+        model = FullFineTuneModel(unet, tasks, config)
+    elif config.method in PEFT_METHODS:
+        kind, per_task = PEFT_METHODS[config.method]
+        model = TaskAdapterModel(unet, tasks, config, _peft_config(kind, config),
+                                 {task: task if per_task else SHARED_ADAPTER for task in tasks})
+    else:
+        raise InputError(f"`model.method` must be one of mtu, full, {', '.join(PEFT_METHODS)}, got "
                          f"{config.method!r}.")
-    from peft import inject_adapter_in_model
-
-    kind, per_task = PEFT_METHODS[config.method]
-    model = _task_conv_model(unet, tasks, config.base,
-                             {task: task if per_task else SHARED_ADAPTER for task in tasks})
-    with warnings.catch_warnings():  # peft warns that a model gets more than one adapter: here, that is the point
-        warnings.filterwarnings("ignore", message=".*multiple adapters.*")
-        for adapter in dict.fromkeys(model.task_adapters.values()):
-            inject_adapter_in_model(_peft_config(kind, config), unet, adapter_name=adapter)
-    for name, param in unet.named_parameters():
-        param.requires_grad_(("lora_" in name or "ia3_" in name) or name.startswith("conv_in."))
-    model.baseline_config = config
+    model.freeze_all_but_trained()
     return model
 
 
@@ -220,7 +245,7 @@ def matched_lora_rank(unet: UNet2DConditionModel, tasks: list[str], target: int,
 
 
 # -- a trained baseline's folder -------------------------------------------------------------------------------------
-def save_baseline(model: MTUModel, directory, state_dict: dict[str, torch.Tensor] | None = None,
+def save_baseline(model: BaselineModel, directory, state_dict: dict[str, torch.Tensor] | None = None,
                   unconditional_text=None) -> Path:
     """Writes a baseline (`full`, `lora`, `ia3`, `lora_shared`, `ia3_shared`) to `directory`, replacing it
     atomically: `trainable.safetensors` (its trainable tensors: every task's adapter and input conv, or
@@ -228,14 +253,12 @@ def save_baseline(model: MTUModel, directory, state_dict: dict[str, torch.Tensor
     task -> adapter map, the model fields `load_baseline` rebuilds it from, how dropped text was encoded)."""
     from safetensors.torch import save_file
 
-    from ..upcycling.serialization import atomic_save_directory
-
     config: ModelConfig = model.baseline_config
     names = list(trainable_parameters(model))
     tensors = state_dict if state_dict is not None else {name: param.detach() for name, param in
                                                           model.named_parameters() if name in names}
     if set(tensors) != set(names):
-        raise ValueError(f"`state_dict` must hold exactly the baseline's trainable tensors; missing "
+        raise InputError(f"`state_dict` must hold exactly the baseline's trainable tensors; missing "
                          f"{sorted(set(names) - set(tensors))[:3]}, unknown {sorted(set(tensors) - set(names))[:3]}.")
     record = {"method": config.method, "tasks": model.task_names,
               "unconditional_text": unconditional_text if unconditional_text is not None else
@@ -262,7 +285,12 @@ def read_baseline_record(directory) -> dict:
     path = directory / BASELINE_RECORD
     if not path.is_file():
         raise FileNotFoundError(f"{str(directory)!r} is not a trained baseline's folder: it has no {BASELINE_RECORD}.")
-    record = json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path} is not valid JSON ({error}); the baseline's folder is damaged.") from error
+    if not isinstance(record, dict) or not isinstance(record.get("tasks"), list):
+        raise InputError(f"{path} is not a baseline record: expected {{\"method\", \"tasks\": [...], ...}}.")
     method = record.get("method")
     if method in ("lora", "ia3") and "adapters" not in record:
         record["method"] = f"{method}_shared"  # one adapter for all tasks, as these methods trained then
@@ -277,7 +305,7 @@ def read_baseline_record(directory) -> dict:
     return record
 
 
-def load_baseline(directory, base=None, torch_dtype: torch.dtype | None = None) -> MTUModel:
+def load_baseline(directory, base=None, torch_dtype: torch.dtype | None = None) -> BaselineModel:
     """A trained baseline from its folder (`save_baseline`, or a run's final/), frozen, in eval mode.
 
     Args:
@@ -286,26 +314,30 @@ def load_baseline(directory, base=None, torch_dtype: torch.dtype | None = None) 
             (`mtu.load_base_unet`); default the base the folder records.
         torch_dtype: dtype to cast the loaded model to.
     """
-    from safetensors.torch import load_file
-
     from ..upcycling import load_base_unet
 
     directory = Path(directory).expanduser()
     record = read_baseline_record(directory)
+    weights = directory / BASELINE_WEIGHTS
+    tensors = read_safetensors(weights, "trained baseline weights")  # its own files are checked before the base
+    check_finite(tensors, weights)
     fields = dict(record["model"])
     if base is None:
         base = fields["base"]
     unet = base if isinstance(base, nn.Module) else load_base_unet(str(base))
     fields["base"] = fields["base"] or (base if isinstance(base, str) else "unknown")
     model = build_model(unet, ModelConfig(method=record["method"], **fields), list(record["tasks"]))
-    tensors = load_file(str(directory / BASELINE_WEIGHTS))
     params = dict(model.named_parameters())
     missing = [name for name, param in params.items() if param.requires_grad and name not in tensors]
     unknown = [name for name in tensors if name not in params]
     if missing or unknown:
-        raise ValueError(f"{directory / BASELINE_WEIGHTS} does not fit a {record['method']!r} baseline for tasks "
+        raise InputError(f"{weights} does not fit a {record['method']!r} baseline for tasks "
                          f"{record['tasks']}: missing {missing[:3]} ({len(missing)}), unknown {unknown[:3]} "
                          f"({len(unknown)}).")
+    for name, tensor in tensors.items():
+        if tensor.shape != params[name].shape:
+            raise InputError(f"{weights}: tensor {name!r} has shape {tuple(tensor.shape)}, the baseline over this "
+                             f"base expects {tuple(params[name].shape)} (weights of another base or rank?).")
     with torch.no_grad():
         for name, tensor in tensors.items():
             params[name].copy_(tensor)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
+
 
 class BatchPlan:
     """Deterministic multi-task batch composition.
@@ -29,9 +31,9 @@ class BatchPlan:
                  mode: str = "weighted"):
         if any(size < 1 for size in sizes):
             empty = [i for i, size in enumerate(sizes) if size < 1]
-            raise ValueError(f"data sources {empty} are empty; every source needs at least one sample.")
+            raise InputError(f"data sources {empty} are empty; every source needs at least one sample.")
         if mode not in ("weighted", "stratified"):
-            raise ValueError(f"`task_sampling` must be 'weighted' or 'stratified', got {mode!r}.")
+            raise InputError(f"`task_sampling` must be 'weighted' or 'stratified', got {mode!r}.")
         self.sizes, self.tasks, self.seed, self.mode, self.global_batch = sizes, tasks, seed, mode, global_batch
         self.probabilities = np.asarray(weights, dtype=np.float64) / float(np.sum(weights))
         self.task_names = list(dict.fromkeys(tasks))

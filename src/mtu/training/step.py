@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..conditioning import condition_channels, scaling_factor
+from ..errors import InputError
 from ..upcycling.tasks import get_task
 from .components import FrozenParts
 
@@ -48,7 +49,7 @@ def unconditional_text(text: torch.Tensor, unet_kwargs: dict, drop_text: torch.T
     if unconditional == "empty_prompt" or not drop_text.any():
         return text, unet_kwargs
     if unconditional != "zeros":
-        raise ValueError(f"`unconditional` must be 'zeros' or 'empty_prompt', got {unconditional!r}.")
+        raise InputError(f"`unconditional` must be 'zeros' or 'empty_prompt', got {unconditional!r}.")
     drop = drop_text.to(text.device)
     text = torch.where(drop.view(-1, 1, 1), torch.zeros_like(text), text)
     added = unet_kwargs.get("added_cond_kwargs")
@@ -90,26 +91,51 @@ def _target_moments(parts: FrozenParts, batch: dict, dtype):
     return distribution.mean, distribution.std
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def checked_prediction_type(noise_scheduler) -> str:
+    """The scheduler's `prediction_type`, or `InputError` naming it when training does not support it."""
+    kind = noise_scheduler.config.prediction_type
+    if kind not in PREDICTION_TYPES:
+        raise InputError(f"the base's noise scheduler predicts {kind!r} (`prediction_type`); training supports "
+                         f"{PREDICTION_TYPES}.", field="model.base")
+    return kind
+
+
+def loss_target(noise_scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to output for `latents` noised with `noise` at `timesteps`, read as the base's schedulers
+    read it when sampling (their `prediction_type`): the noise ("epsilon"), the velocity ("v_prediction") or the
+    clean latents x0 ("sample"). Any other type raises `InputError` naming it."""
+    kind = checked_prediction_type(noise_scheduler)
+    if kind == "v_prediction":
+        return noise_scheduler.get_velocity(latents, noise, timesteps)
+    return latents if kind == "sample" else noise
+
+
 def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
     """Min-SNR-gamma weights of `timesteps` for the scheduler's prediction type (see `micro_step_loss`)."""
     from diffusers.training_utils import compute_snr
 
+    kind = checked_prediction_type(noise_scheduler)
     snr = compute_snr(noise_scheduler, timesteps)
     clipped = torch.clamp(snr, max=gamma)
-    if noise_scheduler.config.prediction_type == "v_prediction":
-        return clipped / (snr + 1)
-    return clipped / snr
+    if kind == "sample":
+        return clipped  # Hang et al. 2023, Sec. 3.4: min(SNR, gamma) is the weight of the x0 loss itself
+    return clipped / (snr + 1) if kind == "v_prediction" else clipped / snr
 
 
-def micro_step_loss(model, parts: FrozenParts, batch: dict, step: int, seed: int, dropout_p: float,
+def micro_step_loss(model, batch: dict, *, parts: FrozenParts, step: int, seed: int, dropout_p: float,
                     task_loss_weights: dict[str, float], encode_text, weight_dtype,
                     task_channels: dict[str, int], snr_gamma: float | None = None,
                     unconditional: str = "empty_prompt") -> tuple[torch.Tensor, dict]:
-    """(weighted mean loss, {task: [per-sample losses]}) for one micro-batch.
+    """(weighted mean loss, {task: [per-sample losses]}) for one micro-batch of optimizer step `step`.
+
+    The target is the scheduler's `prediction_type`'s (`loss_target`): noise, velocity or the clean latents.
 
     `snr_gamma`: Min-SNR-gamma loss weighting (Hang et al. 2023, diffusers' `--snr_gamma`): each sample's loss
-    times min(SNR(t), gamma) / SNR(t) (epsilon) or / (SNR(t) + 1) (v-prediction); None weighs all timesteps
-    alike. The per-sample losses returned for logging are unweighted.
+    times min(SNR(t), gamma) / SNR(t) (epsilon), / (SNR(t) + 1) (v-prediction) or as is (sample); None weighs all
+    timesteps alike. The per-sample losses returned for logging are unweighted.
 
     `unconditional`: how a dropped text is encoded (`unconditional_text`): "empty_prompt" or "zeros", as the
     pipeline that samples the adapter makes its unconditional branch (`FrozenParts.unconditional_text`).
@@ -137,10 +163,7 @@ def micro_step_loss(model, parts: FrozenParts, batch: dict, step: int, seed: int
         conditioning = _conditioning(parts, batch, keep_image.to(device), extra, tuple(latents.shape[-2:]),
                                      weight_dtype)
         sample = noisy if conditioning is None else torch.cat([noisy, conditioning.float()], dim=1)
-        if parts.noise_scheduler.config.prediction_type == "v_prediction":
-            target = parts.noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
+        target = loss_target(parts.noise_scheduler, latents, noise, timesteps)
     prediction = model(sample, timesteps, text.float(), task=tasks, **unet_kwargs).sample
     per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     weights = torch.tensor([task_loss_weights.get(task, 1.0) for task in tasks], device=device)

@@ -23,47 +23,28 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from ..upcycling.serialization import atomic_write_text
-from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from ..errors import InputError
+from ..outputs import claim_run_folder
+from ..upcycling.files import atomic_write_text
+from ..upcycling.serialization import check_finite
+from ..upcycling.task_model import TaskModel
+from .checkpoint import comparable_config, load_checkpoint, resolve_resume, save_checkpoint, zero_optimizer_state
 from .components import encode_prompts, load_base, sdxl_added_conditions
-from .config import TrainConfig, config_differences
+from .config import TrainConfig
 from .data_feed import DataFeed
 from .methods import build_model, save_baseline, trainable_parameters
 from .sharding import gather_full, is_sharded, reshard_optimizer_state, shard_like
 from .step import micro_step_loss
 
 
-def _comparable(config: TrainConfig) -> dict:
-    resolved = json.loads(json.dumps(config.to_dict()))
-    resolved.pop("resume", None)
-    return resolved
+class NonFiniteRun(InputError, RuntimeError):
+    """The run stopped because its loss or weights went non-finite. One line at the CLI (an `InputError`: the cause
+    is a setting such as `optim.lr`, or the data, not a bug), and a RuntimeError as before."""
 
 
-def resolve_resume(config: TrainConfig, run_dir: Path) -> Path | None:
-    """The checkpoint to resume from, after checking the run's saved config matches; raises naming the fields."""
-    checkpoints = list_checkpoints(run_dir)
-    if config.resume == "none":
-        if checkpoints:
-            raise ValueError(f"`output_dir` {str(run_dir)!r} already has checkpoints; pass `--resume auto` to "
-                             f"continue that run, or choose another output_dir.")
-        return None
-    if config.resume == "auto":
-        if not checkpoints:
-            return None
-        target = checkpoints[-1]
-    else:
-        target = Path(config.resume)
-        if not target.is_dir():
-            raise FileNotFoundError(f"`resume` checkpoint {config.resume!r} does not exist.")
-    saved = run_dir / "config.yaml"
-    if saved.is_file():
-        old = yaml.safe_load(saved.read_text())
-        old.pop("resume", None)
-        differing = config_differences(old, _comparable(config))
-        if differing:
-            raise ValueError(f"cannot resume {str(run_dir)!r} with a changed config; differing fields: "
-                             f"{', '.join(differing)}.")
-    return target
+def _all_finite(tensor: torch.Tensor) -> bool:
+    local = tensor.to_local() if is_sharded(tensor) else tensor  # this process's shard (FSDP)
+    return bool(torch.isfinite(local).all())
 
 
 def _has_accelerator_device() -> bool:
@@ -81,10 +62,13 @@ def _optimizer(config: TrainConfig, params: list[torch.nn.Parameter]) -> torch.o
 class Trainer:
     """Builds everything a run needs from a `TrainConfig` and runs it; `train()` returns a summary dict."""
 
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: TrainConfig, *, overwrite: bool = False):
         self.config = config
         self.run_dir = Path(config.output_dir)
-        self.resume_from = resolve_resume(config, self.run_dir)  # before any heavy work
+        # Before any heavy work: output_dir is new, empty or this trainer's own run (or `overwrite`), and the run
+        # resumes only its own checkpoints.
+        self.output = claim_run_folder(config, overwrite=overwrite)
+        self.resume_from = resolve_resume(config, self.run_dir)
         self.accelerator = Accelerator(
             # Without an accelerator device, accelerate joins launched processes (gloo) only when told cpu=True;
             # otherwise each process would silently train on its own.
@@ -127,16 +111,49 @@ class Trainer:
         self.step, self.counters = 0, {"nonfinite_skipped": 0, "nonfinite_in_a_row": 0}
         self.history: list[dict] = []
         self.tasks_seen: set[str] = set()
+        self._batches = None  # the batch iterator, made by the first `train_step` (after a resume)
+        self._live_weights: dict[str, torch.Tensor] | None = None  # kept while `trained_model` shows EMA weights
+
+    # -- the public view of the run ------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """The device this process trains on (batches, text encodings)."""
+        return self.accelerator.device
+
+    def num_trainable_parameters(self) -> int:
+        """How many parameters the optimizer updates (all processes' shards together)."""
+        return sum(param.numel() for param in self.params.values())
+
+    @torch.no_grad()
+    def trained_model(self, ema: bool = True) -> TaskModel:
+        """The trained model (after `train()`): unwrapped, on the CPU, in eval mode. Its trainable weights are the
+        EMA weights (what `export` wrote) when `ema` is True and the run keeps an EMA, else the last step's.
+
+        This is the trainer's own model, moved, not a copy; a later call may switch between the two sets of
+        weights. It needs whole tensors: under FSDP, load the exported `final/` folder instead.
+        """
+        if self.sharded:
+            raise InputError("`trained_model` needs whole tensors, but this run's parameters are FSDP shards; load "
+                             "the exported final/ folder instead (`mtu.load_mtu`, or `load_baseline` for a baseline).")
+        model = self.accelerator.unwrap_model(self.model).to("cpu").eval()
+        if ema and self.ema is not None and self._live_weights is None:
+            self._live_weights = {name: param.detach().clone() for name, param in self.params.items()}
+            self.ema.copy_to(list(self.params.values()))
+        elif not (ema and self.ema is not None) and self._live_weights is not None:
+            for name, param in self.params.items():
+                param.copy_(self._live_weights[name])
+            self._live_weights = None
+        return model
 
     def _configure_deepspeed(self) -> None:
         """Fills the DeepSpeed config's "auto" values from the run config (the trainer feeds its own batches, so
         accelerate cannot infer the micro-batch size), and refuses what this trainer does not do under DeepSpeed."""
         config, plugin = self.config, self.accelerator.state.deepspeed_plugin
         if config.gradient_accumulation_steps != 1:
-            raise ValueError(f"`gradient_accumulation_steps` must be 1 under DeepSpeed (got "
+            raise InputError(f"`gradient_accumulation_steps` must be 1 under DeepSpeed (got "
                              f"{config.gradient_accumulation_steps}); use a larger `batch_size`, or DDP/FSDP.")
         if self.resume_from is not None:
-            raise ValueError(f"resuming under DeepSpeed is not supported; resume {str(self.resume_from)!r} with one "
+            raise InputError(f"resuming under DeepSpeed is not supported; resume {str(self.resume_from)!r} with one "
                              f"process, DDP or FSDP (checkpoints hold whole tensors and move between them).")
         values = {"train_micro_batch_size_per_gpu": config.batch_size, "gradient_accumulation_steps": 1,
                   "gradient_clipping": config.optim.max_grad_norm}
@@ -145,26 +162,11 @@ class Trainer:
                 plugin.deepspeed_config[key] = value
 
     def _optimizer_state(self) -> dict:
-        """The optimizer's state dict with whole tensors, in torch's per-parameter layout for every backend.
-
-        DeepSpeed's ZeRO optimizer keeps flat, partitioned moments; they are gathered per parameter (collective)
-        into the layout a plain Adam/AdamW would have, so that such a checkpoint resumes anywhere. Measured on an
-        H200 (docs/BENCHMARKS.md, GPU session), a ZeRO-2 checkpoint resumed in one process did not yet end where an
-        uninterrupted run did; `load_state` warns.
-        """
-        if not self.deepspeed:
-            return gather_full(self.optimizer.state_dict())
-        from deepspeed.utils import safe_get_full_optimizer_state
-
-        base = self.optimizer.optimizer.optimizer  # accelerate wrapper -> ZeRO optimizer -> torch optimizer
-        steps = [state["step"] for state in base.state.values() if "step" in state]
-        state = {}
-        for index, param in enumerate(self.params.values()):
-            moments = {key: safe_get_full_optimizer_state(param, key) for key in ("exp_avg", "exp_avg_sq")}
-            if steps and all(value is not None for value in moments.values()):
-                state[index] = {"step": torch.as_tensor(steps[0], dtype=torch.float32).cpu(), **moments}
-        group = {key: value for key, value in base.param_groups[0].items() if key != "params"}
-        return {"state": state, "param_groups": [{**group, "params": list(range(len(self.params)))}]}
+        """The optimizer's state dict with whole tensors, in torch's per-parameter layout for every backend
+        (DeepSpeed's flat ZeRO moments gathered per parameter: `zero_optimizer_state`)."""
+        if self.deepspeed:
+            return zero_optimizer_state(self.optimizer, list(self.params.values()))
+        return gather_full(self.optimizer.state_dict())
 
     def encode_text(self, prompts: list[str]):
         """(encoder_hidden_states, extra UNet kwargs), from the cache when it holds text embeddings."""
@@ -202,10 +204,11 @@ class Trainer:
                           "its optimizer moments do not carry over exactly yet.", stacklevel=2)
         missing = [name for name in self.params if name not in state["trainable"]]
         if missing:
-            raise ValueError(f"{folder} holds no weights for {len(missing)} of this model's trainable tensors (e.g. "
+            raise InputError(f"{folder} holds no weights for {len(missing)} of this model's trainable tensors (e.g. "
                              f"{missing[0]!r}); it was written for another model. A `lora` / `ia3` run made before "
                              f"issue 12 trained one shared adapter: it cannot resume as the per-task method of that "
                              f"name; train it anew as `lora_shared` / `ia3_shared` to keep that variant.")
+        check_finite(state["trainable"], folder)  # a checkpoint of a diverged run is refused, naming the tensor
         for name, param in self.params.items():
             param.copy_(shard_like(state["trainable"][name], param))
         self.optimizer.load_state_dict(state["optimizer"])
@@ -223,7 +226,22 @@ class Trainer:
         if self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
 
+    def _stop_if_weights_nonfinite(self) -> None:
+        """Stops the run when a trainable weight or its EMA copy is not finite (checked on every process, agreed
+        by all): such weights are never saved. E.g. an infinite learning rate gives a finite loss, then NaN
+        weights, then steps skipped as non-finite until the run would end."""
+        tensors = dict(self.params)
+        if self.ema is not None:
+            tensors.update({f"{name} (EMA)": shadow for name, shadow in zip(self.params, self.ema.shadow_params)})
+        bad = next((name for name, tensor in tensors.items() if not _all_finite(tensor)), None)
+        flags = self.accelerator.reduce(torch.tensor([0.0 if bad is None else 1.0], device=self.device), "sum")
+        if flags.item():
+            raise NonFiniteRun(f"trainable weight {bad or '(a shard on another process)'!r} is not finite after "
+                               f"step {self.step}; nothing was saved. Lower `optim.lr` (it was {self.config.optim.lr}) "
+                               f"or check the data.")
+
     def save(self) -> None:
+        self._stop_if_weights_nonfinite()
         state = self.state()  # on every rank: under FSDP, gathering optimizer and model state is collective
         if self.accelerator.is_main_process:
             save_checkpoint(self.run_dir, self.step, state, self.config.keep_checkpoints)
@@ -242,7 +260,7 @@ class Trainer:
             self.counters["nonfinite_skipped"] += 1
             self.counters["nonfinite_in_a_row"] += 1
             if self.counters["nonfinite_in_a_row"] >= self.config.max_nonfinite_steps:
-                raise RuntimeError(f"the loss was non-finite for {self.counters['nonfinite_in_a_row']} steps in a "
+                raise NonFiniteRun(f"the loss was non-finite for {self.counters['nonfinite_in_a_row']} steps in a "
                                    f"row (at step {self.step}); lower `optim.lr` or check the data.")
         self.optimizer.zero_grad(set_to_none=True)
         self.lr_scheduler.step()
@@ -258,10 +276,12 @@ class Trainer:
                 if batch is None:  # every sample of this micro-batch was unreadable: a zero-gradient step
                     loss, losses = sum(p.sum() for p in self.params.values()) * 0.0, {}
                 else:
-                    loss, losses = micro_step_loss(self.model, self.parts, batch, self.step, config.seed,
-                                                   config.conditioning_dropout, config.task_loss_weights,
-                                                   self.encode_text, self.weight_dtype, self.task_channels,
-                                                   config.snr_gamma, unconditional=self.unconditional)
+                    loss, losses = micro_step_loss(
+                        self.model, batch, parts=self.parts, step=self.step, seed=config.seed,
+                        dropout_p=config.conditioning_dropout, task_loss_weights=config.task_loss_weights,
+                        encode_text=self.encode_text, weight_dtype=self.weight_dtype,
+                        task_channels=self.task_channels, snr_gamma=config.snr_gamma,
+                        unconditional=self.unconditional)
                 # DeepSpeed's engine divides by its own accumulation count (1, see _configure_deepspeed).
                 self.accelerator.backward(loss if self.deepspeed else loss / accumulate)
             self.tasks_seen.update(losses)
@@ -270,8 +290,20 @@ class Trainer:
             for task, values in losses.items():
                 per_task.setdefault(task, []).extend(values)
         flags = self.accelerator.reduce(torch.tensor([0.0 if finite else 1.0], device=self.accelerator.device), "sum")
-        self._optimizer_step(finite=bool(flags.item() == 0))
-        return {"loss": total, "per_task": per_task}
+        finite = bool(flags.item() == 0)  # on every process
+        self._optimizer_step(finite=finite)
+        return {"loss": total, "per_task": per_task, "finite": finite}
+
+    def train_step(self) -> dict:
+        """One optimizer step on the next batch: the loop's body without logging, checkpoints or validation.
+        Returns {"loss": this process's loss, "per_task": {task: sample losses}, "finite": every process's loss
+        was finite (else the step was skipped)}."""
+        if self._batches is None:
+            self._batches = self.feed.batches(self.step, self.device)
+            self.model.train()
+        record = self._train_step(self._batches)
+        self.step += 1
+        return record
 
     def _log(self, record: dict, progress) -> None:
         merged: dict[str, list[float]] = {}
@@ -289,20 +321,18 @@ class Trainer:
     def train(self) -> dict:
         config = self.config
         if self.accelerator.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(_comparable(config) | {"resume": config.resume},
+            self.output.create()
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(comparable_config(config) | {"resume": config.resume},
                                                                             sort_keys=False))
         if self.resume_from is not None:
             self.load_state(self.resume_from)
         if config.log_with != "none":
             self.accelerator.init_trackers("mtu", config={"max_steps": config.max_steps, "lr": config.optim.lr})
-        batches = self.feed.batches(self.step, self.accelerator.device)
         progress = tqdm(total=config.max_steps, initial=self.step, disable=not self.accelerator.is_main_process,
                         desc="training")
-        self.model.train()
+        record = None
         while self.step < config.max_steps:
-            record = self._train_step(batches)
-            self.step += 1
+            record = self.train_step()
             progress.update(1)
             if self.step % config.log_every == 0 or self.step == config.max_steps:
                 self._log(record, progress)
@@ -311,6 +341,10 @@ class Trainer:
             if config.validate_every and self.step % config.validate_every == 0:
                 self.validate()
         progress.close()
+        if record is not None and not record["finite"]:  # skipped steps are allowed, but not as the run's end
+            raise NonFiniteRun(f"the loss was non-finite at the last step ({self.step}; "
+                               f"{self.counters['nonfinite_skipped']} step(s) skipped in all); the run's end was not "
+                               f"saved. Lower `optim.lr` (it was {self.config.optim.lr}) or check the data.")
         self.save()
         final = self.export()
         summary = {"steps": self.step, "final": str(final), "history": self.history, **self.counters,
@@ -369,6 +403,7 @@ class Trainer:
         return final
 
 
-def train(config: TrainConfig) -> dict:
-    """Runs `config` to `max_steps` (resuming if asked) and returns a summary."""
-    return Trainer(config).train()
+def train(config: TrainConfig, *, overwrite: bool = False) -> dict:
+    """Runs `config` to `max_steps` (resuming if asked) and returns a summary; `overwrite` lets the run write into
+    an output_dir that holds other files (`mtu.outputs.claim_run_folder`)."""
+    return Trainer(config, overwrite=overwrite).train()

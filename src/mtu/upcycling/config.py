@@ -2,17 +2,60 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
-from ..configuration import JsonConfig, check_counts, known_fields
-from .tasks import get_task
+from ..configuration import JsonConfig, known_fields
+from ..errors import InputError
+from .tasks import available_tasks
 
 InitMode = Literal["preserve", "shard"]
 
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _bad(name: str, expected: str, value) -> InputError:
+    return InputError(f"must be {expected}, got {value!r}.", field=name)
+
+
+def check_expert_fields(config) -> float:
+    """Checks every `MTUConfig` field of `config` but `tasks` and returns G: `granularity`, or 1/N when None.
+
+    `config` is an `MTUConfig` or a section that mirrors its fields (a training run's `model.mtu`, which keeps a
+    None granularity so that G follows the N a preset or an override sets). `target_blocks` is normalized in place.
+
+    Raises:
+        InputError: whose `field` names the field ("num_experts", "granularity", ...).
+    """
+    if not _is_int(config.num_experts) or config.num_experts < 1:
+        raise _bad("num_experts", "an integer >= 1", config.num_experts)
+    granularity = 1.0 / config.num_experts if config.granularity is None else config.granularity
+    if isinstance(granularity, bool) or not isinstance(granularity, (int, float)) or not math.isfinite(granularity) \
+            or not granularity > 0:
+        raise _bad("granularity", "a finite number > 0 (or None for 1/num_experts)", config.granularity)
+    if config.top_k is not None and (not _is_int(config.top_k) or not 1 <= config.top_k <= config.num_experts):
+        raise _bad("top_k", f"None or an integer in [1, num_experts={config.num_experts}]", config.top_k)
+    for name in ("router_hidden_size", "task_embedding_size"):
+        if not _is_int(getattr(config, name)) or getattr(config, name) < 1:
+            raise _bad(name, "an integer >= 1", getattr(config, name))
+    if config.init not in get_args(InitMode):
+        raise _bad("init", f"one of {get_args(InitMode)}", config.init)
+    if config.init == "preserve" and config.num_experts * granularity < 1 - 1e-9:
+        raise InputError(
+            f"'preserve' needs num_experts * granularity >= 1 so the experts can hold every dense unit, got "
+            f"{config.num_experts} * {granularity:g} = {config.num_experts * granularity:g}; use `init='shard'` for "
+            f"a model narrower than the base.", field="init")
+    if config.target_blocks is not None:
+        if isinstance(config.target_blocks, str) or not isinstance(config.target_blocks, (list, tuple)) \
+                or not config.target_blocks:
+            raise _bad("target_blocks", "None (all blocks) or a non-empty list of names", config.target_blocks)
+        config.target_blocks = [str(item) for item in config.target_blocks]
+    if not _is_int(config.seed):
+        raise _bad("seed", "an integer", config.seed)
+    return float(granularity)
 
 
 @dataclass
@@ -49,43 +92,16 @@ class MTUConfig(JsonConfig):
     def __post_init__(self):
         if isinstance(self.tasks, str):
             self.tasks = [name.strip() for name in self.tasks.split(",") if name.strip()]
+        if not isinstance(self.tasks, (list, tuple)) or not self.tasks:
+            raise _bad("tasks", "a non-empty list of task names", self.tasks)
         self.tasks = list(self.tasks)
-        if not self.tasks:
-            raise ValueError("`tasks` must name at least one task, got an empty list.")
-        if len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"`tasks` has duplicates: {self.tasks}.")
         for name in self.tasks:
-            get_task(name)  # raises naming the unknown task and the registered ones
-        if not _is_int(self.num_experts) or self.num_experts < 1:
-            raise ValueError(f"`num_experts` must be an integer >= 1, got {self.num_experts!r}.")
-        if self.granularity is None:
-            self.granularity = 1.0 / self.num_experts
-        if isinstance(self.granularity, bool) or not isinstance(self.granularity, (int, float)):
-            raise ValueError(f"`granularity` must be a number > 0, got {self.granularity!r}.")
-        self.granularity = float(self.granularity)
-        if not self.granularity > 0:
-            raise ValueError(f"`granularity` must be > 0, got {self.granularity!r}.")
-        if self.top_k is not None and (not _is_int(self.top_k) or not 1 <= self.top_k <= self.num_experts):
-            raise ValueError(
-                f"`top_k` must be None or an integer in [1, num_experts={self.num_experts}], got {self.top_k!r}."
-            )
-        check_counts(self, ("router_hidden_size", "task_embedding_size"))
-        if self.init not in get_args(InitMode):
-            raise ValueError(f"`init` must be one of {get_args(InitMode)}, got {self.init!r}.")
-        if self.init == "preserve" and self.num_experts * self.granularity < 1 - 1e-9:
-            raise ValueError(
-                f"`init='preserve'` needs num_experts * granularity >= 1 so the experts can hold every dense unit, "
-                f"got {self.num_experts} * {self.granularity:g} = {self.num_experts * self.granularity:g}; "
-                f"use `init='shard'` for a model narrower than the base."
-            )
-        if self.target_blocks is not None:
-            if isinstance(self.target_blocks, str) or not self.target_blocks:
-                raise ValueError(
-                    f"`target_blocks` must be None (all blocks) or a non-empty list of names, got {self.target_blocks!r}."
-                )
-            self.target_blocks = [str(item) for item in self.target_blocks]
-        if not _is_int(self.seed):
-            raise ValueError(f"`seed` must be an integer, got {self.seed!r}.")
+            if name not in available_tasks():
+                raise InputError(f"unknown task {name!r}; registered tasks: {', '.join(available_tasks())}.",
+                                 field="tasks")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise InputError(f"has duplicates: {self.tasks}.", field="tasks")
+        self.granularity = check_expert_fields(self)
 
     def expert_width(self, ffn_width: int) -> int | None:
         """d_expert for a dense FFN of hidden width `ffn_width`, or None when G * d_ffn is not an integer."""
@@ -97,5 +113,5 @@ class MTUConfig(JsonConfig):
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "MTUConfig":
+    def from_dict(cls, data: dict) -> MTUConfig:
         return cls(**known_fields(cls, data))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import InputError
+
 NEW_UNIT = -1  # an expert unit with no dense counterpart (only when G > 1)
 
 
@@ -78,7 +80,7 @@ def output_scale(unit_map: torch.Tensor, ffn_width: int, init: str) -> torch.Ten
     the base does not have; the uneven split needs neither.
     """
     if init not in ("preserve", "shard"):
-        raise ValueError(f"`init` must be 'preserve' or 'shard', got {init!r}.")
+        raise InputError(f"`init` must be 'preserve' or 'shard', got {init!r}.")
     known = unit_map != NEW_UNIT
     shares = copy_shares(unit_map, ffn_width)
     if init == "preserve":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from diffusers import UNet2DConditionModel
 
@@ -44,3 +47,14 @@ def fold(model, task: str) -> UNet2DConditionModel:
     folded.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=True, assign=True)
     folded.train(model.training)
     return folded
+
+
+def is_folded_unet(folder: Path) -> bool:
+    """True for a folder `mtu fold` wrote before outputs were marked: a diffusers UNet's config.json and
+    diffusion_pytorch_model.safetensors, and nothing else."""
+    if {entry.name for entry in Path(folder).iterdir()} != {"config.json", "diffusion_pytorch_model.safetensors"}:
+        return False
+    try:
+        return json.loads((Path(folder) / "config.json").read_text()).get("_class_name") == "UNet2DConditionModel"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return False

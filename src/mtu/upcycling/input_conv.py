@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import InputError
 from .layer import TaskRouting
 from .tasks import TaskSpec
 
@@ -35,7 +36,7 @@ class TaskInputConv(nn.Module):
 
     def _check_channels(self, sample: torch.Tensor, expected: int, what: str) -> None:
         if sample.shape[1] != expected:
-            raise ValueError(f"{what} expects `sample` with {expected} channels, got {sample.shape[1]} "
+            raise InputError(f"{what} expects `sample` with {expected} channels, got {sample.shape[1]} "
                              f"(shape {tuple(sample.shape)}).")
 
     def forward(self, sample: torch.Tensor, *args, routing: TaskRouting | None = None, **kwargs):

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from .config import MTUConfig
 from .experts import NEW_UNIT, expert_unit_map, output_scale
 from .router import TaskRouter
@@ -25,15 +26,16 @@ from .router import TaskRouter
 
 @dataclass
 class TaskRouting:
-    """What the current forward needs to know about tasks, handed to every MTU module by `MTUModel.route`.
+    """What the current forward needs to know about tasks, handed to every task module by `TaskModel.route`.
 
     Args:
-        task_embeddings: (T, d_task) the model's task embeddings (one row per task of the config).
+        task_embeddings: (T, d_task) the model's task embeddings (one row per task of the config); None in a
+            model without them (a baseline's frame), whose task modules need only the groups.
         groups: (task index, sample indices) pairs; indices None means the whole batch is that task.
         batch_size: Samples in the batch the groups refer to.
     """
 
-    task_embeddings: torch.Tensor
+    task_embeddings: torch.Tensor | None
     groups: list[tuple[int, torch.Tensor | None]]
     batch_size: int
 
@@ -42,17 +44,17 @@ def _dense_parts(block: nn.Module, name: str):
     """(norm, first projection, output projection, gated, approximate, dropout) of a diffusers block's FFN."""
     norm, ff = block.norm3, block.ff
     if not isinstance(norm, nn.LayerNorm) or getattr(block, "norm_type", "layer_norm") != "layer_norm":
-        raise TypeError(
+        raise InputError(
             f"block {name!r} uses norm_type={getattr(block, 'norm_type', None)!r}; only 'layer_norm' blocks "
             f"(Stable Diffusion 1.x/2.x, SDXL) can be upcycled."
         )
     activation = ff.net[0]
     kind = type(activation).__name__
     if kind not in ("GEGLU", "GELU"):
-        raise TypeError(f"block {name!r} has an FFN activation {kind}; supported: GEGLU, GELU.")
+        raise InputError(f"block {name!r} has an FFN activation {kind}; supported: GEGLU, GELU.")
     proj, out = activation.proj, ff.net[2]
     if proj.bias is None or out.bias is None:
-        raise TypeError(f"block {name!r} has an FFN without biases; only FFNs with biases can be upcycled.")
+        raise InputError(f"block {name!r} has an FFN without biases; only FFNs with biases can be upcycled.")
     approximate = getattr(activation, "approximate", "none")
     return norm, proj, out, kind == "GEGLU", approximate, ff.net[1].p
 
@@ -87,7 +89,7 @@ class MTUFeedForward(nn.Module):
         ffn_width = proj.out_features // (2 if gated else 1)
         expert_width = config.expert_width(ffn_width)
         if expert_width is None:
-            raise ValueError(
+            raise InputError(
                 f"block {block_name!r}: granularity G={config.granularity:g} with d_ffn={ffn_width} gives "
                 f"d_expert = G * d_ffn = {config.granularity * ffn_width:g}, not a whole number of units; choose "
                 f"num_experts/granularity so that G * {ffn_width} is an integer."
@@ -213,7 +215,7 @@ class MTUFeedForward(nn.Module):
         weight_in, bias_in, weight_out, bias_out = self.task_weights(task, expert_weights)
         width = weight_out.shape[1]
         if width > self.ffn_width:
-            raise ValueError(
+            raise InputError(
                 f"cannot fold block {self.block_name!r}: its active experts are {width} units wide "
                 f"({width // self.expert_width} x d_expert={self.expert_width}) but the base FFN has d_ffn="
                 f"{self.ffn_width}; a stock UNet needs active experts x G <= 1."

@@ -1,132 +1,123 @@
-"""Adapter-only save/load: `mtu_config.json` + `mtu_model.safetensors`, tied to the base by a fingerprint."""
+"""Adapter-only save/load: `mtu_config.json` + `mtu_model.safetensors`, tied to the base by a fingerprint.
+
+Writing lives in `files` (below the model); this module reads an adapter back and checks everything it can before
+the base is loaded: the record, tensor names and shapes against what the config makes (on the meta device), finite
+values, and the base's identity. Every refusal is an `InputError` naming the file. Weights are read from
+safetensors only; a pickle offered in their place is refused without being unpickled.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from diffusers import UNet2DConditionModel
+from safetensors import SafetensorError, safe_open
 
-from .. import __version__
+from ..errors import InputError
 from ..shipped import resolve, short_names
-from .bases import load_base_unet
+from .bases import base_unet_config, load_base_unet, weights_fingerprint
 from .config import MTUConfig
+from .files import (  # noqa: F401  (re-exported: the adapter format's names and writers are imported from here)
+    CONFIG_NAME,
+    FORMAT,
+    FORMAT_VERSION,
+    PICKLE_MAGIC,
+    PICKLE_SUFFIXES,
+    UNCONDITIONAL_TEXT,
+    WEIGHTS_NAME,
+    atomic_save_directory,
+    atomic_save_safetensors,
+    atomic_write_text,
+    pickle_refusal,
+    save_adapter,
+)
+from .model import upcycle
 from .tasks import TaskSpec, available_tasks, get_task, register_task
 
-CONFIG_NAME = "mtu_config.json"
-WEIGHTS_NAME = "mtu_model.safetensors"
-FORMAT = "mtu-adapter"
-FORMAT_VERSION = 1
-# How the trainer encoded a dropped text (classifier-free guidance dropout), recorded as the adapter's
-# "unconditional_text" so that its pipeline samples the unconditional branch the same way: "zeros" (zero prompt and
-# pooled embeddings, SDXL's `force_zeros_for_empty_prompt`) or "empty_prompt" (the encoded "").
-UNCONDITIONAL_TEXT = ("zeros", "empty_prompt")
-
-
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes: identifies the exact base weights."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return "sha256:" + digest.hexdigest()
-
-
-def _atomic_path(path: Path):
-    """A staging file beside `path`; the caller renames it into place once it is complete."""
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    return Path(staging)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    staging = _atomic_path(path)
+@contextmanager
+def open_safetensors(path, what: str):
+    """`safe_open` of the safetensors file `path` ("what" says what it holds, for errors); refuses a missing,
+    truncated or corrupt file, and a pickle offered in its place (by name or by its first bytes), naming it."""
+    path = Path(path)
+    if not path.is_file():
+        pickles = sorted(p.name for p in path.parent.glob("*") if p.suffix in PICKLE_SUFFIXES) \
+            if path.parent.is_dir() else []
+        if pickles:
+            raise pickle_refusal(path.parent / pickles[0])
+        raise FileNotFoundError(f"no {what} in {str(path.parent)!r}: {path.name} is missing.")
+    with open(path, "rb") as handle:
+        if handle.read(4).startswith(PICKLE_MAGIC):
+            raise pickle_refusal(path)
     try:
-        with open(staging, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
+        with safe_open(str(path), framework="pt") as handle:
+            yield handle
+    except SafetensorError as error:
+        raise InputError(f"{path} is corrupt or truncated and cannot be read ({error}).") from error
 
 
-def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
-    staging = _atomic_path(path)
-    try:
-        save_file(tensors, str(staging), metadata=metadata)
-        with open(staging, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
+def read_safetensors(path, what: str) -> dict[str, torch.Tensor]:
+    """Every tensor of the safetensors file `path`, checked as `open_safetensors` does."""
+    with open_safetensors(path, what) as handle:
+        return {name: handle.get_tensor(name) for name in handle.keys()}
 
 
-def atomic_save_directory(write, directory) -> None:
-    """Runs `write(staging_folder)`, then renames the finished folder to `directory` (replacing an old one)."""
-    import shutil
-
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
-        write(staging)
-        if directory.exists():
-            retired = staging.with_suffix(".old")
-            os.replace(directory, retired)
-            os.replace(staging, directory)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def save_adapter(model, save_directory, state_dict: dict | None = None) -> None:
-    """Writes the MTU-owned tensors (or `state_dict`, which must hold exactly those names) and the config (with
-    the base's identity) into `save_directory`.
-
-    A model that says how its training encoded dropped text (`model.unconditional_text`, set by the trainer and by
-    `load_mtu`; see `UNCONDITIONAL_TEXT`) has it recorded; the SDXL pipeline samples its negative branch that way.
-    """
-    directory = Path(save_directory)
-    tensors = {name: param.detach().contiguous() for name, param in model.mtu_named_parameters()}
-    if state_dict is not None:
-        if state_dict.keys() != tensors.keys():
-            missing, extra = sorted(tensors.keys() - state_dict.keys()), sorted(state_dict.keys() - tensors.keys())
-            raise ValueError(f"`state_dict` must hold exactly the MTU tensors; missing {missing[:5]}, "
-                             f"unexpected {extra[:5]}.")
-        tensors = {name: state_dict[name].detach().contiguous() for name in tensors}
-    directory.mkdir(parents=True, exist_ok=True)
-    if any(t.is_meta for t in tensors.values()):
-        raise ValueError("cannot save an MTU model on the meta device; it has shapes but no weights.")
-    dtype = str(model.task_embeddings.dtype).removeprefix("torch.")
-    atomic_save_safetensors({k: v.cpu() for k, v in tensors.items()}, directory / WEIGHTS_NAME,
-                            metadata={"format": "pt", "mtu_version": __version__})
-    record = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "mtu_version": __version__,
-        "config": model.mtu_config.to_dict(),
-        "tasks": {spec.name: spec.to_dict() for spec in model.task_specs},
-        "base": model.base_info,
-        "dtype": dtype,
-    }
-    unconditional = getattr(model, "unconditional_text", None)
-    if unconditional is not None:
-        record["unconditional_text"] = unconditional
-    atomic_write_text(directory / CONFIG_NAME, json.dumps(record, indent=2) + "\n")
+def check_finite(tensors: dict[str, torch.Tensor], source) -> None:
+    """Refuses tensors holding NaN or infinity, naming the first such tensor of `source`."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise InputError(f"{source}: tensor {name!r} holds {bad} NaN or infinite value(s) of {tensor.numel()}; "
+                             f"the weights are damaged (a diverged run?) and are refused.")
 
 
 def adapter_directory(name_or_path) -> Path:
     """The adapter folder `name_or_path` names: a folder, or the short name of a shipped adapter (`mtu.shipped`)."""
-    return Path(resolve(name_or_path, "adapter", "adapter"))
+    path = Path(resolve(name_or_path, "adapter", "adapter"))
+    if path.is_file():
+        if path.suffix in PICKLE_SUFFIXES:
+            raise pickle_refusal(path)
+        raise InputError(f"adapter {str(name_or_path)!r} is a file; give the adapter folder (with {CONFIG_NAME} and "
+                         f"{WEIGHTS_NAME}).")
+    return path
+
+
+def _check_record(record, path: Path) -> None:
+    """The keys and types of an adapter record that loading reads, each refusal naming the file."""
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise InputError(f"{path} is not an MTU adapter config (expected \"format\": \"{FORMAT}\").")
+    if record.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"{path} has format_version {record.get('format_version')!r}; this mtu reads "
+                         f"{FORMAT_VERSION}.")
+    base = record.get("base")
+    if not isinstance(base, dict) or not isinstance(base.get("unet_config"), dict):
+        raise InputError(f"{path} has no \"base\" record with the base's \"unet_config\" (got {base!r}); the "
+                         f"adapter cannot be matched to a base. Upcycle it anew or restore its {path.name}.")
+    if not isinstance(record.get("config"), dict):
+        raise InputError(f"{path} has no \"config\" record (the MTUConfig), got {record.get('config')!r}.")
+    unconditional = record.get("unconditional_text")
+    if unconditional is not None and unconditional not in UNCONDITIONAL_TEXT:
+        raise InputError(f"{path} has \"unconditional_text\" {unconditional!r}; expected one of "
+                         f"{UNCONDITIONAL_TEXT}.")
+    if not isinstance(record.get("tasks", {}), dict):
+        raise InputError(f"{path} has \"tasks\" {record.get('tasks')!r}; expected {{name: task spec}}.")
+
+
+def _register_tasks(record: dict, path: Path) -> None:
+    """Registers the tasks the adapter defines that this process lacks; refuses one defined differently."""
+    for name, data in record.get("tasks", {}).items():
+        fields = set(TaskSpec.__dataclass_fields__)
+        if not isinstance(data, dict) or not set(data) <= fields:
+            raise InputError(f"{path}: task {name!r} is recorded as {data!r}; expected a mapping of {sorted(fields)}.")
+        spec = TaskSpec.from_dict(data)
+        if name not in available_tasks():
+            register_task(spec)
+        elif get_task(name) != spec:
+            raise InputError(f"{path}: the adapter defines task {name!r} as {spec}, but this process has it "
+                             f"registered as {get_task(name)}.")
 
 
 def read_adapter_config(directory) -> dict:
@@ -141,54 +132,69 @@ def read_adapter_config(directory) -> dict:
     try:
         record = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); the adapter is corrupt.") from error
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an MTU adapter config (expected \"format\": \"{FORMAT}\").")
-    if record.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path} has format_version {record.get('format_version')!r}; this mtu reads "
-                         f"{FORMAT_VERSION}.")
-    unconditional = record.get("unconditional_text")
-    if unconditional is not None and unconditional not in UNCONDITIONAL_TEXT:
-        raise ValueError(f"{path} has \"unconditional_text\" {unconditional!r}; expected one of "
-                         f"{UNCONDITIONAL_TEXT}.")
-    for name, data in record.get("tasks", {}).items():
-        spec = TaskSpec.from_dict(data)
-        if name not in available_tasks():
-            register_task(spec)
-        elif get_task(name) != spec:
-            raise ValueError(f"the adapter defines task {name!r} as {spec}, but this process has it registered as "
-                             f"{get_task(name)}.")
-    record["config"] = MTUConfig.from_dict(record["config"])
+        raise InputError(f"{path} is not valid JSON ({error}); the adapter is corrupt.") from error
+    _check_record(record, path)
+    _register_tasks(record, path)
+    try:
+        record["config"] = MTUConfig.from_dict(record["config"])
+    except InputError as error:
+        raise InputError(f"{path}: \"config\" is invalid: {error}") from error
     return record
 
 
 def read_adapter_tensors(directory) -> dict[str, torch.Tensor]:
-    """All tensors of the adapter file; a truncated or corrupt file raises ValueError naming it."""
+    """All tensors of the adapter file; a missing, truncated or corrupt file, a pickle, or NaN/inf values raise
+    InputError naming it."""
     path = adapter_directory(directory) / WEIGHTS_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no MTU adapter weights in {str(directory)!r}: {WEIGHTS_NAME} is missing.")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return {name: handle.get_tensor(name) for name in handle.keys()}
-    except Exception as error:  # safetensors raises its own error types for bad headers and short files
-        raise ValueError(f"{path} is corrupt or truncated and cannot be read ({error}).") from error
+    tensors = read_safetensors(path, "MTU adapter weights")
+    check_finite(tensors, path)
+    return tensors
 
 
-def _check_base(record: dict, unet, allow_base_mismatch: bool) -> None:
-    from .model import base_unet_config
+def adapter_shapes(directory) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in the adapter file, from its header only (no tensor is read)."""
+    with open_safetensors(adapter_directory(directory) / WEIGHTS_NAME, "MTU adapter weights") as handle:
+        return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
 
+
+def expected_shapes(record: dict) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of the tensors an adapter with this record must hold: its config upcycled, on the meta device,
+    over the recorded base architecture."""
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(record["base"]["unet_config"])
+    model = upcycle(unet, record["config"], fingerprint=False)
+    return {name: tuple(param.shape) for name, param in model.mtu_named_parameters()}
+
+
+def check_adapter_shapes(record: dict, found: dict[str, tuple[int, ...]], source) -> None:
+    """Refuses weights that the record's config does not make (a hand-edited config, another adapter's weights)."""
+    expected = expected_shapes(record)
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise InputError(f"{source} does not match its config ({CONFIG_NAME}): missing "
+                         f"{missing[:3]}{'...' if len(missing) > 3 else ''}, unexpected "
+                         f"{unexpected[:3]}{'...' if len(unexpected) > 3 else ''}.")
+    for name, shape in expected.items():
+        if found[name] != shape:
+            config = record["config"]
+            raise InputError(f"{source}: tensor {name!r} has shape {found[name]}, but the config ({CONFIG_NAME}: "
+                             f"N={config.num_experts}, G={config.granularity:g}) makes it {shape}; the config and "
+                             f"the weights do not belong together.")
+
+
+def _check_base(record: dict, unet, allow_base_mismatch: bool, source) -> None:
     expected, found = record["base"]["unet_config"], base_unet_config(unet)
     differing = sorted(k for k in set(expected) | set(found) if expected.get(k) != found.get(k))
     hint = " Pass allow_base_mismatch=True (CLI: --allow-base-mismatch) to load it anyway."
     if differing and not allow_base_mismatch:
         details = "; ".join(f"{k}: adapter {expected.get(k)!r} vs base {found.get(k)!r}" for k in differing[:4])
-        raise ValueError(f"the adapter was made for another base architecture ({details}).{hint}")
+        raise InputError(f"{source}: the adapter was made for another base architecture ({details}).{hint}")
     fingerprint = record["base"].get("fingerprint")
     if fingerprint and not differing and not allow_base_mismatch:
         actual = weights_fingerprint(unet)
         if actual != fingerprint:
-            raise ValueError(f"the base weights differ from the ones the adapter was made from (fingerprint "
-                             f"{actual[:19]}... vs recorded {fingerprint[:19]}...; base "
+            raise InputError(f"{source}: the base weights differ from the ones the adapter was made from "
+                             f"(fingerprint {actual[:19]}... vs recorded {fingerprint[:19]}...; base "
                              f"{record['base'].get('name_or_path')!r}).{hint}")
 
 
@@ -203,22 +209,20 @@ def load_mtu(directory, base=None, *, allow_base_mismatch: bool = False, torch_d
         torch_dtype: dtype of the returned model. The base is loaded and fingerprint-checked in its stored
             dtype, then cast.
     """
-    from diffusers import UNet2DConditionModel
-
-    from .model import upcycle
-
     directory = adapter_directory(directory)
     record = read_adapter_config(directory)
-    tensors = read_adapter_tensors(directory)  # read first: a corrupt file fails before the base is loaded
+    # Everything about the adapter's own files is checked before the base is loaded.
+    check_adapter_shapes(record, adapter_shapes(directory), directory / WEIGHTS_NAME)
+    tensors = read_adapter_tensors(directory)
     if base is None:
         base = record["base"].get("name_or_path")
         if not base:
-            raise ValueError("the adapter records no base location; pass `base=`.")
+            raise InputError(f"{directory / CONFIG_NAME} records no base location; pass `base=` (CLI: --base).")
     if isinstance(base, (str, os.PathLike)):
         base = load_base_unet(str(base))  # stored dtype: the fingerprint was taken of those bytes
     if not isinstance(base, UNet2DConditionModel):
-        raise TypeError(f"`base` must be a UNet2DConditionModel or a path/hub id, got {type(base).__name__}.")
-    _check_base(record, base, allow_base_mismatch)
+        raise InputError(f"`base` must be a UNet2DConditionModel or a path/hub id, got {type(base).__name__}.")
+    _check_base(record, base, allow_base_mismatch, directory)
     model = upcycle(base, record["config"], fingerprint=record["base"].get("fingerprint") or False,
                     base_name_or_path=record["base"].get("name_or_path"))
     load_mtu_tensors(model, tensors, directory / WEIGHTS_NAME)
@@ -234,14 +238,14 @@ def set_recorded_base(directory, name_or_path: str, base_unet) -> Path:
         directory: The adapter folder.
         name_or_path: The new base location: a folder, hub id or short name.
         base_unet: The base UNet that `name_or_path` loads; it must be the one the adapter was made from (same
-            architecture and, if recorded, the same weights fingerprint), else ValueError and nothing is written.
+            architecture and, if recorded, the same weights fingerprint), else InputError and nothing is written.
     Returns:
         The adapter folder.
     """
     if not isinstance(name_or_path, str) or not name_or_path:
-        raise ValueError(f"`name_or_path` must be a non-empty string, got {name_or_path!r}.")
+        raise InputError(f"`name_or_path` must be a non-empty string, got {name_or_path!r}.")
     directory = adapter_directory(directory)
-    _check_base(read_adapter_config(directory), base_unet, allow_base_mismatch=False)
+    _check_base(read_adapter_config(directory), base_unet, allow_base_mismatch=False, source=directory)
     path = directory / CONFIG_NAME
     raw = json.loads(path.read_text())  # as stored: read_adapter_config returns the config as an MTUConfig
     raw["base"]["name_or_path"] = name_or_path
@@ -255,10 +259,11 @@ def load_mtu_tensors(model, tensors: dict[str, torch.Tensor], source) -> None:
     params = dict(model.mtu_named_parameters())
     missing, unexpected = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
     if missing or unexpected:
-        raise ValueError(f"{source} does not match this MTU model: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-                         f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}.")
+        raise InputError(f"{source} does not match this MTU model: missing {missing[:3]}"
+                         f"{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
+                         f"{'...' if len(unexpected) > 3 else ''}.")
     for name, param in params.items():
         if tensors[name].shape != param.shape:
-            raise ValueError(f"{source}: tensor {name!r} has shape {tuple(tensors[name].shape)}, the model expects "
+            raise InputError(f"{source}: tensor {name!r} has shape {tuple(tensors[name].shape)}, the model expects "
                              f"{tuple(param.shape)}.")
         param.copy_(tensors[name])

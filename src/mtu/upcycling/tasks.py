@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ..errors import InputError
+
 # Each conditioning input and the channels it adds, in units of "latent" (the VAE's latent channels) or fixed.
 _INPUT_CHANNELS = {"image": "latent", "masked_image": "latent", "mask": 1}
 
@@ -33,11 +35,11 @@ class TaskSpec:
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():
-            raise ValueError(f"`name` must be a Python identifier such as 'colorize', got {self.name!r}.")
+            raise InputError(f"`name` must be a Python identifier such as 'colorize', got {self.name!r}.")
         object.__setattr__(self, "image_inputs", tuple(self.image_inputs))
         for item in self.image_inputs:
             if item not in _INPUT_CHANNELS:
-                raise ValueError(
+                raise InputError(
                     f"`image_inputs` of task {self.name!r} has {item!r}; supported: {sorted(_INPUT_CHANNELS)}."
                 )
 
@@ -73,10 +75,10 @@ _REGISTRY: dict[str, TaskSpec] = {spec.name: spec for spec in _BUILTIN_TASKS}
 def register_task(spec: TaskSpec, overwrite: bool = False) -> TaskSpec:
     """Adds a task to the registry, e.g. `register_task(TaskSpec("colorize", image_inputs=("image",)))`."""
     if not isinstance(spec, TaskSpec):
-        raise TypeError(f"`spec` must be a TaskSpec, got {type(spec).__name__}.")
+        raise InputError(f"`spec` must be a TaskSpec, got {type(spec).__name__}.")
     existing = _REGISTRY.get(spec.name)
     if existing is not None and existing != spec and not overwrite:
-        raise ValueError(
+        raise InputError(
             f"task {spec.name!r} is already registered as {existing}; pass `overwrite=True` to replace it."
         )
     _REGISTRY[spec.name] = spec
@@ -86,7 +88,7 @@ def register_task(spec: TaskSpec, overwrite: bool = False) -> TaskSpec:
 def get_task(name: str) -> TaskSpec:
     """Returns the registered task called `name`, or raises naming the known tasks."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown task {name!r}; registered tasks: {', '.join(available_tasks())}.")
+        raise InputError(f"unknown task {name!r}; registered tasks: {', '.join(available_tasks())}.")
     return _REGISTRY[name]
 
 
