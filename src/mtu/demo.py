@@ -56,7 +56,7 @@ class DemoConfig:
     """
 
     out: str = "mtu-demo"
-    steps: int = 1600
+    steps: int = 1500
     batch_size: int = 16
     lr: float = 2e-3
     eval_count: int = 64
