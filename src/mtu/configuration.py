@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import warnings
 
 from .errors import InputError
+
+
+def is_int(value) -> bool:
+    """An int that is not a bool (a YAML `true` must not pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """A finite int or float that is not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def must_be(name: str, expected: str, value) -> InputError:
+    """The error for a field with a bad value: `name: must be <expected>, got <value>.`"""
+    return InputError(f"must be {expected}, got {value!r}.", field=name)
 
 
 def known_fields(cls, data: dict, owner: str | None = None) -> dict:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
-from ..configuration import JsonConfig
+from ..configuration import JsonConfig, is_int, is_number, must_be
 from ..errors import InputError
 from ..upcycling.tasks import available_tasks, get_task
 from .degradation import DegradationConfig
@@ -15,18 +14,6 @@ from .schemas import SCHEMAS, check_compatible, get_schema
 
 SourceFormat = Literal["folder", "hf", "webdataset"]
 SchemaName = Literal["coco_captions", "instructpix2pix", "gqa_inpaint", "mask_inpaint", "sr_highres", "captions"]
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _bad(name: str, expected: str, value) -> InputError:
-    return InputError(f"must be {expected}, got {value!r}.", field=name)
 
 
 @dataclass
@@ -71,41 +58,41 @@ class DataSourceConfig(JsonConfig):
             raise InputError(f"unknown task {self.task!r}; registered tasks: {', '.join(available_tasks())}.",
                              field="task")
         if self.format not in get_args(SourceFormat):
-            raise _bad("format", f"one of {get_args(SourceFormat)} (other formats have their own config class; "
+            raise must_be("format", f"one of {get_args(SourceFormat)} (other formats have their own config class; "
                                  f"`DataSourceConfig.from_dict` picks it)", self.format)
         if not isinstance(self.path, str) or not self.path:
-            raise _bad("path", "a non-empty string", self.path)
+            raise must_be("path", "a non-empty string", self.path)
         if self.schema not in SCHEMAS:
-            raise _bad("schema", f"one of {tuple(SCHEMAS)}", self.schema)
+            raise must_be("schema", f"one of {tuple(SCHEMAS)}", self.schema)
         schema = get_schema(self.schema)
         check_compatible(get_task(self.task), schema)
         self._check_columns(schema.roles)
-        if not _is_int(self.resolution) or self.resolution <= 0 or self.resolution % 8:
-            raise _bad("resolution", "a positive multiple of 8", self.resolution)
+        if not is_int(self.resolution) or self.resolution <= 0 or self.resolution % 8:
+            raise must_be("resolution", "a positive multiple of 8", self.resolution)
         if not isinstance(self.split, str) or not self.split:
-            raise _bad("split", "a non-empty string such as 'train'", self.split)
-        if not _is_number(self.weight) or self.weight <= 0:
-            raise _bad("weight", "a finite number > 0", self.weight)
+            raise must_be("split", "a non-empty string such as 'train'", self.split)
+        if not is_number(self.weight) or self.weight <= 0:
+            raise must_be("weight", "a finite number > 0", self.weight)
         self.weight = float(self.weight)
-        if not _is_int(self.sr_scale) or self.sr_scale < 1 or self.resolution % self.sr_scale:
-            raise _bad("sr_scale", f"an integer >= 1 that divides resolution={self.resolution}", self.sr_scale)
-        if not _is_number(self.max_failure_fraction) or not 0 <= self.max_failure_fraction <= 1:
-            raise _bad("max_failure_fraction", "a number in [0, 1]", self.max_failure_fraction)
-        if not _is_int(self.seed):
-            raise _bad("seed", "an integer", self.seed)
+        if not is_int(self.sr_scale) or self.sr_scale < 1 or self.resolution % self.sr_scale:
+            raise must_be("sr_scale", f"an integer >= 1 that divides resolution={self.resolution}", self.sr_scale)
+        if not is_number(self.max_failure_fraction) or not 0 <= self.max_failure_fraction <= 1:
+            raise must_be("max_failure_fraction", "a number in [0, 1]", self.max_failure_fraction)
+        if not is_int(self.seed):
+            raise must_be("seed", "an integer", self.seed)
         self.degradation = degradation_from(self.degradation)
 
     def _check_columns(self, roles: tuple[str, ...]) -> None:
         if self.columns is None:
             return
         if not isinstance(self.columns, dict):
-            raise _bad("columns", "None or a mapping role -> column name", self.columns)
+            raise must_be("columns", "None or a mapping role -> column name", self.columns)
         for role, column in self.columns.items():
             if role not in roles:
                 raise InputError(f"role {role!r} is not one that schema {self.schema!r} uses; allowed roles: "
                                  f"{list(roles)}.", field="columns")
             if not isinstance(column, str) or not column:
-                raise _bad(f"columns.{role}", "a non-empty column name", column)
+                raise must_be(f"columns.{role}", "a non-empty column name", column)
         self.columns = dict(self.columns)
 
     def to_dict(self) -> dict:
@@ -127,7 +114,7 @@ def degradation_from(value) -> DegradationConfig:
     if isinstance(value, DegradationConfig):
         return value
     if not isinstance(value, dict):
-        raise _bad("degradation", "a DegradationConfig or a mapping of its fields", value)
+        raise must_be("degradation", "a DegradationConfig or a mapping of its fields", value)
     try:
         return DegradationConfig(**fields_from_dict(DegradationConfig, value))
     except InputError as error:

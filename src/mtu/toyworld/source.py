@@ -10,20 +10,18 @@ remove, the SR degradation) come from a generator seeded by (seed, epoch, index)
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
 import torch
 
-from ..configuration import JsonConfig
+from ..configuration import JsonConfig, is_int, is_number, must_be
 from ..data.config import degradation_from
 from ..data.dataset import ExampleDataset
 from ..data.degradation import DegradationConfig
 from ..data.registry import DataFormat, fields_from_dict, register_format
 from ..data.schemas import get_schema
-from ..errors import InputError
 from ..upcycling.tasks import get_task
 from .scene import MAX_SIZE, MIN_SIZE, make_scenes
 from .tasks import TOY_DEGRADATION, edit_pair, inpaint_pair, sample_edit, sample_removal, sr_pair, t2i_pair
@@ -31,18 +29,6 @@ from .tasks import TOY_DEGRADATION, edit_pair, inpaint_pair, sample_edit, sample
 # The schema whose roles each task's fields fill; it decides how `make_example` derives a missing condition.
 TASK_SCHEMAS = {"t2i": "captions", "edit": "instructpix2pix", "sr": "sr_highres", "inpaint": "gqa_inpaint",
                 "inpaint_mask": "mask_inpaint"}
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _bad(name: str, expected: str, value) -> InputError:
-    return InputError(f"must be {expected}, got {value!r}.", field=name)
 
 
 @dataclass
@@ -75,24 +61,24 @@ class ToyWorldConfig(JsonConfig):
 
     def __post_init__(self):
         if self.format != "toyworld":
-            raise _bad("format", "'toyworld' for a ToyWorldConfig", self.format)
+            raise must_be("format", "'toyworld' for a ToyWorldConfig", self.format)
         if self.task not in TASK_SCHEMAS:
-            raise _bad("task", f"one of {tuple(TASK_SCHEMAS)}", self.task)
-        if not _is_int(self.count) or self.count < 1:
-            raise _bad("count", "an integer >= 1", self.count)
+            raise must_be("task", f"one of {tuple(TASK_SCHEMAS)}", self.task)
+        if not is_int(self.count) or self.count < 1:
+            raise must_be("count", "an integer >= 1", self.count)
         if self.split not in ("train", "test"):
-            raise _bad("split", "one of ('train', 'test')", self.split)
-        if not _is_int(self.seed) or self.seed < 0:
-            raise _bad("seed", "an integer >= 0", self.seed)
+            raise must_be("split", "one of ('train', 'test')", self.split)
+        if not is_int(self.seed) or self.seed < 0:
+            raise must_be("seed", "an integer >= 0", self.seed)
         resolution = self.resolution
-        if not _is_int(resolution) or resolution % 8 or not MIN_SIZE <= resolution <= MAX_SIZE:
-            raise _bad("resolution", f"a multiple of 8 in [{MIN_SIZE}, {MAX_SIZE}]", resolution)
-        if not _is_int(self.sr_scale) or self.sr_scale < 1 or resolution % self.sr_scale:
-            raise _bad("sr_scale", f"an integer >= 1 that divides resolution={resolution}", self.sr_scale)
-        if not _is_number(self.max_failure_fraction) or not 0.0 <= self.max_failure_fraction <= 1.0:
-            raise _bad("max_failure_fraction", "a number in [0, 1]", self.max_failure_fraction)
-        if not _is_number(self.weight) or not self.weight > 0:
-            raise _bad("weight", "a finite number > 0", self.weight)
+        if not is_int(resolution) or resolution % 8 or not MIN_SIZE <= resolution <= MAX_SIZE:
+            raise must_be("resolution", f"a multiple of 8 in [{MIN_SIZE}, {MAX_SIZE}]", resolution)
+        if not is_int(self.sr_scale) or self.sr_scale < 1 or resolution % self.sr_scale:
+            raise must_be("sr_scale", f"an integer >= 1 that divides resolution={resolution}", self.sr_scale)
+        if not is_number(self.max_failure_fraction) or not 0.0 <= self.max_failure_fraction <= 1.0:
+            raise must_be("max_failure_fraction", "a number in [0, 1]", self.max_failure_fraction)
+        if not is_number(self.weight) or not self.weight > 0:
+            raise must_be("weight", "a finite number > 0", self.weight)
         self.weight = float(self.weight)
         self.degradation = degradation_from(self.degradation)
 

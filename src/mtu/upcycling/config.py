@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
-from ..configuration import JsonConfig, known_fields
+from ..configuration import JsonConfig, is_int, is_number, known_fields, must_be
 from ..errors import InputError
 from .tasks import available_tasks
 
 InitMode = Literal["preserve", "shard"]
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _bad(name: str, expected: str, value) -> InputError:
-    return InputError(f"must be {expected}, got {value!r}.", field=name)
 
 
 def check_expert_fields(config) -> float:
@@ -30,19 +21,18 @@ def check_expert_fields(config) -> float:
     Raises:
         InputError: whose `field` names the field ("num_experts", "granularity", ...).
     """
-    if not _is_int(config.num_experts) or config.num_experts < 1:
-        raise _bad("num_experts", "an integer >= 1", config.num_experts)
+    if not is_int(config.num_experts) or config.num_experts < 1:
+        raise must_be("num_experts", "an integer >= 1", config.num_experts)
     granularity = 1.0 / config.num_experts if config.granularity is None else config.granularity
-    if isinstance(granularity, bool) or not isinstance(granularity, (int, float)) or not math.isfinite(granularity) \
-            or not granularity > 0:
-        raise _bad("granularity", "a finite number > 0 (or None for 1/num_experts)", config.granularity)
-    if config.top_k is not None and (not _is_int(config.top_k) or not 1 <= config.top_k <= config.num_experts):
-        raise _bad("top_k", f"None or an integer in [1, num_experts={config.num_experts}]", config.top_k)
+    if not is_number(granularity) or not granularity > 0:
+        raise must_be("granularity", "a finite number > 0 (or None for 1/num_experts)", config.granularity)
+    if config.top_k is not None and (not is_int(config.top_k) or not 1 <= config.top_k <= config.num_experts):
+        raise must_be("top_k", f"None or an integer in [1, num_experts={config.num_experts}]", config.top_k)
     for name in ("router_hidden_size", "task_embedding_size"):
-        if not _is_int(getattr(config, name)) or getattr(config, name) < 1:
-            raise _bad(name, "an integer >= 1", getattr(config, name))
+        if not is_int(getattr(config, name)) or getattr(config, name) < 1:
+            raise must_be(name, "an integer >= 1", getattr(config, name))
     if config.init not in get_args(InitMode):
-        raise _bad("init", f"one of {get_args(InitMode)}", config.init)
+        raise must_be("init", f"one of {get_args(InitMode)}", config.init)
     if config.init == "preserve" and config.num_experts * granularity < 1 - 1e-9:
         raise InputError(
             f"'preserve' needs num_experts * granularity >= 1 so the experts can hold every dense unit, got "
@@ -51,10 +41,10 @@ def check_expert_fields(config) -> float:
     if config.target_blocks is not None:
         if isinstance(config.target_blocks, str) or not isinstance(config.target_blocks, (list, tuple)) \
                 or not config.target_blocks:
-            raise _bad("target_blocks", "None (all blocks) or a non-empty list of names", config.target_blocks)
+            raise must_be("target_blocks", "None (all blocks) or a non-empty list of names", config.target_blocks)
         config.target_blocks = [str(item) for item in config.target_blocks]
-    if not _is_int(config.seed):
-        raise _bad("seed", "an integer", config.seed)
+    if not is_int(config.seed):
+        raise must_be("seed", "an integer", config.seed)
     return float(granularity)
 
 
@@ -93,7 +83,7 @@ class MTUConfig(JsonConfig):
         if isinstance(self.tasks, str):
             self.tasks = [name.strip() for name in self.tasks.split(",") if name.strip()]
         if not isinstance(self.tasks, (list, tuple)) or not self.tasks:
-            raise _bad("tasks", "a non-empty list of task names", self.tasks)
+            raise must_be("tasks", "a non-empty list of task names", self.tasks)
         self.tasks = list(self.tasks)
         for name in self.tasks:
             if name not in available_tasks():

@@ -166,14 +166,21 @@ def expected_shapes(record: dict) -> dict[str, tuple[int, ...]]:
     return {name: tuple(param.shape) for name, param in model.mtu_named_parameters()}
 
 
+def _name_mismatch(expected, found) -> str | None:
+    """"missing [...], unexpected [...]" (three names each at most) for tensor names that differ; None if none do."""
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if not missing and not unexpected:
+        return None
+    return (f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+
+
 def check_adapter_shapes(record: dict, found: dict[str, tuple[int, ...]], source) -> None:
     """Refuses weights that the record's config does not make (a hand-edited config, another adapter's weights)."""
     expected = expected_shapes(record)
-    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
-    if missing or unexpected:
-        raise InputError(f"{source} does not match its config ({CONFIG_NAME}): missing "
-                         f"{missing[:3]}{'...' if len(missing) > 3 else ''}, unexpected "
-                         f"{unexpected[:3]}{'...' if len(unexpected) > 3 else ''}.")
+    mismatch = _name_mismatch(expected, found)
+    if mismatch:
+        raise InputError(f"{source} does not match its config ({CONFIG_NAME}): {mismatch}.")
     for name, shape in expected.items():
         if found[name] != shape:
             config = record["config"]
@@ -257,11 +264,9 @@ def set_recorded_base(directory, name_or_path: str, base_unet) -> Path:
 def load_mtu_tensors(model, tensors: dict[str, torch.Tensor], source) -> None:
     """Copies adapter tensors into `model`, requiring exactly the model's MTU tensor names and shapes."""
     params = dict(model.mtu_named_parameters())
-    missing, unexpected = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
-    if missing or unexpected:
-        raise InputError(f"{source} does not match this MTU model: missing {missing[:3]}"
-                         f"{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
-                         f"{'...' if len(unexpected) > 3 else ''}.")
+    mismatch = _name_mismatch(params, tensors)
+    if mismatch:
+        raise InputError(f"{source} does not match this MTU model: {mismatch}.")
     for name, param in params.items():
         if tensors[name].shape != param.shape:
             raise InputError(f"{source}: tensor {name!r} has shape {tuple(tensors[name].shape)}, the model expects "
