@@ -139,3 +139,15 @@ def test_snr_gamma_changes_the_update_and_is_checked(tmp_path):
     assert max(float((plain[k] - snr[k]).abs().max()) for k in plain) > 0
     with pytest.raises(ValueError, match=r"^snr_gamma: must be a finite number > 0, or null, got 0\.$"):
         _config(tmp_path, "bad", snr_gamma=0)
+
+
+def test_fp16_on_the_cpu_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """accelerate autocasts only bf16 on the CPU: fp16 crashed mid-run (Float vs Half matmul); now one line, first."""
+    import mtu.training.trainer as trainer_module
+    from mtu.errors import InputError
+
+    monkeypatch.setattr(trainer_module, "_has_accelerator_device", lambda: False)
+    config = _config(tmp_path, "fp16", mixed_precision="fp16")
+    with pytest.raises(InputError, match=r"^mixed_precision: 'fp16' needs a GPU .* Use 'bf16' or 'no'\.$"):
+        Trainer(config)
+    assert not (tmp_path / "fp16").exists()

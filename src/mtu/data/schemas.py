@@ -78,7 +78,8 @@ class Schema:
         raise ValueError(f"schema {self.name!r} has no role {role!r}; its roles: {list(self.roles)}.")
 
 
-_IMAGE = ("image", "jpg", "png", "jpeg", "webp")
+# "file_name": the image column of Hugging Face `imagefolder` metadata.jsonl files.
+_IMAGE = ("image", "file_name", "jpg", "png", "jpeg", "webp")
 
 SCHEMAS: dict[str, Schema] = {schema.name: schema for schema in (
     Schema("coco_captions", "image + several captions; one caption is drawn per epoch (App. A.1)", (
@@ -169,3 +170,21 @@ def check_compatible(task, schema: Schema) -> None:
             f"{schema.name!r} does not fit task {task.name!r} (image inputs {list(task.image_inputs)}); "
             f"schemas that fit: {fits}.", field="schema"
         )
+
+
+def schemas_markdown() -> str:
+    """Every schema's roles and the keys each is read from, as the markdown tables of docs/DATA.md (a test keeps
+    the page equal to this)."""
+    lines = []
+    for schema in SCHEMAS.values():
+        lines += [f"### `{schema.name}`: {schema.description}", "", "| role | kind | keys tried, in order | required |",
+                  "|---|---|---|---|"]
+        for spec in schema.columns:
+            keys = ", ".join(f"`{name}`" for name in dict.fromkeys(spec.candidates))
+            lines.append(f"| {spec.role} | {spec.kind} | {keys} | {'yes' if spec.required else 'no'} |")
+        if schema.derived_condition:
+            made = {"degrade": "a degraded low-resolution copy of the target (`mtu.data.degradation`)",
+                    "masked": "the target with the mask's region blanked"}[schema.derived_condition]
+            lines += ["", f"The condition image is made on the fly: {made}."]
+        lines += ["", f"webdataset sample: {schema.webdataset_layout}", ""]
+    return "\n".join(lines)

@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
@@ -98,22 +99,90 @@ def check_device(name: str | None):
     return device
 
 
+@dataclass
+class ModelSource:
+    """What `--model` names, read without loading any weights.
+
+    kind: "adapter" (an MTU adapter folder or shipped short name), "baseline" (a trained `full` / `lora` / `ia3`
+    run's folder: method.json + trainable.safetensors) or "checkpoint" (`RUN/checkpoints/checkpoint-N`); a run
+    folder stands for its `final/`. base: the base pipeline it runs on (`--base` or the recorded one); specs: its
+    tasks; unet_config: the base UNet's config; sampling: an adapter folder's own guidance scales.
+    """
+
+    kind: str
+    folder: Path
+    base: str
+    specs: list
+    unet_config: dict
+    sampling: dict
+
+
+def _run_final(path: Path) -> Path:
+    """A run folder (`mtu train`'s output_dir, with config.yaml) stands for its `final/`, once the run has one."""
+    if (path / "config.yaml").is_file() and not (path / "mtu_config.json").is_file():
+        if not (path / "final").is_dir():
+            raise InputError(f"`--model` {str(path)!r} is a training run without final/ (not finished?); give one of "
+                             f"its checkpoints, {str(path / 'checkpoints' / 'checkpoint-N')!r}.")
+        return path / "final"
+    return path
+
+
+def read_model_source(model_dir, base=None) -> ModelSource:
+    """`ModelSource` of `model_dir` (see `generate`); raises `InputError` / FileNotFoundError naming it."""
+    from ..training.export import checkpoint_run_config, is_checkpoint_folder
+    from ..training.methods import BASELINE_RECORD, read_baseline_record
+    from ..upcycling.serialization import adapter_directory, read_adapter_config
+    from ..upcycling.tasks import TaskSpec, get_task
+    from .common import check_base_location
+    from .defaults import read_sampling
+
+    path = _run_final(Path(str(model_dir)).expanduser())
+    if is_checkpoint_folder(path) or (path / BASELINE_RECORD).is_file():
+        if is_checkpoint_folder(path):
+            kind, config = "checkpoint", checkpoint_run_config(path)
+            recorded, tasks = config.model.base, config.tasks
+        else:
+            kind, record = "baseline", read_baseline_record(path)
+            recorded, tasks = record["model"].get("base"), record["tasks"]
+        location = check_base_location(base or recorded)
+        return ModelSource(kind, path, location, [get_task(task) for task in tasks], _unet_config(location), {})
+    folder = adapter_directory(path if path.exists() else model_dir)  # a shipped short name, or a folder
+    record = read_adapter_config(folder)  # raises if the folder holds no adapter
+    base = base or record["base"].get("name_or_path")
+    if not base:
+        raise InputError(f"the adapter in {str(model_dir)!r} records no base pipeline; pass `base`.")
+    specs = [TaskSpec.from_dict(data) for data in record["tasks"].values()]
+    unet_config = record["base"]["unet_config"]
+    family = "sdxl" if unet_config.get("addition_embed_type") == "text_time" else "sd"
+    return ModelSource("adapter", folder, check_base_location(base), specs, unet_config,
+                       read_sampling(folder, family, specs))
+
+
+def _unet_config(location: str) -> dict:
+    """The base pipeline's UNet config (config.json only, no weights)."""
+    from diffusers import UNet2DConditionModel
+
+    return dict(UNet2DConditionModel.load_config(location, subfolder="unet"))
+
+
 def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=None, out="out.png", base=None,
              steps: int | None = None, guidance_scale: float | None = None,
              image_guidance_scale: float | None = None, seed: int = 0, height: int | None = None,
              width: int | None = None, device: str | None = None, dtype: str | None = None,
              overwrite: bool = False) -> Path:
-    """Samples one image of `task` with the MTU model in `model_dir` and writes it to `out` (PNG).
+    """Samples one image of `task` with the model in `model_dir` and writes it to `out` (PNG).
 
     Args:
-        model_dir: An MTU adapter folder (`mtu upcycle` / `save_pretrained`) or a shipped adapter's short name
-            ("toyworld", see `mtu.shipped`).
-        task: One of the adapter's tasks.
+        model_dir: What `mtu train` or `mtu upcycle` made: an MTU adapter folder (`save_pretrained`), a trained
+            baseline's folder (the `final/` of a `full`, `lora` or `ia3` run), a training checkpoint
+            (`RUN/checkpoints/checkpoint-N`: its EMA weights when the run keeps an EMA, as final/), a run folder
+            (its final/), or a shipped adapter's short name ("toyworld", see `mtu.shipped`).
+        task: One of the model's tasks.
         prompt: The prompt (instruction for edit/inpaint); None for sr.
         image: Path of the input image (the low-resolution image for sr).
         mask: Path of the mask for inpaint_mask (white = fill).
         out: The PNG file to write.
-        base: The base diffusers pipeline folder, hub id or short name; default the one the adapter records.
+        base: The base diffusers pipeline folder, hub id or short name; default the one the model records.
         steps, guidance_scale, image_guidance_scale: Override the task's defaults (Appendix A.2, or the
             adapter folder's `sampling.json`).
         seed: Seed of the CPU generator that draws the noise.
@@ -126,43 +195,44 @@ def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=N
     """
     import torch
 
-    from ..upcycling.serialization import adapter_directory, read_adapter_config
-    from ..upcycling.tasks import TaskSpec
     from .checks import check_call_inputs
-    from .common import adapter_family, check_base_location
-    from .defaults import read_sampling
 
     # 1. Paths and arguments, before any weights are read
-    record = read_adapter_config(model_dir)  # raises if the folder holds no adapter
-    out = _check_out(out, overwrite, {"adapter (`--model`)": adapter_directory(model_dir),
+    source = read_model_source(model_dir, base)
+    out = _check_out(out, overwrite, {"model (`--model`)": source.folder,
                                       "input image (`--image`)": image, "mask (`--mask`)": mask})
     image = _read_image(image, "image", "RGB") if image is not None else None
     mask = _read_image(mask, "mask", "L") if mask is not None else None
-    base = base or record["base"].get("name_or_path")
-    if not base:
-        raise InputError(f"the adapter in {str(model_dir)!r} records no base pipeline; pass `base`.")
-    base = check_base_location(base)
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
         raise InputError(f"`steps` must be an integer >= 1, got {steps!r}.")
     if dtype is not None and dtype not in DTYPES:
         raise InputError(f"`dtype` must be one of {DTYPES}, got {dtype!r}.")
     torch_device = check_device(device)
-    family = adapter_family(record)
-    specs = [TaskSpec.from_dict(data) for data in record["tasks"].values()]
-    sampling = read_sampling(adapter_directory(model_dir), family, specs)  # the adapter's own scales, if any
+    family = "sdxl" if source.unet_config.get("addition_embed_type") == "text_time" else "sd"
     # The pipeline re-checks the size with its VAE's scale factor
-    default_size = (record["base"]["unet_config"]["sample_size"] * 8,) * 2
-    check_call_inputs(specs, family, task, prompt=prompt, image=image, mask_image=mask, height=height, width=width,
-                      num_inference_steps=steps, guidance_scale=guidance_scale,
+    default_size = (source.unet_config["sample_size"] * 8,) * 2
+    check_call_inputs(source.specs, family, task, prompt=prompt, image=image, mask_image=mask, height=height,
+                      width=width, num_inference_steps=steps, guidance_scale=guidance_scale,
                       image_guidance_scale=image_guidance_scale, default_size=default_size,
-                      sampling_overrides=sampling)
+                      sampling_overrides=source.sampling)
 
-    # 2. The pipeline: base components plus the adapter on the base's UNet
+    # 2. The pipeline: base components plus the model on the base's UNet
     if family == "sdxl":
         from .pipeline_mtu_sdxl import MTUStableDiffusionXLPipeline as pipeline_class
     else:
         from .pipeline_mtu import MTUPipeline as pipeline_class
-    pipe = pipeline_class.from_pretrained(model_dir, torch_dtype=getattr(torch, dtype) if dtype else None, base=base)
+    torch_dtype = getattr(torch, dtype) if dtype else None
+    if source.kind == "adapter":
+        pipe = pipeline_class.from_pretrained(source.folder, torch_dtype=torch_dtype, base=source.base)
+    else:
+        from ..training.export import model_from_checkpoint
+
+        model = source.folder
+        if source.kind == "checkpoint":
+            model = model_from_checkpoint(source.folder, base=source.base)
+            if torch_dtype is not None:
+                model.to(torch_dtype)
+        pipe = pipeline_class.from_base(source.base, model, torch_dtype=torch_dtype)
     pipe.to(torch_device)
 
     # 3. Sample and write
@@ -179,8 +249,10 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
 
     shipped = "; ".join(f"{name}: {SHORT_NAMES[name].description}" for name in short_names("adapter"))
     parser.add_argument("--model", required=True, dest="model_dir",
-                        help=f"MTU adapter folder, or the short name of a model shipped with mtu, which needs no "
-                             f"--base ({shipped})")
+                        help=f"what `mtu train` / `mtu upcycle` wrote: an MTU adapter folder, a run's final/ of any method "
+                             f"(mtu, full, lora, ia3), a run folder, a checkpoint folder "
+                             f"(RUN/checkpoints/checkpoint-N); or the short name of a model shipped with mtu, which "
+                             f"needs no --base ({shipped})")
     parser.add_argument("--task", required=True, help="one of the adapter's tasks, e.g. t2i, edit, sr, inpaint")
     parser.add_argument("--prompt", default=None, help="prompt or instruction (none for sr)")
     parser.add_argument("--image", default=None, help="input image file (the low-resolution image for sr)")

@@ -64,6 +64,10 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, *, overwrite: bool = False):
         self.config = config
+        if config.mixed_precision == "fp16" and not _has_accelerator_device():
+            # accelerate autocasts only bf16 on the CPU, so fp16 frozen weights would meet fp32 activations mid-run.
+            raise InputError("'fp16' needs a GPU (CUDA, XPU or MPS); this run is on the CPU, where torch does not "
+                             "autocast to fp16. Use 'bf16' or 'no'.", field="mixed_precision")
         self.run_dir = Path(config.output_dir)
         # Before any heavy work: output_dir is new, empty or this trainer's own run (or `overwrite`), and the run
         # resumes only its own checkpoints.

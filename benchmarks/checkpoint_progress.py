@@ -1,0 +1,102 @@
+"""How a long toy-world run is doing: scores a training checkpoint on VALIDATION examples (training-split scenes,
+never the held-out ones, so watching a run never tunes it on the test set) and appends one row per task to a
+JSON-lines log; `--table` prints the log as a markdown table.
+
+    python benchmarks/checkpoint_progress.py RUN/checkpoints/checkpoint-0004000 --count 64 --log progress.jsonl
+    python benchmarks/checkpoint_progress.py --table progress.jsonl
+
+Guidance is the shipped model's (sampling.json, chosen on validation edits and inpaints): t2i text 7.5, edit
+text 7.5 / image 3.0, inpaint text 3.0 / image 1.5, sr none; EMA weights when the run keeps an EMA (as final/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+SAMPLING = {"t2i": {"guidance_scale": 7.5}, "edit": {"guidance_scale": 7.5, "image_guidance_scale": 3.0},
+            "inpaint": {"guidance_scale": 3.0, "image_guidance_scale": 1.5}, "sr": {}}
+MAIN = {"t2i": "exact", "edit": "success", "sr": "psnr", "inpaint": "success"}
+
+
+def score_checkpoint(folder, tasks, count: int, seed: int = 0) -> list[dict]:
+    """One row per task: the checkpoint's step, the task's main metric with its 95% interval and the partial
+    scores that show progress before exact success does (`metrics.summarize`)."""
+    import torch
+
+    from mtu.toyworld.evaluate import evaluation_set, generate_outputs, score_examples
+    from mtu.toyworld.experiment import pipeline_for
+    from mtu.training.export import checkpoint_run_config, model_from_checkpoint
+
+    folder = Path(folder)
+    base = checkpoint_run_config(folder).model.base
+    pipe = pipeline_for(model_from_checkpoint(folder), base)
+    rows = []
+    for task in tasks:
+        start = time.perf_counter()
+        examples = evaluation_set(task, count, split="validation")
+        with torch.no_grad():
+            outputs = generate_outputs(pipe, examples, seed, **SAMPLING[task])
+        summary = score_examples(examples, outputs, seed)["summary"]
+        rows.append({"checkpoint": str(folder), "step": int(folder.name.split("-")[-1]), "task": task,
+                     "count": count, "main": MAIN[task], "summary": summary,
+                     "seconds": round(time.perf_counter() - start, 1)})
+    return rows
+
+
+def _cell(value: dict) -> str:
+    digits = 2 if value["value"] > 1.5 else 3  # PSNR in dB, rates in [0, 1]
+    return f"{value['value']:.{digits}f} ({value['low']:.{digits}f}-{value['high']:.{digits}f})"
+
+
+def _others(summary: dict, main: str) -> str:
+    """The partial scores (those with intervals), then per edit kind how many were exact."""
+    cells = [f"{key} {summary[key]['value']:.2f}" for key in summary
+             if key != main and isinstance(summary[key], dict) and "value" in summary[key]]
+    kinds = summary.get("per_kind", {})
+    if kinds:
+        cells.append("exact per kind: " + ", ".join(
+            f"{kind} {round(entry['exact']['value'] * entry['count'])}/{entry['count']}" for kind, entry in
+            kinds.items()))
+    return "; ".join(cells)
+
+
+def table(log) -> str:
+    rows = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
+    lines = ["| step | task | n | main metric (95% CI) | other scores |", "|---:|---|---:|---|---|"]
+    for row in sorted(rows, key=lambda r: (r["task"], r["step"])):
+        summary = row["summary"]
+        lines.append(f"| {row['step']} | {row['task']} | {row['count']} | {row['main']} {_cell(summary[row['main']])} "
+                     f"| {_others(summary, row['main'])} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", nargs="?")
+    parser.add_argument("--tasks", default="edit,inpaint,sr,t2i")
+    parser.add_argument("--count", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--log", default=None, help="JSON-lines file to append the rows to")
+    parser.add_argument("--table", default=None, help="print the log at this path as a table and exit")
+    args = parser.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rows = score_checkpoint(args.checkpoint, args.tasks.split(","), args.count, args.seed)
+    if args.log:
+        with open(args.log, "a") as handle:
+            for row in rows:
+                handle.write(json.dumps(row) + "\n")
+    for row in rows:
+        print(row["task"], row["main"], _cell(row["summary"][row["main"]]), f"{row['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
