@@ -66,7 +66,8 @@ def _run(name: str, command: list[str], log_dir: Path, timeout: int = 150) -> di
 
 
 def _train_command(backend: str, config: Path, resume: bool = False) -> list[str]:
-    tail = ["-m", "mtu.cli", "train", "--config", str(config)] + (["--resume", "auto"] if resume else [])
+    # A resumed copy holds only the checkpoint (`_resume_copy`), not the marker of an `mtu train` folder.
+    tail = ["-m", "mtu.cli", "train", "--config", str(config)] + (["--resume", "auto", "--overwrite"] if resume else [])
     if backend == "plain":
         return [sys.executable] + tail
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",

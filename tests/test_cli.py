@@ -76,6 +76,8 @@ def test_upcycle_from_a_pipeline_folder(capsys, tmp_path, pipeline_folder):
     (["upcycle", "--base", "/no/such/folder", "--out", "X"], "`base` '/no/such/folder' is neither"),
     (["upcycle", "--base", "random:tiny"], "the following arguments are required: --out"),
     (["inspect", "/no/such/adapter"], "no MTU adapter in '/no/such/adapter'"),
+    (["train"], "--config: `mtu train` needs a run file: mtu train --config RUN.yaml"),  # was: "base: must be ..."
+    (["train", "--max_steps", "3"], "--config: `mtu train` needs a run file"),
 ])
 def test_errors_are_one_line(capsys, argv, message):
     try:

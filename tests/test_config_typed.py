@@ -13,7 +13,7 @@ from mtu import MTUConfig
 from mtu.data import DataSourceConfig
 from mtu.training import ModelConfig, OptimConfig, config_from_dict, load_train_config
 from mtu.training import config as config_module
-from mtu.training.config import config_differences, read_yaml
+from mtu.training.config import config_differences, read_yaml, resolve_config_paths
 
 RUN = {
     "model": {"base": "no/such/base", "mtu": {"num_experts": 2}},
@@ -65,7 +65,8 @@ def test_the_resolved_config_round_trips_through_dicts_and_yaml(tmp_path):
     saved = yaml.safe_dump(json.loads(json.dumps(config.to_dict())))  # as the trainer writes config.yaml
     assert config_from_dict(read_yaml(saved)) == config
     (tmp_path / "run.yaml").write_text(saved)
-    assert load_train_config(tmp_path / "run.yaml") == config
+    # Relative paths in a run file are relative to the file's folder (issue 14)
+    assert load_train_config(tmp_path / "run.yaml") == config_from_dict(resolve_config_paths(config.to_dict(), tmp_path))
     assert config_differences(read_yaml(saved), json.loads(json.dumps(config.to_dict()))) == []
 
 

@@ -116,3 +116,26 @@ def test_an_unfinished_run_folder_points_to_its_checkpoints(runs, tmp_path, caps
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a training run without final/" in err[0] and "checkpoint-N" in err[0]
+
+
+@pytest.mark.parametrize("run, model", [("lora", "final"), ("full", "final"), ("mtu", "checkpoint"),
+                                        ("ia3", "run")])
+def test_fold_takes_every_trained_model(runs, elsewhere, run, model):
+    """`mtu fold` of a baseline's final/ (the task's adapter merged), a checkpoint, or a run folder: a stock UNet
+    whose output is the trained model's for that task."""
+    from diffusers import UNet2DConditionModel
+
+    folder = {"final": runs[run] / "final", "run": runs[run],
+              "checkpoint": sorted((runs[run] / "checkpoints").glob("checkpoint-*"))[-1]}[model]
+    out = elsewhere / "folded"
+    assert main(["fold", str(folder), "--task", "edit", "--out", str(out)]) == 0
+    folded = UNet2DConditionModel.from_pretrained(out)
+    trained = model_from_checkpoint(folder) if model == "checkpoint" else load_baseline(
+        runs[run] / "final") if run != "mtu" else None
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn(2, 8, folded.config.sample_size, folded.config.sample_size, generator=generator)
+    text = torch.randn(2, 7, folded.config.cross_attention_dim, generator=generator)
+    t = torch.tensor([100, 700])
+    with torch.no_grad():
+        expected = trained(sample, t, text, task="edit").sample
+        torch.testing.assert_close(folded(sample, t, text).sample, expected, rtol=1e-4, atol=1e-5)

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from diffusers import UNet2DConditionModel
 
 from mtu.training.config import ModelConfig
 from mtu.training.methods import build_model, trainable_parameters
@@ -271,3 +272,25 @@ def test_method_names(tiny_unet):
         assert ModelConfig(base=BASE, method=method).method == method
     with pytest.raises(ValueError, match="must be one of"):
         ModelConfig(base=BASE, method="lora_per_task")
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "ia3", "lora_shared"])
+def test_a_baseline_folds_each_task_into_a_stock_unet(tiny_unet, method):
+    """Issue 14.5: every method's output is usable where a stock UNet is wanted. Folding merges the task's adapter
+    (peft's merge) and takes its input conv; the folded UNet gives the baseline's output for that task, and the
+    baseline itself is unchanged (its other tasks still run their own adapters)."""
+    model = _model(tiny_unet, method).eval()
+    if method == "full":
+        with torch.no_grad():  # the fine-tune moved the UNet's own weights too
+            for param in model.unet.parameters():
+                param.add_(0.01)
+    before = {task: _run(model, [task, task]) for task in ("t2i", "edit")}
+    for task in ("t2i", "edit"):
+        folded = model.fold(task)
+        assert type(folded) is UNet2DConditionModel and folded.config.in_channels == model.task_in_channels(task)
+        assert not any("lora" in name or "ia3" in name for name in folded.state_dict())
+        sample, timestep, text = _inputs([task, task])
+        with torch.no_grad():
+            output = folded(sample[:, : model.task_in_channels(task)], timestep, text).sample
+        torch.testing.assert_close(output, before[task], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(_run(model, [task, task]), before[task], rtol=0, atol=0)

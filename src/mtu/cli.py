@@ -13,6 +13,9 @@ from fractions import Fraction
 from .progress import step
 
 DTYPES = ("float32", "float16", "bfloat16")
+VARIANT_HELP = "weights variant of the base, e.g. fp16 for unet/diffusion_pytorch_model.fp16.safetensors"
+BASE_CONFIG_HELP = ("for a single-file --base: a local diffusers pipeline folder (unet/config.json) or UNet folder "
+                    "of its architecture")
 OVERWRITE_HELP = ("write into an --out folder that holds other files (only this command's files are replaced there; "
                   "nothing else is removed)")
 
@@ -49,14 +52,15 @@ def cmd_upcycle(args) -> int:
                        router_hidden_size=args.router_hidden_size, task_embedding_size=args.task_embedding_size,
                        init=args.init, seed=args.seed,
                        target_blocks=args.target_blocks.split(",") if args.target_blocks else None)
-    check_base_spec(args.base)
+    check_base_spec(args.base, variant=args.variant, single_file_config=args.base_config)
     # Only this command's own earlier output is replaced without --overwrite: a trained adapter looks like an
     # upcycled one, so no folder is recognised by its files alone.
     output = claim_output(args.out, command="upcycle", overwrite=args.overwrite, inputs={"base (`--base`)": args.base})
     with step(f"loading base UNet from {args.base}"):
-        unet = load_base_unet(args.base, torch_dtype=_dtype(args.dtype))
+        unet = load_base_unet(args.base, torch_dtype=_dtype(args.dtype), variant=args.variant,
+                              single_file_config=args.base_config)
     with step("fingerprinting the base weights and upcycling"):
-        model = upcycle(unet, config)
+        model = upcycle(unet, config, base_variant=args.variant)
     with step(f"saving the adapter to {args.out}"):
         output.write(model.save_pretrained)
     print(f"upcycled {sum(1 for _ in model.mtu_modules()) - 1} blocks into {config.num_experts} experts "
@@ -89,12 +93,22 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_fold(args) -> int:
+    from pathlib import Path
+
     from .errors import InputError
     from .outputs import claim_output
     from .upcycling import load_mtu
     from .upcycling.fold import is_folded_unet
     from .upcycling.serialization import adapter_directory, read_adapter_config
 
+    from .training.export import is_checkpoint_folder
+    from .training.methods import BASELINE_RECORD
+
+    path = Path(args.dir).expanduser()
+    if (path / "config.yaml").is_file() and (path / "final").is_dir():
+        path = path / "final"  # a run folder stands for its final/, as for `mtu generate`
+    if is_checkpoint_folder(path) or (path / BASELINE_RECORD).is_file():
+        return _fold_trained(args, path)
     record = read_adapter_config(args.dir)  # every check that needs no weights, before the base is loaded
     config = record["config"]
     if args.task not in config.tasks:
@@ -108,7 +122,12 @@ def cmd_fold(args) -> int:
         "name_or_path")}
     output = claim_output(args.out, command="fold", overwrite=args.overwrite, inputs=inputs, recognize=is_folded_unet)
     with step(f"loading the MTU model from {args.dir}"):
-        model = load_mtu(args.dir, base=args.base, allow_base_mismatch=args.allow_base_mismatch)
+        model = load_mtu(args.dir, base=args.base, allow_base_mismatch=args.allow_base_mismatch, variant=args.variant,
+                         single_file_config=args.base_config)
+    return _save_folded(model, args, output)
+
+
+def _save_folded(model, args, output) -> int:
     with step(f"folding task {args.task!r} into a stock UNet2DConditionModel"):
         folded = model.fold(args.task)
     with step(f"saving to {args.out}"):
@@ -119,9 +138,33 @@ def cmd_fold(args) -> int:
     return 0
 
 
+def _fold_trained(args, path) -> int:
+    """`mtu fold` of a trained baseline's folder (`full`, `lora`, `ia3`: the task's adapter merged) or of a training
+    checkpoint of any method."""
+    from .errors import InputError
+    from .outputs import claim_output
+    from .training.export import checkpoint_run_config, is_checkpoint_folder, model_from_checkpoint
+    from .training.methods import load_baseline, read_baseline_record
+
+    checkpoint = is_checkpoint_folder(path)
+    tasks = checkpoint_run_config(path).tasks if checkpoint else read_baseline_record(path)["tasks"]
+    if args.task not in tasks:
+        raise InputError(f"unknown task {args.task!r}; {str(path)!r} was trained for tasks {tasks}.", field="--task")
+    output = claim_output(args.out, command="fold", overwrite=args.overwrite, inputs={"model": path})
+    with step(f"loading the trained model from {path}"):
+        model = model_from_checkpoint(path, base=args.base, variant=args.variant) if checkpoint else \
+            load_baseline(path, base=args.base, variant=args.variant)
+    return _save_folded(model, args, output)
+
+
 def cmd_train(args) -> int:
+    from .errors import InputError
     from .training import load_train_config, train
 
+    if args.config is None:  # a run needs its data sources, which only a run file lists
+        raise InputError("`mtu train` needs a run file: mtu train --config RUN.yaml [--section.field value ...] "
+                         "(see the README's training section, or src/mtu/toyworld/mtu_model/train.yaml).",
+                         field="--config")
     config = load_train_config(args.config, args.overrides)
     summary = train(config, overwrite=args.overwrite)
     losses = [row["loss"] for row in summary["history"]]
@@ -153,7 +196,9 @@ def _config_sources(config: str) -> list:
         found = "an empty file" if tree is None else f"a {type(tree).__name__} file" if not isinstance(tree, dict) \
             else "no `data`" if data is None else "an empty list" if data == [] else f"a {type(data).__name__}"
         raise InputError(f"{config}: `data` must be a non-empty list of sources, got {found}.", field="--config")
-    return tree["data"]
+    from .training.config import resolve_config_paths
+
+    return resolve_config_paths(tree, path.parent)["data"]  # relative paths: from the run file's folder
 
 
 def _flag_source(args) -> dict:
@@ -262,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     up = sub.add_parser("upcycle", help="turn a base UNet into an MTU adapter")
-    up.add_argument("--base", required=True, help="pipeline or UNet folder, hub id, or random:<sd15|sdxl|tiny>")
+    up.add_argument("--base", required=True, help="pipeline or UNet folder, single-file .safetensors checkpoint, "
+                    "hub id, or random:<sd15|sdxl|tiny>")
     up.add_argument("--tasks", default="t2i,edit,sr,inpaint", help="comma-separated task names")
     up.add_argument("--experts", type=int, default=4, help="number of experts N")
     up.add_argument("--granularity", type=_granularity, default=None, help="G = d_expert/d_ffn (default 1/N)")
@@ -273,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--target-blocks", default=None, help="comma-separated block names/patterns (default all)")
     up.add_argument("--seed", type=int, default=0)
     up.add_argument("--dtype", choices=DTYPES, default=None, help="dtype to load the base in")
+    up.add_argument("--variant", default=None, help=VARIANT_HELP)
+    up.add_argument("--base-config", "--base_config", dest="base_config", default=None, help=BASE_CONFIG_HELP)
     up.add_argument("--out", required=True, help="adapter folder to write")
     up.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     up.set_defaults(func=cmd_upcycle)
@@ -284,17 +332,22 @@ def build_parser() -> argparse.ArgumentParser:
     ins.set_defaults(func=cmd_inspect)
 
     fo = sub.add_parser("fold", help="export one task as a stock diffusers UNet")
-    fo.add_argument("dir")
+    fo.add_argument("dir", help="an MTU adapter folder, a trained run's final/ of any method (full, lora, ia3: the "
+                                "task's adapter is merged), a run folder or a checkpoint folder")
     fo.add_argument("--task", required=True)
     fo.add_argument("--out", required=True)
     fo.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     fo.add_argument("--base", default=None, help="base to use instead of the recorded one")
+    fo.add_argument("--variant", default=None, help=VARIANT_HELP + " (default: the one the adapter records)")
+    fo.add_argument("--base-config", "--base_config", dest="base_config", default=None,
+                    help=BASE_CONFIG_HELP + " (default: the architecture the adapter records)")
     fo.add_argument("--allow-base-mismatch", action="store_true")
     fo.set_defaults(func=cmd_fold)
 
+
     tr = sub.add_parser("train", help="multi-task training (accelerate: also under `accelerate launch`)",
                         description="Overrides: --section.field value (e.g. --optim.lr 2e-4 --max_steps 100).")
-    tr.add_argument("--config", default=None, help="YAML run file")
+    tr.add_argument("--config", default=None, help="YAML run file (required: it lists the data sources)")
     tr.add_argument("--overwrite", action="store_true", help="write into an output_dir that holds other files "
                     "(only the run's own files are written there; nothing else is removed)")
     tr.set_defaults(func=cmd_train, takes_overrides=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -21,6 +22,12 @@ from .defaults import Family, Guidance, TaskDefaults, task_defaults, uses_mask, 
 from .inputs import ImageInfo, describe_images
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+class ImageResizedWarning(UserWarning):
+    """An input image whose size is not a multiple of 8 was resized (rounded down), as diffusers does."""
+
+
 SIZE_MULTIPLE = 8  # as diffusers' Stable Diffusion pipelines require of height and width
 
 
@@ -35,6 +42,8 @@ class CallPlan:
             guidance needs `guidance_scale > 1`; dual guidance also `image_guidance_scale >= 1`, as in diffusers).
         prompts: One prompt per sample, before `num_images_per_prompt` (the empty prompt for tasks without one).
         negative_prompts: One per sample, or None for the default (the empty prompt; zeros for SDXL).
+        image_size: (height, width) the task's image and mask are resized to before encoding: their size rounded
+            down to a multiple of 8 (the low-resolution size for sr); None for a task without an image.
     """
 
     spec: TaskSpec
@@ -48,6 +57,7 @@ class CallPlan:
     num_images_per_prompt: int
     height: int
     width: int
+    image_size: tuple[int, int] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -127,10 +137,6 @@ def _check_images(spec: TaskSpec, image, mask_image) -> tuple[ImageInfo | None, 
         raise _bad("mask_image", f"is required by task {spec.name!r}", mask_image)
     image_info = describe_images(image, "image") if image is not None else None
     mask_info = describe_images(mask_image, "mask_image", is_mask=True) if mask_image is not None else None
-    for name, info in (("image", image_info), ("mask_image", mask_info)):
-        if info is not None and (info.height % SIZE_MULTIPLE or info.width % SIZE_MULTIPLE):
-            raise InputError(f"`{name}` height and width must be multiples of {SIZE_MULTIPLE}, got "
-                             f"{info.height}x{info.width}.")
     if mask_info is not None:
         if (mask_info.height, mask_info.width) != (image_info.height, image_info.width):
             raise InputError(f"`mask_image` must have the size of `image` ({image_info.height}x{image_info.width}), "
@@ -139,6 +145,23 @@ def _check_images(spec: TaskSpec, image, mask_image) -> tuple[ImageInfo | None, 
             raise InputError(f"`mask_image` must hold 1 mask or one per image ({image_info.count}), got "
                              f"{mask_info.count}.")
     return image_info, mask_info
+
+
+def _image_size(image_info: ImageInfo | None, has_mask: bool) -> tuple[int, int] | None:
+    """The (height, width) the image (and mask) is resized to: its size rounded down to a multiple of 8, as
+    diffusers' `VaeImageProcessor` rounds it, with a warning when that changes it."""
+    if image_info is None:
+        return None
+    size = (image_info.height, image_info.width)
+    rounded = tuple(side - side % SIZE_MULTIPLE for side in size)
+    if min(rounded) == 0:
+        raise InputError(f"`image` must be at least {SIZE_MULTIPLE}x{SIZE_MULTIPLE} pixels, got {size[0]}x{size[1]}.")
+    if rounded != size:
+        also = " (and `mask_image`)" if has_mask else ""
+        warnings.warn(f"`image`{also} is {size[0]}x{size[1]} (height x width), not a multiple of {SIZE_MULTIPLE}: "
+                      f"it is resized to {rounded[0]}x{rounded[1]}, as diffusers' VaeImageProcessor rounds sizes "
+                      f"down.", ImageResizedWarning)  # reported where it is raised: once, however often checked
+    return rounded
 
 
 def _batch_size(spec: TaskSpec, prompts: list, negative: list | None, image_info: ImageInfo | None) -> int:
@@ -155,16 +178,16 @@ def _batch_size(spec: TaskSpec, prompts: list, negative: list | None, image_info
     return batch
 
 
-def _output_size(spec, defaults, image_info, height, width, default_size) -> tuple[int, int]:
+def _output_size(spec, defaults, image_size, height, width, default_size) -> tuple[int, int]:
     for name, value in (("height", height), ("width", width)):
         if value is not None and (not _is_int(value) or value <= 0 or value % SIZE_MULTIPLE):
             raise _bad(name, f"must be a positive multiple of {SIZE_MULTIPLE}", value)
-    if image_info is None:
+    if image_size is None:
         base = default_size
     elif defaults.sr_scale is not None:  # SR: the output is sr_scale times the low-resolution input
-        base = (image_info.height * defaults.sr_scale, image_info.width * defaults.sr_scale)
+        base = (image_size[0] * defaults.sr_scale, image_size[1] * defaults.sr_scale)
     else:
-        base = (image_info.height, image_info.width)
+        base = image_size
         for name, value, size in (("height", height, base[0]), ("width", width, base[1])):
             if value is not None and value != size:
                 raise _bad(name, f"must be None or the size of `image` ({size}) for task {spec.name!r}", value)
@@ -199,9 +222,10 @@ def check_call_inputs(task_specs: Sequence[TaskSpec], family: Family, task, *, p
     _check_numbers(defaults, spec.name, num_inference_steps, guidance_scale, image_guidance_scale,
                    num_images_per_prompt)
     prompts, negative = _check_prompts(spec, defaults, prompt, negative_prompt)
-    image_info, _ = _check_images(spec, image, mask_image)
+    image_info, mask_info = _check_images(spec, image, mask_image)
     batch = _batch_size(spec, prompts, negative, image_info)
-    height, width = _output_size(spec, defaults, image_info, height, width, default_size)
+    image_size = _image_size(image_info, mask_info is not None)
+    height, width = _output_size(spec, defaults, image_size, height, width, default_size)
     num_samples = batch * num_images_per_prompt
     if isinstance(generator, (list, tuple)):
         if len(generator) != num_samples or not all(isinstance(g, torch.Generator) for g in generator):
@@ -221,7 +245,7 @@ def check_call_inputs(task_specs: Sequence[TaskSpec], family: Family, task, *, p
         image_guidance_scale=None if image_guidance_scale is None else float(image_guidance_scale),
         prompts=prompts * (batch // len(prompts)), negative_prompts=None if negative is None else
         negative * (batch // len(negative)), num_images_per_prompt=num_images_per_prompt, height=height,
-        width=width)
+        width=width, image_size=image_size)
 
 
 def check_latents(latents, shape: tuple[int, ...]) -> None:

@@ -1,4 +1,5 @@
-"""What the SD and SDXL MTU pipelines share: the sampling loop, the guidance math, loading from a base folder.
+"""What the SD and SDXL MTU pipelines share: the sampling loop, the guidance math, loading from a base folder,
+and saving to (and loading from) a pipeline folder that holds the base and the adapter.
 
 A subclass says how prompts become UNet conditioning (`encode_text`, `encode_negative`, `added_cond_kwargs`) and
 which diffusers pipelines a folded task runs in (`folded_pipeline_classes`, `folded_components`).
@@ -6,9 +7,9 @@ which diffusers pipelines a folded task runs in (`folded_pipeline_classes`, `fol
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import re
+import json
+import os
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,8 +23,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..conditioning import condition_channels
 from ..errors import InputError
-from ..shipped import resolve, short_names
-from ..upcycling.bases import RANDOM_PREFIX, load_base_unet
+from ..upcycling.bases import find_recorded_base, load_base_unet
 from ..upcycling.model import MTUModel
 from ..upcycling.task_model import TaskModel
 from ..upcycling.serialization import adapter_directory, load_mtu, read_adapter_config
@@ -32,6 +32,22 @@ from .checks import CallPlan, check_call_inputs, check_latents
 from .defaults import (Family, Guidance, TaskDefaults, check_sampling, read_sampling, task_defaults, uses_mask,
                        with_overrides)
 from .inputs import expand_batch, image_to_tensor, mask_to_tensor, upsample_for_sr
+from .folders import (  # noqa: F401  (check_base_location, adapter_family: imported from here by callers)
+    FROM_BASE,
+    PIPELINE_MODULE,
+    UNET_MODULE,
+    SavedMTUModel,
+    MODULE_TEXT,
+    is_baseline_folder,
+    saved_sampling,
+    adapter_family,
+    check_base_location,
+    check_same_base,
+    check_variant,
+    claim_save_directory,
+    load_base_components,
+    saved_pipeline_folder,
+)
 
 # The prompt and image condition of each UNet branch, in the batch order of the diffusers pipeline that guidance
 # kind comes from: StableDiffusion(Inpaint)Pipeline for "text", StableDiffusionInstructPix2PixPipeline for "dual".
@@ -40,8 +56,6 @@ BRANCHES: dict[str, tuple[tuple[str, str], ...]] = {
     "text": (("negative", "image"), ("prompt", "image")),
     "dual": (("prompt", "image"), ("negative", "image"), ("negative", "zeros")),
 }
-LOADABLE_LIBRARIES = ("diffusers", "transformers")  # what a base's model_index.json may name
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name
 
 
 def combine_guidance(noise_pred: torch.Tensor, guidance: Guidance, guidance_scale: float,
@@ -80,53 +94,6 @@ def check_unet(unet, pipeline: str, sdxl: bool) -> None:
         raise InputError(f"{pipeline} cannot run a UNet with `addition_embed_type` {embed_type!r}; use {other}.")
 
 
-def _is_baseline_folder(adapter) -> bool:
-    """A trained baseline's folder holds method.json (`mtu.training.methods.BASELINE_RECORD`), not an adapter."""
-    return (Path(adapter).expanduser() / "method.json").is_file()
-
-
-def check_base_location(base) -> str:
-    """`base` as a string if it is a diffusers pipeline folder or a hub id, the shipped folder if it is a shipped
-    base's short name ("toyworld-base"); raises before anything loads."""
-    text = str(resolve(base, "base", "`base`"))
-    path = Path(text).expanduser()
-    if path.exists():
-        if not (path / "model_index.json").is_file():
-            raise InputError(f"`base` {text!r} is not a diffusers pipeline folder (no model_index.json); the "
-                             f"pipeline needs the base's VAE, text encoder and tokenizer.")
-        return str(path)
-    if text.startswith(RANDOM_PREFIX):
-        raise InputError(f"`base` {text!r} is a bare UNet architecture; give the diffusers pipeline folder or hub "
-                         f"id of that base (its VAE, text encoder and tokenizer).")
-    if not HUB_ID.match(text):
-        raise FileNotFoundError(f"`base` {text!r} is neither an existing folder nor a hub id (org/name); shipped "
-                                f"bases: {', '.join(short_names('base'))}.")
-    return text
-
-
-def adapter_family(record: dict) -> Family:
-    """"sdxl" or "sd": the pipeline family of the base an adapter record (`read_adapter_config`) was made for."""
-    return "sdxl" if record["base"]["unet_config"].get("addition_embed_type") == "text_time" else "sd"
-
-
-def load_base_components(base, names: tuple[str, ...], torch_dtype: torch.dtype | None = None) -> tuple[dict, dict]:
-    """({name: component}, model_index) of a diffusers pipeline folder or hub id; weights from safetensors only."""
-    location = check_base_location(base)
-    index = DiffusionPipeline.load_config(location)
-    components = {}
-    for name in names:
-        library, class_name = (index.get(name) or [None, None])[:2]
-        if library not in LOADABLE_LIBRARIES or class_name is None:
-            raise InputError(f"`base` {str(base)!r} has no loadable {name!r} component (model_index.json lists "
-                             f"{index.get(name)!r}; supported libraries: {LOADABLE_LIBRARIES}).")
-        component_class = getattr(importlib.import_module(library), class_name)
-        kwargs = {}
-        if issubclass(component_class, torch.nn.Module):
-            kwargs = {"use_safetensors": True, **({"torch_dtype": torch_dtype} if torch_dtype else {})}
-        components[name] = component_class.from_pretrained(location, subfolder=name, **kwargs)
-    return components, index
-
-
 class MTUPipelineBase(DiffusionPipeline):
     """The shared `__call__` of the MTU pipelines; see `MTUPipeline` for the arguments."""
 
@@ -136,9 +103,12 @@ class MTUPipelineBase(DiffusionPipeline):
     # {task: {field: scale}} replacing the defaults table's scales; set with `set_sampling_defaults`.
     sampling_overrides: Mapping[str, Mapping[str, float]] = MappingProxyType({})
 
-    def _setup_processors(self) -> None:
+    def _setup(self, sampling_defaults: dict | None) -> None:
+        """The end of every subclass's `__init__`: image processor, and the sampling overrides (kept in the
+        pipeline's config, so that `save_pretrained` writes them to model_index.json)."""
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self.set_sampling_defaults(sampling_defaults or {})
 
     # ---- hooks for the SD / SDXL subclasses ----
 
@@ -158,6 +128,29 @@ class MTUPipelineBase(DiffusionPipeline):
 
     def folded_components(self) -> dict:
         raise NotImplementedError
+
+    @classmethod
+    def _init_kwargs_from_index(cls, index: dict, unet: MTUModel) -> dict:
+        """Constructor arguments from the base's model_index.json (and what the adapter `unet` records)."""
+        return {}
+
+    @classmethod
+    def _optional_from_base(cls, safety_checker) -> tuple[tuple[str, ...], dict]:
+        """(optional components to load from the base, components given instead) for `from_base`'s
+        `safety_checker` argument; a pipeline without a safety checker (SDXL) takes only None or the default."""
+        if safety_checker is not FROM_BASE and safety_checker is not None:
+            raise InputError(f"`safety_checker` must be None for {cls.__name__}: diffusers' SDXL pipelines have no "
+                             f"safety checker, got {type(safety_checker).__name__}.")
+        return (), {}
+
+    def run_safety_checker(self, image: torch.Tensor, device, dtype) -> tuple[torch.Tensor, list[bool] | None]:
+        """(image, flagged per image) as diffusers' `StableDiffusionPipeline.run_safety_checker`; (image, None)
+        where the pipeline has no safety checker."""
+        return image, None
+
+    def make_output(self, images, flagged: list[bool] | None, return_dict: bool):
+        """The call's return value, as the diffusers pipeline of this family returns it."""
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
 
     # ---- device and dtype: DiffusionPipeline reads `.device`/`.dtype` of every component, which a diffusers
     # ModelMixin has and an MTUModel (a plain nn.Module) does not, so these read the parameters instead ----
@@ -184,16 +177,32 @@ class MTUPipelineBase(DiffusionPipeline):
             module.to(*args, **kwargs)
         return self
 
-    # ---- shared ----
+    # ---- loading and saving ----
+
+    @classmethod
+    def _load_unet(cls, base: str, adapter, torch_dtype, variant):
+        """The model `from_base` runs: `adapter` itself, or a folder's adapter on the base UNet of `base` (as the
+        user named it: a shipped base's short name stays one in the model's record)."""
+        if isinstance(adapter, TaskModel):
+            return adapter
+        if not isinstance(adapter, (str, os.PathLike)):
+            raise TypeError(f"`adapter` must be an MTU adapter folder or an MTUModel, got {type(adapter).__name__}.")
+        if is_baseline_folder(adapter):
+            from ..training.methods import load_baseline  # a trained baseline: each task samples with its adapter
+
+            return load_baseline(adapter, base=load_base_unet(base, variant=variant), torch_dtype=torch_dtype)
+        # The base is checked in its stored dtype, then cast; the model records it (and `variant`) as its base.
+        return load_mtu(adapter, base=base, variant=variant, torch_dtype=torch_dtype)
 
     @classmethod
     def from_base(cls, base, adapter, torch_dtype: torch.dtype | None = None, scheduler=None,
-                  sampling_defaults: dict | None = None):
+                  sampling_defaults: dict | None = None, *, variant: str | None = None, safety_checker=FROM_BASE):
         """A pipeline from a diffusers base pipeline folder (or hub id) and an MTU adapter.
 
         Args:
-            base: The base pipeline: its VAE, text encoder(s), tokenizer(s) and scheduler are loaded from it
-                (safetensors only), and its UNet when `adapter` is a folder.
+            base: The base pipeline: its VAE, text encoder(s), tokenizer(s), scheduler and (SD) safety checker
+                with its feature extractor are loaded from it (safetensors only), and its UNet when `adapter` is a
+                folder.
             adapter: An MTU adapter folder or shipped adapter's short name (loaded onto the base's UNet with
                 `mtu.load_mtu`), a trained baseline's folder (`mtu train`'s final/ of a `full`, `lora`, `ia3`,
                 `lora_shared` or `ia3_shared` run; `mtu.training.methods.load_baseline`: each task samples with
@@ -204,64 +213,121 @@ class MTUPipelineBase(DiffusionPipeline):
             sampling_defaults: {task: {"guidance_scale", "image_guidance_scale"}} to use instead of the paper's
                 defaults (`set_sampling_defaults`); None keeps the paper's. A folder's `sampling.json` is read
                 by `from_pretrained`, not here.
+            variant: The weights variant to read from the base, as diffusers' `variant` ("fp16" for a folder of
+                `*.fp16.safetensors`): for every component with weights and the base UNet.
+            safety_checker: The base's own by default (when its model_index.json lists one); None runs without
+                it, as `StableDiffusionPipeline.from_pretrained(..., safety_checker=None)` (with diffusers'
+                warning when the base requires one); or a `StableDiffusionSafetyChecker` to use instead. SDXL
+                pipelines have none (diffusers' SDXL pipelines watermark instead): only None or the default.
         """
         location = check_base_location(base)
+        variant = check_variant(variant)
+        optional, given = cls._optional_from_base(safety_checker)
         names = tuple(n for n in cls.base_component_names if n != "scheduler" or scheduler is None)
-        components, index = load_base_components(location, names, torch_dtype)
-        if isinstance(adapter, TaskModel):
-            unet = adapter
-        elif isinstance(adapter, (str, Path)) and _is_baseline_folder(adapter):
-            from ..training.methods import load_baseline  # a trained baseline: each task samples with its adapter
-
-            unet = load_baseline(adapter, base=load_base_unet(location), torch_dtype=torch_dtype)
-        elif isinstance(adapter, (str, Path)):
-            # Cast after loading: the adapter's base fingerprint is of the weights as stored.
-            unet = load_mtu(adapter, base=load_base_unet(location))
-            if torch_dtype is not None:
-                unet.to(torch_dtype)
-        else:
-            raise TypeError(f"`adapter` must be an MTU adapter folder or an MTUModel, got {type(adapter).__name__}.")
-        if scheduler is not None:
-            components["scheduler"] = scheduler
-        pipe = cls(unet=unet, **components, **cls._init_kwargs_from_index(index, unet))
-        if sampling_defaults is not None:
-            pipe.set_sampling_defaults(sampling_defaults)
-        return pipe
+        components, index = load_base_components(location, names, torch_dtype, variant=variant, optional=optional)
+        components.update(given, **({"scheduler": scheduler} if scheduler is not None else {}))
+        unet = cls._load_unet(str(base), adapter, torch_dtype, variant)
+        return cls(unet=unet, **components, **cls._init_kwargs_from_index(index, unet),
+                   sampling_defaults=sampling_defaults)
 
     @classmethod
-    def from_pretrained(cls, name_or_path, torch_dtype: torch.dtype | None = None, base=None, scheduler=None):
-        """A pipeline from an MTU adapter folder, or a shipped model by short name, on the base it records.
+    def from_pretrained(cls, name_or_path, torch_dtype: torch.dtype | None = None, base=None, scheduler=None, *,
+                        variant: str | None = None, safety_checker=FROM_BASE):
+        """A pipeline from a folder `save_pretrained` wrote, an MTU adapter folder or a shipped model's short name.
 
             pipe = MTUPipeline.from_pretrained("toyworld")  # the adapter for the embedded toy-world base
+            pipe.save_pretrained("my-pipeline")
+            pipe = MTUPipeline.from_pretrained("my-pipeline")  # the same pipeline, from that folder alone
 
         Args:
-            name_or_path: An MTU adapter folder (`save_pretrained` / `mtu upcycle`) or a shipped adapter's short
-                name (`mtu.shipped.SHORT_NAMES`); an existing folder of that name wins.
+            name_or_path: A pipeline folder (`save_pretrained`: the base's components and, in unet/, the base
+                UNet and the MTU adapter), an MTU adapter folder (`MTUModel.save_pretrained` / `mtu upcycle`),
+                or a shipped adapter's short name (`mtu.shipped.SHORT_NAMES`); an existing folder of that name
+                wins.
             torch_dtype: dtype for the loaded weights.
-            base: The base pipeline folder, hub id or short name; default the one the adapter records.
+            base: The base pipeline folder, hub id or short name; default the pipeline folder itself, or the one
+                the adapter records.
             scheduler: A diffusers scheduler to use instead of the base's.
+            variant, safety_checker: As `from_base`.
 
-        The folder's `sampling.json`, if any, replaces the paper's guidance scales for the tasks it names (the
-        scales the adapter was measured with); arguments given to a call still win.
+        A pipeline folder's sampling defaults (model_index.json's `sampling_defaults`) or an adapter folder's
+        `sampling.json` replace the paper's guidance scales for the tasks they name (the scales the adapter was
+        measured with); arguments given to a call still win.
         """
-        record = read_adapter_config(name_or_path)  # raises before any weights load
+        saved = saved_pipeline_folder(name_or_path)
+        adapter = saved / "unet" if saved is not None else name_or_path
+        record = read_adapter_config(adapter)  # raises before any weights load
         family = adapter_family(record)
         if family != cls.family:
             other = {"sd": "MTUPipeline", "sdxl": "MTUStableDiffusionXLPipeline"}[family]
             raise InputError(f"the adapter {str(name_or_path)!r} is for a {family!r} base, which {cls.__name__} "
                              f"cannot run; use {other}.")
         specs = [TaskSpec.from_dict(data) for data in record["tasks"].values()]
-        sampling = read_sampling(adapter_directory(name_or_path), family, specs)
-        base = base or record["base"].get("name_or_path")
+        if saved is not None:
+            sampling, recorded = saved_sampling(saved, family, specs), str(saved)
+        else:
+            sampling, recorded = read_sampling(adapter_directory(adapter), family, specs), record["base"].get(
+                "name_or_path")
+            if recorded:  # an older adapter's relative path: from here, or from a folder above the adapter
+                recorded = find_recorded_base(recorded, adapter_directory(adapter))
+            if base is None and variant is None:  # the recorded base is read with the variant it was made from
+                variant = record["base"].get("variant")
+        base = base or recorded
         if not base:
             raise InputError(f"the adapter {str(name_or_path)!r} records no base pipeline; pass `base`.")
-        return cls.from_base(base, name_or_path, torch_dtype=torch_dtype, scheduler=scheduler,
-                             sampling_defaults=sampling)
+        return cls.from_base(base, adapter, torch_dtype=torch_dtype, scheduler=scheduler, sampling_defaults=sampling,
+                             variant=variant, safety_checker=safety_checker)
 
-    @classmethod
-    def _init_kwargs_from_index(cls, index: dict, unet: MTUModel) -> dict:
-        """Constructor arguments from the base's model_index.json (and what the adapter `unet` records)."""
-        return {}
+    def save_pretrained(self, save_directory, safe_serialization: bool = True, *, overwrite: bool = False) -> Path:
+        """Writes a folder `from_pretrained` reloads to the same pipeline (same seed, same image), needing nothing
+        else: the components as diffusers writes them, and in unet/ the base UNet (read again, as stored, from the
+        base the MTU model records: where `from_base` loaded it, with its variant) beside the MTU adapter
+        (`MTUModel.save_pretrained`). Sampling defaults go to model_index.json. Weights keep their dtypes: reload
+        a half-precision pipeline with `torch_dtype`.
+
+        Diffusers loads it too, with the two one-line modules it writes (they import the installed mtu):
+        `DiffusionPipeline.from_pretrained(save_directory, trust_remote_code=True)`.
+
+        Args:
+            save_directory: A new or empty folder, or one an earlier `save_pretrained` wrote; staged and moved
+                into place, so a failed save leaves nothing half-written.
+            safe_serialization: Must be True: mtu writes weights only as safetensors.
+            overwrite: Write into a folder holding other files, replacing only the files this writes.
+        Returns:
+            The folder, resolved.
+        """
+        if safe_serialization is not True:
+            raise InputError(f"`safe_serialization` must be True: mtu writes weights only as safetensors, got "
+                             f"{safe_serialization!r}.")
+        if not isinstance(self.unet, MTUModel):
+            raise InputError(f"save_pretrained writes pipelines of an MTUModel; this pipeline runs a trained "
+                             f"{type(self.unet).__name__} baseline: keep its run folder and load it with "
+                             f"`from_base(base, run_folder)`.")
+        location, variant = self.unet.base_info.get("name_or_path"), self.unet.base_info.get("variant")
+        if not location:
+            raise InputError("save_pretrained needs the base UNet, but this pipeline's MTU model records no base; "
+                             "load it with `mtu.load_mtu(adapter, base=...)` or build the pipeline with `from_base`.")
+        output = claim_save_directory(save_directory, overwrite, {"base": location})
+        base_unet = load_base_unet(location, variant=variant)  # as stored: the bytes the fingerprints are of
+        check_same_base(self.unet, base_unet, location)
+        return output.write(lambda folder: self._write_folder(folder, base_unet))
+
+    def _write_folder(self, folder: Path, base_unet) -> None:
+        for name, component in self.components.items():
+            if name != "unet" and component is not None:
+                accepted = inspect.signature(component.save_pretrained).parameters
+                component.save_pretrained(folder / name, **(
+                    {"safe_serialization": True} if "safe_serialization" in accepted else {}))
+        base_unet.save_pretrained(folder / "unet", safe_serialization=True)
+        self.unet.save_pretrained(folder / "unet")
+        # The package's public names, not the modules defining them: saved folders outlive a file's move.
+        (folder / f"{PIPELINE_MODULE}.py").write_text(MODULE_TEXT.format(name=type(self).__name__))
+        (folder / "unet" / f"{UNET_MODULE}.py").write_text(MODULE_TEXT.format(name=SavedMTUModel.__name__))
+        index = json.loads(self.to_json_string())
+        index.pop("_name_or_path", None)
+        index["_class_name"] = [PIPELINE_MODULE, type(self).__name__]
+        index["unet"] = [UNET_MODULE, SavedMTUModel.__name__]
+        (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
     def set_sampling_defaults(self, sampling_defaults: dict) -> None:
         """Makes `task_defaults` (what a call's unset scales take) use these scales instead of the paper's.
@@ -272,6 +338,7 @@ class MTUPipelineBase(DiffusionPipeline):
         """
         self.sampling_overrides = check_sampling(sampling_defaults, self.family, self.unet.task_specs,
                                                  "`sampling_defaults`")
+        self.register_to_config(sampling_defaults=dict(self.sampling_overrides) or None)
 
     def task_defaults(self, task: str) -> TaskDefaults:
         """The sampling defaults of `task`: the paper's (Appendix A.2) with this pipeline's sampling overrides
@@ -344,10 +411,10 @@ class MTUPipelineBase(DiffusionPipeline):
         """The task's image condition channels (`mtu.conditioning`) of every branch, stacked."""
         if not plan.spec.image_inputs:
             return None
-        pixels = image_to_tensor(image, self.vae_scale_factor)
+        pixels = image_to_tensor(image, self.vae_scale_factor, plan.image_size)
         if (pixels.shape[-2], pixels.shape[-1]) != (plan.height, plan.width):  # only SR: the LR image, resized up
             pixels = upsample_for_sr(pixels, (plan.height, plan.width))
-        mask = mask_to_tensor(mask_image).to(device) if mask_image is not None else None
+        mask = mask_to_tensor(mask_image, plan.image_size).to(device) if mask_image is not None else None
         if mask is not None and mask.shape[0] == 1 and pixels.shape[0] > 1:
             mask = mask.expand(pixels.shape[0], -1, -1, -1)
         with self._vae_upcast() as vae_dtype:
@@ -361,9 +428,8 @@ class MTUPipelineBase(DiffusionPipeline):
         accepted = set(inspect.signature(self.scheduler.step).parameters)
         return {k: v for k, v in (("eta", 0.0), ("generator", generator)) if k in accepted}
 
-    def decode(self, latents: torch.Tensor, output_type: str):
-        if output_type == "latent":
-            return latents
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) latents -> (N, 3, H, W) images in [-1, 1] (SDXL's VAE with its latents mean and std)."""
         config = self.vae.config
         mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
         if mean is not None and std is not None:
@@ -373,8 +439,13 @@ class MTUPipelineBase(DiffusionPipeline):
         else:
             latents = latents / config.scaling_factor
         with self._vae_upcast() as vae_dtype:
-            image = self.vae.decode(latents.to(vae_dtype), return_dict=False)[0]
-        return self.image_processor.postprocess(image, output_type=output_type)
+            return self.vae.decode(latents.to(vae_dtype), return_dict=False)[0]
+
+    def decode(self, latents: torch.Tensor, output_type: str):
+        """The images of `latents` as `output_type`, without the safety checker (the call runs it)."""
+        if output_type == "latent":
+            return latents
+        return self.image_processor.postprocess(self.decode_latents(latents), output_type=output_type)
 
     @torch.no_grad()
     def __call__(self, task: str, prompt: str | list[str] | None = None, image=None, mask_image=None,
@@ -389,10 +460,12 @@ class MTUPipelineBase(DiffusionPipeline):
             task: One of `self.unet.task_names`.
             prompt: A prompt, or one per sample (the instruction for edit and inpaint); None for a task without
                 a prompt (sr runs with the empty prompt).
-            image: The task's input image(s): PIL, numpy (H, W, C) in [0, 1], torch (B, C, H, W) in [-1, 1], or
-                lists of them. For sr the low-resolution image: the output is `sr_scale` (2) times larger, and
+            image: The task's input image(s): PIL of any mode (converted to RGB), numpy (H, W, C) in [0, 1], torch
+                (B, C, H, W) in [-1, 1], or lists of them (PIL images of mixed kinds, JPEG and PNG, too). A size
+                that is not a multiple of 8 is rounded down, with a warning, as diffusers does. For sr the low-resolution image: the output is `sr_scale` (2) times larger, and
                 the image is resized bicubically to the output size before encoding, as SR conditions are made.
-            mask_image: For mask tasks (inpaint_mask): one channel, 1 (white) where the model fills in.
+            mask_image: For mask tasks (inpaint_mask): one channel (a PIL image of any mode is converted to grey),
+                1 (white) where the model fills in; the size of `image`.
             height, width: Output size, multiples of 8. Default: the image's size (times `sr_scale` for sr), else
                 the UNet's sample size times the VAE's scale factor.
             num_inference_steps: Denoising steps.
@@ -406,7 +479,8 @@ class MTUPipelineBase(DiffusionPipeline):
                 noise of the whole batch in order, so an image then depends on the batch it is in.
             latents: Initial noise (num images, latent channels, height / f, width / f) instead of a draw.
             output_type: "pil", "np", "pt" or "latent".
-            return_dict: Return an `ImagePipelineOutput`; else the tuple `(images,)`.
+            return_dict: Return an output object (`StableDiffusionPipelineOutput` with `nsfw_content_detected`
+                for SD, `ImagePipelineOutput` for SDXL); else a tuple, as the diffusers pipeline of the family.
         """
         # 1. Check every argument and fill in the task's defaults (Appendix A.2)
         plan = self.check_inputs(task, prompt=prompt, image=image, mask_image=mask_image, height=height, width=width,
@@ -449,7 +523,13 @@ class MTUPipelineBase(DiffusionPipeline):
                 check_finite_latents(latents, plan, index, len(timesteps))
                 progress_bar.update()
 
-        # 6. Decode
-        images = self.decode(latents, output_type)
+        # 6. Decode, and run the safety checker (SD bases that have one), as StableDiffusionPipeline does
+        flagged = None
+        if output_type == "latent":
+            images = latents
+        else:
+            pixels, flagged = self.run_safety_checker(self.decode_latents(latents), device, dtype)
+            images = self.image_processor.postprocess(
+                pixels, output_type=output_type, do_denormalize=None if flagged is None else [not f for f in flagged])
         self.maybe_free_model_hooks()
-        return ImagePipelineOutput(images=images) if return_dict else (images,)
+        return self.make_output(images, flagged, return_dict)

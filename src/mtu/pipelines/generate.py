@@ -103,15 +103,18 @@ def check_device(name: str | None):
 class ModelSource:
     """What `--model` names, read without loading any weights.
 
-    kind: "adapter" (an MTU adapter folder or shipped short name), "baseline" (a trained `full` / `lora` / `ia3`
-    run's folder: method.json + trainable.safetensors) or "checkpoint" (`RUN/checkpoints/checkpoint-N`); a run
-    folder stands for its `final/`. base: the base pipeline it runs on (`--base` or the recorded one); specs: its
-    tasks; unet_config: the base UNet's config; sampling: an adapter folder's own guidance scales.
+    kind: "adapter" (an MTU adapter folder or shipped short name), "pipeline" (a folder `MTUPipeline.save_pretrained`
+    wrote), "baseline" (a trained `full` / `lora` / `ia3` run's folder: method.json + trainable.safetensors) or
+    "checkpoint" (`RUN/checkpoints/checkpoint-N`); a run folder stands for its `final/`. base: the base pipeline it
+    runs on (`--base` or the recorded one); variant: the weights variant to read it with (`--variant`, or the one
+    an adapter records); specs: its tasks; unet_config: the base UNet's config; sampling: the folder's own
+    guidance scales.
     """
 
     kind: str
     folder: Path
     base: str
+    variant: str | None
     specs: list
     unet_config: dict
     sampling: dict
@@ -127,35 +130,45 @@ def _run_final(path: Path) -> Path:
     return path
 
 
-def read_model_source(model_dir, base=None) -> ModelSource:
+def read_model_source(model_dir, base=None, variant=None) -> ModelSource:
     """`ModelSource` of `model_dir` (see `generate`); raises `InputError` / FileNotFoundError naming it."""
     from ..training.export import checkpoint_run_config, is_checkpoint_folder
     from ..training.methods import BASELINE_RECORD, read_baseline_record
+    from ..upcycling.bases import find_recorded_base
     from ..upcycling.serialization import adapter_directory, read_adapter_config
     from ..upcycling.tasks import TaskSpec, get_task
-    from .common import check_base_location
     from .defaults import read_sampling
+    from .folders import adapter_family, check_base_location, check_variant, saved_pipeline_folder, saved_sampling
 
+    variant = check_variant(variant)
     path = _run_final(Path(str(model_dir)).expanduser())
     if is_checkpoint_folder(path) or (path / BASELINE_RECORD).is_file():
         if is_checkpoint_folder(path):
             kind, config = "checkpoint", checkpoint_run_config(path)
-            recorded, tasks = config.model.base, config.tasks
+            recorded, recorded_variant, tasks = config.model.base, config.model.variant, config.tasks
         else:
             kind, record = "baseline", read_baseline_record(path)
-            recorded, tasks = record["model"].get("base"), record["tasks"]
-        location = check_base_location(base or recorded)
-        return ModelSource(kind, path, location, [get_task(task) for task in tasks], _unet_config(location), {})
-    folder = adapter_directory(path if path.exists() else model_dir)  # a shipped short name, or a folder
+            recorded, recorded_variant, tasks = record["model"].get("base"), record["model"].get("variant"), \
+                record["tasks"]
+        location = check_base_location(base or find_recorded_base(recorded, path))
+        variant = variant if base or variant else recorded_variant
+        return ModelSource(kind, path, location, variant, [get_task(task) for task in tasks], _unet_config(location),
+                           {})
+    saved = saved_pipeline_folder(path)
+    folder = saved / "unet" if saved is not None else adapter_directory(path if path.exists() else model_dir)
     record = read_adapter_config(folder)  # raises if the folder holds no adapter
-    base = base or record["base"].get("name_or_path")
-    if not base:
-        raise InputError(f"the adapter in {str(model_dir)!r} records no base pipeline; pass `base`.")
     specs = [TaskSpec.from_dict(data) for data in record["tasks"].values()]
-    unet_config = record["base"]["unet_config"]
-    family = "sdxl" if unet_config.get("addition_embed_type") == "text_time" else "sd"
-    return ModelSource("adapter", folder, check_base_location(base), specs, unet_config,
-                       read_sampling(folder, family, specs))
+    family = adapter_family(record)
+    if saved is not None:
+        kind, location, sampling = "pipeline", check_base_location(base or saved), saved_sampling(saved, family, specs)
+    else:
+        recorded = record["base"].get("name_or_path")
+        if not (base or recorded):
+            raise InputError(f"the adapter in {str(model_dir)!r} records no base pipeline; pass `base`.")
+        kind, location = "adapter", check_base_location(base or find_recorded_base(recorded, folder))
+        sampling = read_sampling(folder, family, specs)
+        variant = variant if base or variant else record["base"].get("variant")
+    return ModelSource(kind, saved or folder, location, variant, specs, record["base"]["unet_config"], sampling)
 
 
 def _unet_config(location: str) -> dict:
@@ -169,14 +182,15 @@ def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=N
              steps: int | None = None, guidance_scale: float | None = None,
              image_guidance_scale: float | None = None, seed: int = 0, height: int | None = None,
              width: int | None = None, device: str | None = None, dtype: str | None = None,
-             overwrite: bool = False) -> Path:
+             overwrite: bool = False, variant: str | None = None, safety_checker: bool = True) -> Path:
     """Samples one image of `task` with the model in `model_dir` and writes it to `out` (PNG).
 
     Args:
         model_dir: What `mtu train` or `mtu upcycle` made: an MTU adapter folder (`save_pretrained`), a trained
             baseline's folder (the `final/` of a `full`, `lora` or `ia3` run), a training checkpoint
             (`RUN/checkpoints/checkpoint-N`: its EMA weights when the run keeps an EMA, as final/), a run folder
-            (its final/), or a shipped adapter's short name ("toyworld", see `mtu.shipped`).
+            (its final/), a pipeline folder (`MTUPipeline.save_pretrained`), or a shipped adapter's short name
+            ("toyworld", see `mtu.shipped`).
         task: One of the model's tasks.
         prompt: The prompt (instruction for edit/inpaint); None for sr.
         image: Path of the input image (the low-resolution image for sr).
@@ -190,6 +204,10 @@ def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=N
         device: Torch device; default CUDA when available.
         dtype: One of "float32", "float16", "bfloat16"; default float32.
         overwrite: Replace an existing `out` that `mtu generate` did not write.
+        variant: The base's weights variant ("fp16" for a folder of `*.fp16.safetensors`); default the one the
+            model records.
+        safety_checker: Run the base's safety checker where it has one (as diffusers' pipelines do); False runs
+            without it.
     Returns:
         The path written.
     """
@@ -198,7 +216,7 @@ def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=N
     from .checks import check_call_inputs
 
     # 1. Paths and arguments, before any weights are read
-    source = read_model_source(model_dir, base)
+    source = read_model_source(model_dir, base, variant)
     out = _check_out(out, overwrite, {"model (`--model`)": source.folder,
                                       "input image (`--image`)": image, "mask (`--mask`)": mask})
     image = _read_image(image, "image", "RGB") if image is not None else None
@@ -222,24 +240,29 @@ def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=N
     else:
         from .pipeline_mtu import MTUPipeline as pipeline_class
     torch_dtype = getattr(torch, dtype) if dtype else None
-    if source.kind == "adapter":
-        pipe = pipeline_class.from_pretrained(source.folder, torch_dtype=torch_dtype, base=source.base)
+    options = {"torch_dtype": torch_dtype, "variant": source.variant,
+               **({} if safety_checker or family == "sdxl" else {"safety_checker": None})}
+    if source.kind in ("adapter", "pipeline"):
+        pipe = pipeline_class.from_pretrained(source.folder, base=source.base, **options)
     else:
         from ..training.export import model_from_checkpoint
 
         model = source.folder
         if source.kind == "checkpoint":
-            model = model_from_checkpoint(source.folder, base=source.base)
+            model = model_from_checkpoint(source.folder, base=source.base, variant=source.variant)
             if torch_dtype is not None:
                 model.to(torch_dtype)
-        pipe = pipeline_class.from_base(source.base, model, torch_dtype=torch_dtype)
+        pipe = pipeline_class.from_base(source.base, model, **options)
     pipe.to(torch_device)
 
     # 3. Sample and write
-    result = pipe(task, prompt=prompt, image=image, mask_image=mask, height=height, width=width,
+    output = pipe(task, prompt=prompt, image=image, mask_image=mask, height=height, width=width,
                   num_inference_steps=steps, guidance_scale=guidance_scale, image_guidance_scale=image_guidance_scale,
-                  generator=torch.Generator("cpu").manual_seed(seed)).images[0]
-    save_png_atomic(result, out)
+                  generator=torch.Generator("cpu").manual_seed(seed))
+    if any(getattr(output, "nsfw_content_detected", None) or []):
+        print("mtu generate: the base's safety checker flagged the image and blacked it out (as diffusers' pipelines "
+              "do); --no-safety-checker runs without it.", file=sys.stderr)
+    save_png_atomic(output.images[0], out)
     return out
 
 
@@ -268,6 +291,11 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="weights dtype (default float32)")
+    parser.add_argument("--variant", default=None,
+                        help="the base's weights variant, e.g. fp16 for a folder of *.fp16.safetensors (default: "
+                             "the one the model records)")
+    parser.add_argument("--no-safety-checker", dest="safety_checker", action="store_false",
+                        help="run without the base's safety checker (diffusers' safety_checker=None)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out file that `mtu generate` did not write")
     return parser
@@ -281,6 +309,7 @@ def run_generate(args: argparse.Namespace) -> int:
     path = generate(args.model_dir, args.task, prompt=args.prompt, image=args.image, mask=args.mask, out=args.out,
                     base=args.base, steps=args.steps, guidance_scale=args.guidance_scale,
                     image_guidance_scale=args.image_guidance_scale, seed=args.seed, height=args.height,
-                    width=args.width, device=args.device, dtype=args.dtype, overwrite=args.overwrite)
+                    width=args.width, device=args.device, dtype=args.dtype, overwrite=args.overwrite,
+                    variant=args.variant, safety_checker=args.safety_checker)
     print(f"wrote {path} (task {args.task!r}, seed {args.seed})", file=sys.stderr)
     return 0

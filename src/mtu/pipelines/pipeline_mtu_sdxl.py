@@ -47,6 +47,8 @@ class MTUStableDiffusionXLPipeline(MTUPipelineBase):
             "zeros" or "empty_prompt"), so the unconditional branch is the one the adapter was trained with; an
             adapter without that record (older adapters, a model upcycled in code) gets True, SDXL's default.
             `from_base` / `from_pretrained` pass the base's model_index.json value only for such an adapter.
+        sampling_defaults: {task: {"guidance_scale", "image_guidance_scale"}} replacing the paper's defaults
+            (`set_sampling_defaults`).
     """
 
     model_cpu_offload_seq = "text_encoder->text_encoder_2->unet->vae"
@@ -57,7 +59,7 @@ class MTUStableDiffusionXLPipeline(MTUPipelineBase):
 
     def __init__(self, vae: AutoencoderKL, text_encoder: CLIPTextModel, text_encoder_2: CLIPTextModelWithProjection,
                  tokenizer: CLIPTokenizer, tokenizer_2: CLIPTokenizer, unet: MTUModel, scheduler,
-                 force_zeros_for_empty_prompt: bool | None = None):
+                 force_zeros_for_empty_prompt: bool | None = None, sampling_defaults: dict | None = None):
         super().__init__()
         check_unet(unet, type(self).__name__, sdxl=True)
         if force_zeros_for_empty_prompt is None:
@@ -65,7 +67,7 @@ class MTUStableDiffusionXLPipeline(MTUPipelineBase):
         self.register_modules(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
                               tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler)
         self.register_to_config(force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
-        self._setup_processors()
+        self._setup(sampling_defaults)
         config = unet.unet.config
         expected = unet.unet.add_embedding.linear_1.in_features
         passed = config.addition_time_embed_dim * NUM_TIME_IDS + text_encoder_2.config.projection_dim

@@ -108,7 +108,7 @@ def build_cache(config: TrainConfig, out: str | Path, epochs: int = 1, text: boo
 
 
 def _write_cache(config: TrainConfig, out: Path, epochs: int, text: bool, chunk_size: int) -> None:
-    parts = load_frozen_parts(config.model.base)
+    parts = load_frozen_parts(config.model.base, config.model.variant)
     parts.to("cpu", torch.float32)
     prompts: set[str] = {""}
     for number, source in enumerate(config.data):

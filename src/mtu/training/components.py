@@ -13,7 +13,7 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokeniz
 from ..conditioning import PromptTruncatedWarning, tokenize_prompts, truncated_tokens
 from ..errors import InputError
 from ..shipped import resolve, short_names
-from ..upcycling.bases import load_base_unet
+from ..upcycling.bases import check_base_spec, load_base_unet, looks_like_hub_id
 
 
 @dataclass
@@ -56,16 +56,20 @@ class FrozenParts:
         return self
 
 
-def load_frozen_parts(base: str) -> FrozenParts:
+def load_frozen_parts(base: str, variant: str | None = None) -> FrozenParts:
     """Loads the frozen parts of a diffusers pipeline folder (or hub id when online, or a shipped base's short name
-    such as "toyworld-base"); safetensors only."""
+    such as "toyworld-base"); safetensors only, in the weights `variant` (e.g. "fp16") when given."""
     base = str(resolve(base, "base", "`model.base`"))
-    path = Path(base)
-    if not (path / "model_index.json").is_file() and not base.count("/") == 1:
+    path = Path(base).expanduser()
+    hub = not path.exists() and looks_like_hub_id(base)
+    kind = check_base_spec(base, variant=variant)[0] if path.is_dir() or hub else None  # a missing variant fails here
+    if kind not in ("pipeline", "hub"):
         raise InputError(f"`model.base` {base!r} must be a diffusers pipeline folder (with model_index.json), a "
                          f"hub id or a shipped base ({', '.join(short_names('base'))}): training needs its VAE, "
-                         f"text encoder and scheduler, not only a UNet.")
-    kwargs = {"use_safetensors": True}
+                         f"text encoder and scheduler, not only a UNet (a single-file checkpoint: save it as a "
+                         f"pipeline folder once with diffusers' StableDiffusionPipeline.from_single_file).")
+    base = str(path.resolve()) if kind == "pipeline" else base
+    kwargs = {"use_safetensors": True, "variant": variant}
     parts = FrozenParts(
         vae=AutoencoderKL.from_pretrained(base, subfolder="vae", **kwargs),
         text_encoder=CLIPTextModel.from_pretrained(base, subfolder="text_encoder", **kwargs),
@@ -80,9 +84,9 @@ def load_frozen_parts(base: str) -> FrozenParts:
     return parts
 
 
-def load_base(base: str):
-    """(frozen parts, UNet) of the base pipeline."""
-    return load_frozen_parts(base), load_base_unet(base)
+def load_base(base: str, variant: str | None = None):
+    """(frozen parts, UNet) of the base pipeline, in the weights `variant` when given."""
+    return load_frozen_parts(base, variant), load_base_unet(base, variant=variant)
 
 
 def _tokens(tokenizer: CLIPTokenizer, prompts: list[str], device) -> torch.Tensor:

@@ -56,6 +56,7 @@ __all__ = [
     "parse_overrides",
     "read_config_file",
     "read_yaml",
+    "resolve_config_paths",
 ]
 
 Precision = Literal["no", "fp16", "bf16"]
@@ -169,7 +170,9 @@ class TrainConfig:
     """One training run.
 
     Args:
-        output_dir: Run folder: config.yaml, checkpoints/, logs/, validation/, final/.
+        output_dir: Run folder: config.yaml, checkpoints/, logs/, validation/, final/. Paths written in a run file
+            (this, `cache_dir`, `resume`, `model.base`, `model.adapter`, file sources' `path`) are relative to the
+            file's folder; those given on the command line, to the current directory (`resolve_config_paths`).
         model: What to train (`ModelConfig`).
         data: Data sources, one or more per task, each its format's typed config (`DataSourceConfig` for
             "folder", "hf", "webdataset"; a registered format's own class, e.g. "toyworld"), given as dicts and
@@ -306,11 +309,64 @@ def parse_overrides(items: list[str]) -> dict:
     return tree
 
 
+# -- paths in a run file --------------------------------------------------------------------------------------------
+FILE_FORMATS = ("folder", "hf", "webdataset")  # the source formats whose `path` is a path ("hf": or a hub id)
+
+
+def _path_from(value, folder: Path, *, hub: bool = False, shipped: str | None = None):
+    """`value` (a path as written in a file in `folder`) made absolute against `folder`. Kept as written when it
+    exists nowhere beside the file and is, where `hub`, a hub id (`looks_like_hub_id` there) or `random:<arch>`,
+    or a shipped short name of kind `shipped`. Non-strings are left for the field checks."""
+    from ..shipped import short_names
+    from ..upcycling.bases import RANDOM_PREFIX, looks_like_hub_id
+
+    if not isinstance(value, str) or not value:
+        return value
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    beside = folder / path
+    if not beside.exists():
+        if hub and (looks_like_hub_id(value, folder) or value.startswith(RANDOM_PREFIX)):
+            return value
+        if shipped is not None and value in short_names(shipped):
+            return value
+    return str(beside.resolve())
+
+
+def resolve_config_paths(tree: dict, folder) -> dict:
+    """A run tree's paths made absolute against `folder` (the run file's folder): `output_dir`, `cache_dir`,
+    `resume` (a checkpoint folder), `model.base`, `model.adapter`, and the `path` of "folder", "hf" and
+    "webdataset" sources. Hub ids, shipped short names and `random:<arch>` are kept (`_path_from`)."""
+    folder = Path(folder).resolve()
+    tree = copy.deepcopy(tree)
+    for key in ("output_dir", "cache_dir"):
+        if key in tree:
+            tree[key] = _path_from(tree[key], folder)
+    if tree.get("resume") not in (None, "none", "auto"):
+        tree["resume"] = _path_from(tree["resume"], folder)
+    model = tree.get("model")
+    if isinstance(model, dict):
+        if "base" in model:
+            model["base"] = _path_from(model["base"], folder, hub=True, shipped="base")
+        if "adapter" in model:
+            model["adapter"] = _path_from(model["adapter"], folder, shipped="adapter")
+    data = tree.get("data")
+    for source in data if isinstance(data, list) else []:
+        if isinstance(source, dict) and source.get("format") in FILE_FORMATS and "path" in source:
+            source["path"] = _path_from(source["path"], folder, hub=source["format"] == "hf")
+    return tree
+
+
 def load_train_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> TrainConfig:
     """Reads a YAML run file, applies the overrides over it and the preset under both, and validates every field
     (sections and data sources included) before anything is built; a bad value raises `InputError` naming its
-    full path, e.g. `optim.lr` or `data[2].schema`."""
-    user = read_config_file(path) if path is not None else {}
+    full path, e.g. `optim.lr` or `data[2].schema`.
+
+    Relative paths in the file are relative to the file's folder (`resolve_config_paths`); those in `overrides`
+    (the command line's) stay relative to the current directory.
+    """
+    user = resolve_config_paths(read_config_file(path), Path(path).parent) if path is not None else {}
     tree = _merge(user, overrides if isinstance(overrides, dict) else parse_overrides(overrides or []))
     return config_from_dict(apply_preset(tree))
 
@@ -342,7 +398,8 @@ def _resolved(tree: dict) -> dict:
         resolved = config_from_dict(tree).to_dict()
     except InputError:
         return tree
-    return json.loads(json.dumps(resolved))
+    # A run saved before issue 14 holds the run file's relative paths, which meant the current directory then.
+    return json.loads(json.dumps(resolve_config_paths(resolved, Path.cwd())))
 
 
 def _differences(old, new, prefix: str) -> list[str]:

@@ -22,6 +22,8 @@ from ..errors import InputError
 from ..upcycling.config import InitMode, MTUConfig, check_expert_fields
 
 Method = Literal["mtu", "full", "lora", "ia3", "lora_shared", "ia3_shared"]
+# What a `full` fine-tune may restrict itself to (Table 1: fine-tune only these parts of every transformer block).
+TrainableModule = Literal["ffn", "self_attn", "cross_attn"]
 Optimizer = Literal["adam", "adamw"]
 Schedule = Literal["constant", "constant_with_warmup", "linear", "cosine"]
 
@@ -171,34 +173,53 @@ class ModelConfig:
     """What to train.
 
     Args:
-        base: Base text-to-image pipeline: a diffusers folder, or a hub id when online.
+        base: Base text-to-image pipeline: a diffusers folder (in a run file, a relative path is relative to the
+            file's folder), a shipped base's short name ("toyworld-base"), or a hub id when online.
+        variant: The base's weights variant, e.g. "fp16" for a folder holding only
+            `*.fp16.safetensors` weights; null reads the plain weights.
         method: "mtu" (the paper), or a baseline: "full" fine-tuning; "lora" / "ia3" through peft with one adapter
             per task, each sample through its task's (Table 3's task-specific adapters); "lora_shared" /
             "ia3_shared" with one adapter shared by all tasks (what "lora" / "ia3" trained before issue 12).
         mtu: The MTU model's shape (`MTUSection`: `MTUConfig` fields other than `tasks`), e.g. {num_experts: 4}.
-        adapter: Start from this MTU adapter folder instead of upcycling the base anew.
+        adapter: Start from this MTU adapter folder instead of upcycling the base anew (in a run file, relative to
+            the file's folder).
         lora_rank: LoRA rank of each adapter (methods "lora", "lora_shared"), on the FFN layers; to match MTU's
             trainable parameters over all task adapters, see `mtu.training.methods.matched_lora_rank`.
         lora_alpha: LoRA alpha; default the rank.
         ia3_on_attention: IA3 also on attention (the paper applies it to the whole block; FFN-only did poorly).
+        trainable: For method "full": train only these parts of every transformer block, any of "ffn",
+            "self_attn", "cross_attn" (Table 1's experiment); the task input convs always train. null trains the
+            whole UNet.
     """
 
     base: str = ""
+    variant: str | None = None
     method: Method = "mtu"
     mtu: MTUSection = field(default_factory=MTUSection)
     adapter: str | None = None
     lora_rank: int = 8
     lora_alpha: float | None = None
     ia3_on_attention: bool = True
+    trainable: list[str] | None = None
 
     def __post_init__(self):
         check_text("base", self.base, "a diffusers pipeline folder or hub id")
+        check_text("variant", self.variant, "a weights variant such as 'fp16'", optional=True)
         check_choice("method", self.method, Method)
         self.mtu = section_from("mtu", MTUSection, self.mtu)
         check_text("adapter", self.adapter, "an MTU adapter folder", optional=True)
         check_int("lora_rank", self.lora_rank, 1)
         check_number("lora_alpha", self.lora_alpha, "> 0", lambda value: value > 0, optional=True)
         check_bool("ia3_on_attention", self.ia3_on_attention)
+        if self.trainable is not None:
+            choices = get_args(TrainableModule)
+            if not isinstance(self.trainable, (list, tuple)) or not self.trainable or any(
+                    item not in choices for item in self.trainable):
+                raise bad_value("trainable", f"a non-empty list of {choices}, or null", self.trainable)
+            if self.method != "full":
+                raise InputError(f"selects what a `full` fine-tune trains; method {self.method!r} trains its own "
+                                 f"parameters (remove `trainable`).", field="trainable")
+            self.trainable = list(dict.fromkeys(self.trainable))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -58,13 +58,14 @@ def _trained_tensors(state: dict, names: list[str], ema: bool, folder: Path) -> 
 
 
 @torch.no_grad()
-def model_from_checkpoint(folder, *, ema: bool = True, base=None) -> TaskModel:
+def model_from_checkpoint(folder, *, ema: bool = True, base=None, variant: str | None = None) -> TaskModel:
     """The trained model of a checkpoint folder, in eval mode with frozen weights.
 
     Args:
         folder: `RUN/checkpoints/checkpoint-NNNNNNN` as `mtu train` wrote it.
         ema: Use the EMA weights when the run keeps an EMA (what `final/` holds); False for the last step's.
         base: The base (a folder, hub id or `UNet2DConditionModel`) instead of the run config's `model.base`.
+        variant: The base's weights variant; default the run config's `model.variant`.
     """
     from ..upcycling.bases import load_base_unet
     from .methods import build_model, trainable_parameters
@@ -75,7 +76,8 @@ def model_from_checkpoint(folder, *, ema: bool = True, base=None) -> TaskModel:
                          f"{SKELETON} and {TENSORS}).")
     config = checkpoint_run_config(folder)
     _, state = load_checkpoint(folder)
-    unet = base if isinstance(base, torch.nn.Module) else load_base_unet(str(base or config.model.base))
+    unet = base if isinstance(base, torch.nn.Module) else load_base_unet(
+        str(base or config.model.base), variant=variant or config.model.variant)
     model = build_model(unet, config.model, config.tasks)
     params = trainable_parameters(model)
     tensors = _trained_tensors(state, list(params), ema, folder)

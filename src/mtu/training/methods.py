@@ -29,7 +29,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..upcycling import MTUConfig, load_mtu, upcycle
-from ..upcycling.bases import base_unet_config
+from ..upcycling.bases import base_location, base_unet_config, find_recorded_base
 from ..upcycling.input_conv import TaskInputConv
 from ..upcycling.serialization import atomic_save_directory, check_finite, read_safetensors
 from ..upcycling.task_model import TaskModel
@@ -44,7 +44,7 @@ PEFT_METHODS = {"lora": ("lora", True), "ia3": ("ia3", True), "lora_shared": ("l
                 "ia3_shared": ("ia3", False)}
 SHARED_ADAPTER = "default"  # the adapter name of a shared baseline (peft's default: older saved weights use it)
 BASELINE_WEIGHTS, BASELINE_RECORD = "trainable.safetensors", "method.json"  # a trained baseline's folder
-BASELINE_MODEL_FIELDS = ("base", "lora_rank", "lora_alpha", "ia3_on_attention")  # what rebuilding one needs
+BASELINE_MODEL_FIELDS = ("base", "variant", "lora_rank", "lora_alpha", "ia3_on_attention", "trainable")  # what rebuilding one needs
 
 
 class BaselineModel(TaskModel):
@@ -60,7 +60,7 @@ class BaselineModel(TaskModel):
     def __init__(self, unet: UNet2DConditionModel, tasks: list[str], config: ModelConfig):
         specs = [get_task(name) for name in tasks]
         unet.conv_in = TaskInputConv(unet.conv_in, specs)
-        info = {"name_or_path": config.base, "fingerprint": None, "unet_config": base_unet_config(unet)}
+        info = {"name_or_path": base_location(config.base), "fingerprint": None, "unet_config": base_unet_config(unet)}
         super().__init__(unet, specs, info)
         self.baseline_config = config
 
@@ -77,12 +77,49 @@ class BaselineModel(TaskModel):
         """Writes the baseline's folder (`save_baseline`): its trained tensors and method.json."""
         save_baseline(self, save_directory, state_dict)
 
+    def _merge_into(self, unet: UNet2DConditionModel, task: str) -> None:
+        """Makes `unet` (a copy of this model's) compute `task` with stock layers only; the full fine-tune's
+        already does."""
+
+    @torch.no_grad()
+    def fold(self, task: str) -> UNet2DConditionModel:
+        """A stock `UNet2DConditionModel` computing this baseline's output for `task`: the task's input conv as
+        `conv_in` and, for a LoRA / IA3 baseline, the task's adapter merged into the weights it adapts (peft's
+        `merge`). It loads with `UNet2DConditionModel.from_pretrained`, no mtu or peft needed."""
+        conv = self.unet.conv_in.convs[self.task_names[self.task_index(task)]]
+        unet = copy.deepcopy(self.unet)
+        self._merge_into(unet, task)
+        unet.conv_in = copy.deepcopy(conv)
+        config = dict(unet.config)
+        config["in_channels"] = conv.in_channels
+        with torch.device("meta"):
+            folded = UNet2DConditionModel.from_config(config)
+        folded.load_state_dict(unet.state_dict(), strict=True, assign=True)
+        return folded.train(self.training)
+
+
+# The attribute of a diffusers `BasicTransformerBlock` holding each part `ModelConfig.trainable` can name.
+TRANSFORMER_PARTS = {"ffn": "ff", "self_attn": "attn1", "cross_attn": "attn2"}
+
 
 class FullFineTuneModel(BaselineModel):
-    """`full`: every UNet weight and every task's input conv train."""
+    """`full`: every UNet weight and every task's input conv train; with `trainable` (Table 1) only those parts of
+    every transformer block (and the task input convs)."""
 
     def trained_parameters(self) -> Iterator[nn.Parameter]:
-        return self.unet.parameters()
+        parts = self.baseline_config.trainable
+        if parts is None:
+            yield from self.unet.parameters()
+            return
+        from diffusers.models.attention import BasicTransformerBlock
+
+        yield from self.unet.conv_in.parameters()
+        for block in self.unet.modules():
+            if isinstance(block, BasicTransformerBlock):
+                for part in parts:
+                    module = getattr(block, TRANSFORMER_PARTS[part], None)
+                    if module is not None:  # a block without cross-attention has attn2 None
+                        yield from module.parameters()
 
 
 class TaskAdapterModel(BaselineModel):
@@ -106,6 +143,19 @@ class TaskAdapterModel(BaselineModel):
             warnings.filterwarnings("ignore", message=".*multiple adapters.*")
             for adapter in dict.fromkeys(self.task_adapters.values()):
                 inject_adapter_in_model(peft_config, unet, adapter_name=adapter)
+
+    def _merge_into(self, unet: UNet2DConditionModel, task: str) -> None:
+        """Merges `task`'s adapter into the layers it adapts and puts peft's base layers back in their place."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+        from peft.utils import _get_submodules
+
+        adapter = self.task_adapters[task]
+        names = [name for name, module in unet.named_modules() if isinstance(module, BaseTunerLayer)]
+        for name in names:
+            parent, layer, attribute = _get_submodules(unet, name)
+            if adapter in layer.active_adapters or adapter in getattr(layer, layer.adapter_layer_names[0]):
+                layer.merge(adapter_names=[adapter])
+            setattr(parent, attribute, layer.get_base_layer())
 
     def _tuner_layers(self) -> list[nn.Module]:
         from peft.tuners.tuners_utils import BaseTunerLayer
@@ -200,8 +250,15 @@ def build_model(unet: UNet2DConditionModel, config: ModelConfig, tasks: list[str
     """The trainable model for `config.method`; frozen parts have requires_grad False."""
     if config.method == "mtu":
         if config.adapter:
-            return load_mtu(config.adapter, base=unet)
-        return upcycle(unet, MTUConfig(tasks=tasks, **config.mtu), base_name_or_path=config.base)
+            model = load_mtu(config.adapter, base=unet)  # checked against the adapter's fingerprints
+            # What this run trained on (the same weights): where the trained adapter will find its base.
+            model.base_info.update(name_or_path=base_location(config.base))
+            model.base_info.pop("variant", None)
+            if config.variant is not None:
+                model.base_info["variant"] = config.variant
+            return model
+        return upcycle(unet, MTUConfig(tasks=tasks, **config.mtu), base_name_or_path=config.base,
+                       base_variant=config.variant)
     if config.method == "full":
         model = FullFineTuneModel(unet, tasks, config)
     elif config.method in PEFT_METHODS:
@@ -264,6 +321,7 @@ def save_baseline(model: BaselineModel, directory, state_dict: dict[str, torch.T
               "unconditional_text": unconditional_text if unconditional_text is not None else
               getattr(model, "unconditional_text", None),
               "model": {field: getattr(config, field) for field in BASELINE_MODEL_FIELDS}}
+    record["model"]["base"] = base_location(config.base)  # absolute for a local folder: loads from anywhere
     if isinstance(model, TaskAdapterModel):
         record["adapters"] = model.task_adapters
 
@@ -305,14 +363,16 @@ def read_baseline_record(directory) -> dict:
     return record
 
 
-def load_baseline(directory, base=None, torch_dtype: torch.dtype | None = None) -> BaselineModel:
+def load_baseline(directory, base=None, torch_dtype: torch.dtype | None = None, *,
+                  variant: str | None = None) -> BaselineModel:
     """A trained baseline from its folder (`save_baseline`, or a run's final/), frozen, in eval mode.
 
     Args:
         directory: The folder with trainable.safetensors and method.json.
         base: The base UNet (a `UNet2DConditionModel`, modified in place) or where to load it from
-            (`mtu.load_base_unet`); default the base the folder records.
+            (`mtu.load_base_unet`); default the base the folder records (found as `find_recorded_base` says).
         torch_dtype: dtype to cast the loaded model to.
+        variant: The base's weights variant (e.g. "fp16"); default the one the folder records, for its base.
     """
     from ..upcycling import load_base_unet
 
@@ -321,11 +381,16 @@ def load_baseline(directory, base=None, torch_dtype: torch.dtype | None = None) 
     weights = directory / BASELINE_WEIGHTS
     tensors = read_safetensors(weights, "trained baseline weights")  # its own files are checked before the base
     check_finite(tensors, weights)
-    fields = dict(record["model"])
+    fields = {"variant": None, **record["model"]}
     if base is None:
-        base = fields["base"]
-    unet = base if isinstance(base, nn.Module) else load_base_unet(str(base))
-    fields["base"] = fields["base"] or (base if isinstance(base, str) else "unknown")
+        if not fields["base"]:
+            raise InputError(f"{directory / BASELINE_RECORD} records no base; pass `base=` (CLI: --base).")
+        base, variant = find_recorded_base(fields["base"], directory), variant or fields["variant"]
+    if isinstance(base, nn.Module):
+        unet, fields["base"] = base, fields["base"] or "unknown"
+    else:
+        unet = load_base_unet(str(base), variant=variant)
+        fields.update(base=str(base), variant=variant)
     model = build_model(unet, ModelConfig(method=record["method"], **fields), list(record["tasks"]))
     params = dict(model.named_parameters())
     missing = [name for name, param in params.items() if param.requires_grad and name not in tensors]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import random
-import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -28,7 +28,8 @@ from ..outputs import claim_run_folder
 from ..upcycling.files import atomic_write_text
 from ..upcycling.serialization import check_finite
 from ..upcycling.task_model import TaskModel
-from .checkpoint import comparable_config, load_checkpoint, resolve_resume, save_checkpoint, zero_optimizer_state
+from .checkpoint import (comparable_config, load_checkpoint, resolve_resume, save_checkpoint,
+                         unshared_optimizer_state, zero_optimizer_state)
 from .components import encode_prompts, load_base, sdxl_added_conditions
 from .config import TrainConfig
 from .data_feed import DataFeed
@@ -51,6 +52,13 @@ def _has_accelerator_device() -> bool:
     mps = getattr(torch.backends, "mps", None)
     xpu = getattr(torch, "xpu", None)
     return torch.cuda.is_available() or bool(mps and mps.is_available()) or bool(xpu and xpu.is_available())
+
+
+def _deepspeed_launch() -> bool:
+    """`accelerate launch --use_deepspeed` (its environment says so). accelerate's `cpu=True` would silently drop
+    DeepSpeed for plain gloo processes, so on a machine without a GPU the run leaves `cpu` unset and DeepSpeed runs
+    on its own CPU accelerator (gloo)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes")
 
 
 def _optimizer(config: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -76,7 +84,7 @@ class Trainer:
         self.accelerator = Accelerator(
             # Without an accelerator device, accelerate joins launched processes (gloo) only when told cpu=True;
             # otherwise each process would silently train on its own.
-            cpu=not _has_accelerator_device(),
+            cpu=not _has_accelerator_device() and not _deepspeed_launch(),
             mixed_precision=config.mixed_precision,
             log_with=None if config.log_with == "none" else config.log_with,
             project_dir=str(self.run_dir / "logs"),
@@ -89,7 +97,7 @@ class Trainer:
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision,
                                                                                  torch.float32)
         self.feed = DataFeed(config, self.accelerator.process_index, self.accelerator.num_processes)
-        self.parts, unet = load_base(config.model.base)
+        self.parts, unet = load_base(config.model.base, variant=config.model.variant)
         self.parts.to(self.accelerator.device, self.weight_dtype)
         self.model = build_model(unet, config.model, self.feed.tasks)
         # A dropped text is encoded as the base's pipelines sample the unconditional branch (SDXL: zeros, where its
@@ -202,10 +210,6 @@ class Trainer:
     @torch.no_grad()
     def load_state(self, folder: Path) -> None:
         self.step, state = load_checkpoint(folder)
-        if state.get("backend") == "DEEPSPEED":
-            warnings.warn(f"{folder} was written under DeepSpeed; on a GPU, such a checkpoint resumed in one process "
-                          "ended 31% (of the update) away from an uninterrupted run (docs/BENCHMARKS.md, GPU session): "
-                          "its optimizer moments do not carry over exactly yet.", stacklevel=2)
         missing = [name for name in self.params if name not in state["trainable"]]
         if missing:
             raise InputError(f"{folder} holds no weights for {len(missing)} of this model's trainable tensors (e.g. "
@@ -215,7 +219,7 @@ class Trainer:
         check_finite(state["trainable"], folder)  # a checkpoint of a diverged run is refused, naming the tensor
         for name, param in self.params.items():
             param.copy_(shard_like(state["trainable"][name], param))
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(unshared_optimizer_state(state["optimizer"]))
         reshard_optimizer_state(self.optimizer)
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.counters.update(state["counters"])

@@ -15,7 +15,7 @@ from diffusers.models.attention import BasicTransformerBlock
 from torch import nn
 
 from ..errors import InputError
-from .bases import base_unet_config, weights_fingerprint
+from .bases import base_identity, base_location, base_unet_config
 from .config import MTUConfig
 from .files import save_adapter
 from .fold import fold
@@ -111,8 +111,20 @@ def _check_blocks(blocks, config: MTUConfig) -> None:
             MTUFeedForward.from_block(block, config, 1, name)  # raises the detailed width error
 
 
-def upcycle(unet: UNet2DConditionModel, config: MTUConfig | None = None, *, fingerprint: bool | str = True,
-            base_name_or_path: str | None = None) -> MTUModel:
+IDENTITY_KEYS = ("fingerprint", "fingerprint_precisions", "fingerprints")  # of an adapter's "base" entry
+
+
+def _identity(unet: UNet2DConditionModel, fingerprint) -> dict:
+    """The base entry's fingerprint keys: computed (True), none (False; also on the meta device) or as recorded."""
+    if fingerprint is True:
+        return {"fingerprint": None} if unet.device.type == "meta" else base_identity(unet)
+    if isinstance(fingerprint, dict):
+        return {"fingerprint": None, **{key: fingerprint[key] for key in IDENTITY_KEYS if fingerprint.get(key)}}
+    return {"fingerprint": fingerprint or None}
+
+
+def upcycle(unet: UNet2DConditionModel, config: MTUConfig | None = None, *, fingerprint: bool | str | dict = True,
+            base_name_or_path: str | None = None, base_variant: str | None = None) -> MTUModel:
     """Turns `unet` (modified in place) into an `MTUModel` (Sec. 5).
 
     In every selected `BasicTransformerBlock`, `norm3` + `ff` become an `MTUFeedForward` (task LayerNorms, N
@@ -121,9 +133,14 @@ def upcycle(unet: UNet2DConditionModel, config: MTUConfig | None = None, *, fing
     Args:
         unet: A diffusers `UNet2DConditionModel` (weights on any device, or on "meta" to count shapes only).
         config: An `MTUConfig`; defaults to `MTUConfig()` (t2i, edit, sr, inpaint; N=4, G=1/4).
-        fingerprint: True to hash the base weights (recorded so an adapter refuses another base), False to skip,
-            or a precomputed fingerprint string.
-        base_name_or_path: Where the base comes from; defaults to the path or hub id it was loaded from.
+        fingerprint: True to fingerprint the base weights (recorded so an adapter refuses another base; see
+            `mtu.upcycling.bases.base_identity`), False to skip, or one recorded before (an adapter's "base" entry,
+            or an old adapter's fingerprint string).
+        base_name_or_path: Where the base comes from; defaults to the path or hub id it was loaded from. Recorded
+            as `mtu.upcycling.bases.base_location` says: a local path made absolute, so the adapter loads from any
+            directory.
+        base_variant: The weights variant the base was loaded with (e.g. "fp16"), recorded so that loading the
+            adapter reads the same files.
     """
     config = config if config is not None else MTUConfig()
     if not isinstance(unet, UNet2DConditionModel):
@@ -135,13 +152,10 @@ def upcycle(unet: UNet2DConditionModel, config: MTUConfig | None = None, *, fing
     blocks = find_blocks(unet, config.target_blocks)
     _check_blocks(blocks, config)
     specs = [get_task(name) for name in config.tasks]
-    if fingerprint is True:
-        fingerprint = None if unet.device.type == "meta" else weights_fingerprint(unet)
-    base_info = {
-        "name_or_path": base_name_or_path or unet.config.get("_name_or_path"),
-        "fingerprint": fingerprint or None,
-        "unet_config": base_unet_config(unet),
-    }
+    base_info = {"name_or_path": base_location(base_name_or_path or unet.config.get("_name_or_path")),
+                 **_identity(unet, fingerprint), "unet_config": base_unet_config(unet)}
+    if base_variant is not None:
+        base_info["variant"] = base_variant
     generator = torch.Generator().manual_seed(config.seed)
     layers = [MTUFeedForward.from_block(block, config, len(specs), name, generator) for name, block in blocks]
     for (_, block), layer in zip(blocks, layers):

@@ -19,7 +19,7 @@ from safetensors import SafetensorError, safe_open
 
 from ..errors import InputError
 from ..shipped import resolve, short_names
-from .bases import base_unet_config, load_base_unet, weights_fingerprint
+from .bases import base_unet_config, find_recorded_base, fingerprint_matches, load_base_unet, looks_like_hub_id
 from .config import MTUConfig
 from .files import (  # noqa: F401  (re-exported: the adapter format's names and writers are imported from here)
     CONFIG_NAME,
@@ -196,42 +196,77 @@ def _check_base(record: dict, unet, allow_base_mismatch: bool, source) -> None:
     if differing and not allow_base_mismatch:
         details = "; ".join(f"{k}: adapter {expected.get(k)!r} vs base {found.get(k)!r}" for k in differing[:4])
         raise InputError(f"{source}: the adapter was made for another base architecture ({details}).{hint}")
-    fingerprint = record["base"].get("fingerprint")
-    if fingerprint and not differing and not allow_base_mismatch:
-        actual = weights_fingerprint(unet)
-        if actual != fingerprint:
-            raise InputError(f"{source}: the base weights differ from the ones the adapter was made from "
-                             f"(fingerprint {actual[:19]}... vs recorded {fingerprint[:19]}...; base "
+    if record["base"].get("fingerprint") and not differing and not allow_base_mismatch:
+        matches, precision = fingerprint_matches(record["base"], unet)
+        if not matches:
+            raise InputError(f"{source}: the base weights differ from the ones the adapter was made from (compared "
+                             f"at {precision} precision: fingerprints differ; recorded base "
                              f"{record['base'].get('name_or_path')!r}).{hint}")
 
 
-def load_mtu(directory, base=None, *, allow_base_mismatch: bool = False, torch_dtype: torch.dtype | None = None):
+def _load_recorded_base(record: dict, directory: Path, location: str, variant, single_file_config):
+    """The base the adapter records, found at `location`; a failure names the recorded base and suggests --base."""
+    recorded = record["base"]["name_or_path"]
+    try:
+        return load_base_unet(location, variant=variant, single_file_config=single_file_config)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{directory}: the adapter's base {recorded!r} does not exist (nor relative to the "
+                                f"folders above the adapter); pass the base's location with `base=` (CLI: --base)."
+                                ) from None
+    except InputError as error:
+        if not looks_like_hub_id(location):
+            raise
+        raise InputError(f"{directory}: {error} (the adapter records its base as {recorded!r}; pass the base's "
+                         f"location with `base=`, CLI: --base)") from None
+
+
+def _load_base(record: dict, directory: Path, base, variant, single_file_config) -> tuple[object, str | None]:
+    """(the base UNet, in its stored dtype so that an adapter of a half-precision base is checked at its precision;
+    where it was loaded from, None for a given module): `base` if given, else the base the adapter records."""
+    if base is not None and not isinstance(base, (str, os.PathLike)):
+        return base, None
+    location = str(base) if base is not None else record["base"].get("name_or_path")
+    if not location:
+        raise InputError(f"{directory / CONFIG_NAME} records no base location; pass `base=` (CLI: --base).")
+    if Path(location).expanduser().is_file() and single_file_config is None:
+        single_file_config = record["base"]["unet_config"]  # a single file's architecture, as the adapter records it
+    if base is not None:
+        return load_base_unet(location, variant=variant, single_file_config=single_file_config), location
+    location = find_recorded_base(location, directory)
+    return _load_recorded_base(record, directory, location, variant, single_file_config), location
+
+
+def load_mtu(directory, base=None, *, allow_base_mismatch: bool = False, torch_dtype: torch.dtype | None = None,
+             variant: str | None = None, single_file_config=None):
     """Restores an `MTUModel` saved with `save_pretrained`.
 
     Args:
         directory: The adapter folder, or a shipped adapter's short name ("toyworld", see `mtu.shipped`).
         base: The base UNet (`UNet2DConditionModel`, not upcycled), or where to load it from (see
-            `load_base_unet`); None uses the path or hub id recorded in the adapter.
+            `load_base_unet`); None loads the base the adapter records (`bases.find_recorded_base`).
         allow_base_mismatch: Load even if the base's architecture or weights differ from the recorded ones.
-        torch_dtype: dtype of the returned model. The base is loaded and fingerprint-checked in its stored
-            dtype, then cast.
+        torch_dtype: dtype of the returned model. The base is loaded in its stored dtype, checked against the
+            adapter's fingerprints (at a common precision, so a base stored in fp16 or fp32 both match an adapter
+            made from either), then cast.
+        variant: The base's weights variant (e.g. "fp16"); default the one the adapter records, for its recorded
+            base.
+        single_file_config: For a single-file `base`, the local diffusers folder of its architecture; default the
+            architecture the adapter records.
     """
     directory = adapter_directory(directory)
     record = read_adapter_config(directory)
     # Everything about the adapter's own files is checked before the base is loaded.
     check_adapter_shapes(record, adapter_shapes(directory), directory / WEIGHTS_NAME)
     tensors = read_adapter_tensors(directory)
-    if base is None:
-        base = record["base"].get("name_or_path")
-        if not base:
-            raise InputError(f"{directory / CONFIG_NAME} records no base location; pass `base=` (CLI: --base).")
-    if isinstance(base, (str, os.PathLike)):
-        base = load_base_unet(str(base))  # stored dtype: the fingerprint was taken of those bytes
-    if not isinstance(base, UNet2DConditionModel):
-        raise InputError(f"`base` must be a UNet2DConditionModel or a path/hub id, got {type(base).__name__}.")
-    _check_base(record, base, allow_base_mismatch, directory)
-    model = upcycle(base, record["config"], fingerprint=record["base"].get("fingerprint") or False,
-                    base_name_or_path=record["base"].get("name_or_path"))
+    if base is None and variant is None:
+        variant = record["base"].get("variant")  # the recorded base is read as it was
+    unet, location = _load_base(record, directory, base, variant, single_file_config)
+    if not isinstance(unet, UNet2DConditionModel):
+        raise InputError(f"`base` must be a UNet2DConditionModel or a path/hub id, got {type(unet).__name__}.")
+    _check_base(record, unet, allow_base_mismatch, directory)
+    model = upcycle(unet, record["config"], fingerprint=record["base"],
+                    base_name_or_path=location or record["base"].get("name_or_path"),
+                    base_variant=variant if location else record["base"].get("variant"))
     load_mtu_tensors(model, tensors, directory / WEIGHTS_NAME)
     if record.get("unconditional_text") is not None:  # how its training encoded dropped text (`save_adapter`)
         model.unconditional_text = record["unconditional_text"]

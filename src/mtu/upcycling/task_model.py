@@ -141,5 +141,4 @@ class TaskModel(nn.Module):
 
     def fold(self, task: str) -> UNet2DConditionModel:
         """A stock `UNet2DConditionModel` computing this model's output for `task`, where the method has one."""
-        raise InputError(f"a {type(self).__name__} cannot be folded into a stock UNet; folding is for MTU "
-                         f"adapters (a baseline keeps its own layers).")
+        raise NotImplementedError(f"{type(self).__name__} does not say how to fold a task")
