@@ -63,6 +63,7 @@ one table, with the intervals and paired comparisons of the runs that kept per-e
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -103,7 +104,29 @@ DIAGNOSTIC_ROWS = {
     "lora-shared-sr2": {"method": "lora_shared", "task_weights": {"sr": 2.0}},
     "ia3-shared-sr2": {"method": "ia3_shared", "model": {"ia3_on_attention": True}, "task_weights": {"sr": 2.0}},
 }
-ALL_ROWS = ROWS | DIAGNOSTIC_ROWS
+# The paper's experiments beyond Tables 2-4's top (issue 12.5; run when named, e.g. `--rows table1`):
+# Table 1, a full fine-tune of one part of every transformer block on one task (task input convs always train);
+# Table 4 bottom, N experts x granularity G without the parameter constraint (G = 1/N is the constrained row);
+# Table 5, MTU on every combination of the four tasks (the singles are mtu-n4-alone:TASK, all four mtu-n4);
+# the text's "top-4 of 8 with active parameters equal to the FFN": G = 1/4 (mtu-top4of8 keeps G = 1/8).
+PAPER_ROWS = {
+    **{f"table1-{part}:{task}": {"method": "full", "tasks": (task,), "model": {"trainable": [part]}}
+       for part in ("ffn", "self_attn", "cross_attn") for task in TASKS},
+    # N x G < 1 cannot preserve the base at init (fewer FFN units than the base has): the paper's plain copy.
+    **{f"mtu-n{n}-g{label}": {"method": "mtu", "mtu": {"num_experts": n, "granularity": g,
+                                                       **({"init": "shard"} if n * g < 1 else {})}}
+       for n, label, g in ((1, "1/2", 0.5), (2, "1", 1.0), (4, "1/2", 0.5), (4, "1", 1.0))},
+    **{f"mtu-n4:{'+'.join(subset)}": {"method": "mtu", "mtu": {"num_experts": 4}, "tasks": subset}
+       for size in (2, 3) for subset in itertools.combinations(TASKS, size)},
+    "mtu-top4of8-g1/4": {"method": "mtu", "mtu": {"num_experts": 8, "top_k": 4, "granularity": 0.25}},
+}
+# Named groups of rows for --rows.
+ROW_GROUPS = {"table1": [name for name in PAPER_ROWS if name.startswith("table1-")],
+              "table4-bottom": ["mtu-n1", "mtu-n1-g1/2", "mtu-n2", "mtu-n2-g1", "mtu-n4", "mtu-n4-g1/2", "mtu-n4-g1"],
+              "table5": [f"mtu-n4-alone:{task}" for task in TASKS] + [name for name in PAPER_ROWS
+                                                                      if name.startswith("mtu-n4:")] + ["mtu-n4"],
+              "top4of8": ["mtu-top4of8", "mtu-top4of8-g1/4"]}
+ALL_ROWS = ROWS | DIAGNOSTIC_ROWS | PAPER_ROWS
 
 
 # The rows' methods whose LoRA rank is matched to MTU N=4's trainable count, and whether each task has an adapter.
@@ -390,10 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> int:
     parser = build_parser()
     args = parser.parse_args()
-    rows = args.rows.split(",") if args.rows else None
+    rows = [row for item in args.rows.split(",") for row in ROW_GROUPS.get(item, [item])] if args.rows else None
     unknown = [row for row in rows or [] if row not in ALL_ROWS]
     if unknown:
-        parser.error(f"unknown --rows {unknown}; known: {', '.join(ALL_ROWS)}")
+        parser.error(f"unknown --rows {unknown}; known: {', '.join(ALL_ROWS)}, or the groups "
+                     f"{', '.join(ROW_GROUPS)}")
     if args.merge:
         print(table(merge(args.merge.split(","), rows)))
         return 0

@@ -252,3 +252,30 @@ def test_old_files_lora_and_ia3_rows_merge_as_the_shared_rows_they_were(quality,
     text = quality.table(results)
     assert "| lora-shared | 10 | 0.002 | 1600 | 0 | 0.700 |" in text
     assert "t2i: vs lora +0.050 (ahead)" in text  # the target is judged against the per-task row only
+
+
+def test_the_paper_rows_of_issue_12_build_their_models(quality):
+    """Every Table 1 / Table 4-bottom / Table 5 / top-4-of-8 row is a valid run: its model builds (on a tiny UNet)
+    and trains what the row says; the --rows groups name only known rows."""
+    import copy
+
+    from mtu.training.methods import build_model, trainable_parameters
+    from mtu.upcycling import load_base_unet
+
+    unet = load_base_unet("random:tiny")
+    assert len([name for name in quality.PAPER_ROWS if name.startswith("mtu-n4:")]) == 10  # 6 pairs, 4 triples
+    for group in quality.ROW_GROUPS.values():
+        assert set(group) <= set(quality.ALL_ROWS)
+    for name, spec in quality.PAPER_ROWS.items():
+        config = quality.toyworld_train_config("random:tiny", "unused", spec.get("tasks", quality.TASKS),
+                                               method=spec["method"], mtu=spec.get("mtu"),
+                                               **dict(spec.get("model", {})))
+        model = build_model(copy.deepcopy(unet), config.model, config.tasks)
+        trained = list(trainable_parameters(model))
+        if name.startswith("table1-"):
+            part = {"ffn": ".ff.", "self_attn": ".attn1.", "cross_attn": ".attn2."}[name.split("-", 1)[1].split(":")[0]]
+            assert all(part in n or "conv_in" in n for n in trained), name
+        else:
+            mtu = spec["mtu"]
+            assert model.mtu_config.num_experts == mtu["num_experts"], name
+            assert model.mtu_config.granularity == pytest.approx(mtu.get("granularity", 1 / mtu["num_experts"]))
