@@ -26,6 +26,13 @@ Diagnostic rows (only when named): mtu-n4-alone:TASK (MTU N=4 trained on that ta
   at `--full-lr`), to tell a gap from sharing one model among tasks apart from a gap from training fewer weights;
   mtu-n4-sr2, lora-sr2, ia3-sr2, lora-shared-sr2, ia3-shared-sr2 (those rows with sr drawn twice as often as each
   other task: 2/5 of the samples instead of 1/4, each sample's task drawn at random).
+Paper rows (issue 12.5; only when named, singly or by group: `--rows table1,table4-bottom,table5,top4of8`):
+  table1-PART:TASK  a full fine-tune of only PART (ffn, self_attn, cross_attn) of every transformer block on TASK
+                  (Table 1, the paper's motivation), task input convs always trained
+  mtu-nN-gG       N experts of granularity G without the parameter constraint (Table 4 bottom; with the
+                  constrained mtu-n1/n2/n4 the group table4-bottom); N x G < 1 rows use the plain shard init
+  mtu-n4:T1+T2[+T3]  MTU N=4 on a subset of the tasks (Table 5: with mtu-n4-alone:TASK and mtu-n4, all 15)
+  mtu-top4of8-g1/4  top-4 of 8 at G=1/4 (active parameters equal to the FFN, the paper's text)
 
 Budget (`--budget`): `per-row` (default, CPU-sized) trains every row `--steps` steps, so a row on four tasks sees
 each task a quarter as often as a single-task row; `per-task` is the paper's budget (A.2: single-task and MTU models
