@@ -357,6 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="run one task of a trained MTU model (MTUPipeline)")
     add_generate_arguments(gen).set_defaults(func=run_generate)
 
+    from .analysis.commands import add_analyze_parser
+
+    add_analyze_parser(sub)
+
     ca = sub.add_parser("cache", help="encode a run's data with the VAE once (and text, with --text)")
     ca.add_argument("--config", required=True, help="the training YAML")
     ca.add_argument("--out", required=True, help="cache folder; train with --cache_dir OUT")
