@@ -151,3 +151,33 @@ def test_fp16_on_the_cpu_is_refused_before_anything_is_written(tmp_path, monkeyp
     with pytest.raises(InputError, match=r"^mixed_precision: 'fp16' needs a GPU .* Use 'bf16' or 'no'\.$"):
         Trainer(config)
     assert not (tmp_path / "fp16").exists()
+
+
+def test_router_lr_gives_the_routers_and_task_embeddings_their_own_rate(tmp_path):
+    """`optim.router_lr`: the routers and task embeddings in a second group at their own peak rate (the schedule
+    scales both); everything else at `lr`. A checkpointed run with two groups resumes exactly."""
+    from mtu.training.trainer import is_router_parameter
+
+    from .training_parts import assert_same_training
+
+    config = _config(tmp_path, "two-rates", optim={"lr": 1e-3, "router_lr": 1e-5}, max_steps=4, checkpoint_every=2,
+                     keep_checkpoints=4)
+    trainer = Trainer(config)
+    main, routers = trainer.optimizer.param_groups
+    names = {id(param): name for name, param in trainer.params.items()}
+    assert {names[id(p)] for p in routers["params"]} == {n for n in trainer.params if is_router_parameter(n)}
+    assert "task_embeddings" in {names[id(p)] for p in routers["params"]}
+    assert not any(is_router_parameter(names[id(p)]) for p in main["params"])
+    assert routers["initial_lr"] == 1e-5 and main["initial_lr"] == 1e-3
+    trainer.train_step()  # the schedule scales both groups alike
+    assert routers["lr"] / main["lr"] == pytest.approx(1e-2)
+    trainer.train()
+    import shutil
+
+    cut = tmp_path / "two-rates-resumed"
+    shutil.copytree(tmp_path / "two-rates" / "checkpoints" / "checkpoint-0000002",
+                    cut / "checkpoints" / "checkpoint-0000002")
+    resumed = _config(tmp_path, "two-rates-resumed", optim={"lr": 1e-3, "router_lr": 1e-5}, max_steps=4,
+                      checkpoint_every=2, keep_checkpoints=4, resume="auto")
+    train(resumed, overwrite=True)
+    assert assert_same_training(tmp_path / "two-rates", cut, config.model.base) < 1e-6

@@ -8,10 +8,13 @@ from .evaluate import MAIN_METRIC, TASKS, Example, evaluation_set, generate_outp
 
 def toyworld_train_config(base: str, run_dir, tasks=TASKS, method: str = "mtu", mtu: dict | None = None,
                           steps: int = 500, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
-                          log_with: str = "tensorboard", task_weights: dict | None = None, **model_fields):
+                          log_with: str = "tensorboard", task_weights: dict | None = None,
+                          router_lr: float | None = 1e-4, **model_fields):
     """The `TrainConfig` of a toy-world run (what `mtu train` would take as YAML): toy-world sources of `tasks`
     at 32 px, Adam with warm-up and cosine decay, no intermediate checkpoints. Tasks take turns within each batch,
-    or with `task_weights` ({task: mixing ratio}, default 1) each sample's task is drawn by those ratios."""
+    or with `task_weights` ({task: mixing ratio}, default 1) each sample's task is drawn by those ratios.
+    MTU's routers and task embeddings train at `router_lr` (the paper's 1e-4): at the toy world's larger `lr` their
+    ReLU units die and every task gets the same expert weights (docs/DIAGNOSIS.md, "The routers die")."""
     from ..training import TrainConfig
     from ..training.config import ModelConfig, OptimConfig
 
@@ -20,7 +23,8 @@ def toyworld_train_config(base: str, run_dir, tasks=TASKS, method: str = "mtu", 
         model=ModelConfig(base=base, method=method, mtu=dict(mtu or {}), **model_fields),
         data=[{"format": "toyworld", "task": task, "count": 20_000, "seed": seed, "resolution": 32,
                "weight": (task_weights or {}).get(task, 1.0)} for task in tasks],
-        optim=OptimConfig(optimizer="adam", lr=lr, schedule="cosine", warmup_steps=min(50, steps)),
+        optim=OptimConfig(optimizer="adam", lr=lr, schedule="cosine", warmup_steps=min(50, steps),
+                          router_lr=router_lr if method == "mtu" else None),
         max_steps=steps, batch_size=batch_size, seed=seed,
         task_sampling="weighted" if task_weights else "stratified",
         checkpoint_every=0, keep_checkpoints=1, log_with=log_with, log_every=max(1, min(10, steps)),

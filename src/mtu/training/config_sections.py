@@ -242,6 +242,10 @@ class OptimConfig:
         schedule: LR schedule after warm-up.
         warmup_steps: Linear warm-up steps.
         max_grad_norm: Gradient clipping norm; 0 disables. Ours: the paper does not mention clipping.
+        router_lr: Peak learning rate of the MTU routers and task embeddings (same schedule); null = `lr`. Ours:
+            the paper trains everything at 1e-4. At a much larger `lr` (the toy world's 2e-3) the routers' ReLU
+            units all die within a few hundred steps, and every task then gets the same expert weights
+            (docs/DIAGNOSIS.md, "The routers die").
     """
 
     optimizer: Optimizer = "adam"
@@ -252,9 +256,11 @@ class OptimConfig:
     schedule: Schedule = "constant_with_warmup"
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
+    router_lr: float | None = None
 
     def __post_init__(self):
         check_choice("optimizer", self.optimizer, Optimizer)
+        check_number("router_lr", self.router_lr, "> 0", lambda value: value > 0, optional=True)
         check_number("lr", self.lr, "> 0", lambda value: value > 0)
         check_number("weight_decay", self.weight_decay, ">= 0", lambda value: value >= 0)
         if not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2:

@@ -61,10 +61,23 @@ def _deepspeed_launch() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes")
 
 
-def _optimizer(config: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def is_router_parameter(name: str) -> bool:
+    """The MTU routers' weights and the task embeddings they read (`optim.router_lr`)."""
+    return ".router." in name or name == "task_embeddings"
+
+
+def _optimizer(config: TrainConfig, named: dict[str, torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """Adam/AdamW over the trainable parameters: one group, or two when `optim.router_lr` gives the routers and
+    task embeddings their own peak rate (the schedule scales both alike)."""
     optim = config.optim
     kind = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
-    return kind(params, lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay)
+    routers = [param for name, param in named.items() if is_router_parameter(name)]
+    if optim.router_lr is None or not routers:
+        groups = [{"params": list(named.values())}]
+    else:
+        groups = [{"params": [param for name, param in named.items() if not is_router_parameter(name)]},
+                  {"params": routers, "lr": optim.router_lr}]
+    return kind(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay)
 
 
 class Trainer:
@@ -111,7 +124,7 @@ class Trainer:
         if config.gradient_checkpointing:
             self.model.enable_gradient_checkpointing()
         self.task_channels = {task: self.model.task_in_channels(task) for task in self.feed.tasks}
-        self.optimizer = _optimizer(config, list(trainable_parameters(self.model).values()))
+        self.optimizer = _optimizer(config, trainable_parameters(self.model))
         self.lr_scheduler = get_scheduler(config.optim.schedule, self.optimizer,
                                           num_warmup_steps=config.optim.warmup_steps,
                                           num_training_steps=config.max_steps)
@@ -164,6 +177,9 @@ class Trainer:
         if config.gradient_accumulation_steps != 1:
             raise InputError(f"`gradient_accumulation_steps` must be 1 under DeepSpeed (got "
                              f"{config.gradient_accumulation_steps}); use a larger `batch_size`, or DDP/FSDP.")
+        if config.optim.router_lr is not None:
+            raise InputError("`optim.router_lr` (a second parameter group) is not supported under DeepSpeed; use DDP or "
+                             "FSDP, or leave it unset.", field="optim.router_lr")
         if self.resume_from is not None:
             raise InputError(f"resuming under DeepSpeed is not supported; resume {str(self.resume_from)!r} with one "
                              f"process, DDP or FSDP (checkpoints hold whole tensors and move between them).")
