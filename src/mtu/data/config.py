@@ -13,7 +13,6 @@ from .registry import fields_from_dict, source_from_dict
 from .schemas import SCHEMAS, check_compatible, get_schema
 
 SourceFormat = Literal["folder", "hf", "webdataset"]
-SchemaName = Literal["coco_captions", "instructpix2pix", "gqa_inpaint", "mask_inpaint", "sr_highres", "captions"]
 
 
 @dataclass
@@ -27,7 +26,8 @@ class DataSourceConfig(JsonConfig):
             (e.g. "toyworld") have their own config classes; `DataSourceConfig.from_dict` parses them all.
         path: The folder, the hub id, or for "webdataset" a folder of .tar files, a glob or a brace pattern such
             as "shards/train-{000000..000099}.tar".
-        schema: Column layout, one of `mtu.data.SCHEMAS` (see `mtu.data.schemas`).
+        schema: Column layout, a registered schema (`mtu.data.SCHEMAS`, see `mtu.data.schemas`; plug-ins add theirs
+            with `mtu.data.register_schema`).
         columns: role -> column name overriding the schema's defaults, e.g. {"prompt": "edit_prompt"}. Roles:
             "target", "condition", "mask", "prompt", "input_caption", "output_caption" (those the schema has).
         resolution: Side R of the square crops, a positive multiple of 8 (the VAE downsamples by 8).
@@ -43,7 +43,7 @@ class DataSourceConfig(JsonConfig):
     task: str
     format: SourceFormat
     path: str
-    schema: SchemaName
+    schema: str
     columns: dict[str, str] | None = None
     resolution: int = 512
     split: str = "train"

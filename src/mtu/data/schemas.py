@@ -12,10 +12,12 @@ Column names by format: "folder" and "hf" use the keys of `metadata.jsonl` / the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import InputError
+from .conditions import degraded, describe, masked
 
 ROLES = ("target", "condition", "mask", "prompt", "input_caption", "output_caption")
 _PROMPT_NAMES = ("prompt", "text", "caption", "txt")
@@ -48,15 +50,16 @@ class Schema:
         name: The value of `DataSourceConfig.schema`.
         description: One line for reports.
         columns: The roles read from the source.
-        derived_condition: How the condition is made when no column holds it: "degrade" (low-resolution copy of
-            the target, the SR input), "masked" (the target with the mask's region blanked), or None.
+        derived_condition: How the condition is made when no column holds it: a function of the target
+            (`mtu.data.conditions`: `degraded`, the SR input; `masked`, the target with the mask's region blanked;
+            a plug-in's own), or None.
         webdataset_layout: The member names of one sample in a tar shard, for docs and reports.
     """
 
     name: str
     description: str
     columns: tuple[ColumnSpec, ...]
-    derived_condition: Literal["degrade", "masked"] | None = None
+    derived_condition: Callable | None = None
     webdataset_layout: str = ""
 
     @property
@@ -103,15 +106,30 @@ SCHEMAS: dict[str, Schema] = {schema.name: schema for schema in (
         ColumnSpec("target", "image", _IMAGE),
         ColumnSpec("mask", "image", ("mask", "mask_image")),
         ColumnSpec("prompt", "text", _PROMPT_NAMES),
-    ), derived_condition="masked", webdataset_layout="KEY.png + KEY.mask.png + KEY.txt (or KEY.json {'prompt'})"),
+    ), derived_condition=masked, webdataset_layout="KEY.png + KEY.mask.png + KEY.txt (or KEY.json {'prompt'})"),
     Schema("sr_highres", "high-resolution image; the low-resolution input is degraded on the fly", (
         ColumnSpec("target", "image", (*_IMAGE, "hr", "high_res")),
-    ), derived_condition="degrade", webdataset_layout="KEY.png (or KEY.jpg)"),
+    ), derived_condition=degraded, webdataset_layout="KEY.png (or KEY.jpg)"),
     Schema("captions", "generic image + text pairs", (
         ColumnSpec("target", "image", _IMAGE),
         ColumnSpec("prompt", "text", _PROMPT_NAMES),
     ), webdataset_layout="KEY.jpg + KEY.txt (or KEY.json {'text'})"),
 )}
+
+
+def register_schema(schema: Schema) -> Schema:
+    """Makes `schema` a value of every file source's `schema`; registering the same one again is a no-op.
+
+    Raises:
+        InputError: when another schema of that name is registered already.
+    """
+    if not isinstance(schema, Schema):
+        raise InputError(f"must be a Schema, got {type(schema).__name__}.", field="schema")
+    known = SCHEMAS.get(schema.name)
+    if known is not None and known != schema:
+        raise InputError(f"schema {schema.name!r} is registered already.", field="schema.name")
+    SCHEMAS[schema.name] = schema
+    return schema
 
 
 def get_schema(name: str) -> Schema:
@@ -183,8 +201,6 @@ def schemas_markdown() -> str:
             keys = ", ".join(f"`{name}`" for name in dict.fromkeys(spec.candidates))
             lines.append(f"| {spec.role} | {spec.kind} | {keys} | {'yes' if spec.required else 'no'} |")
         if schema.derived_condition:
-            made = {"degrade": "a degraded low-resolution copy of the target (`mtu.data.degradation`)",
-                    "masked": "the target with the mask's region blanked"}[schema.derived_condition]
-            lines += ["", f"The condition image is made on the fly: {made}."]
+            lines += ["", f"The condition image is made on the fly: {describe(schema.derived_condition)}."]
         lines += ["", f"webdataset sample: {schema.webdataset_layout}", ""]
     return "\n".join(lines)

@@ -8,6 +8,7 @@ Users add their own tasks with `register_task` without editing the package.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from importlib import import_module, metadata
 
 from ..errors import InputError
 
@@ -59,23 +60,35 @@ class TaskSpec:
         return cls(**{**data, "image_inputs": tuple(data.get("image_inputs", ()))})
 
 
-_BUILTIN_TASKS = (
-    TaskSpec("t2i", "text-to-image generation", uses_prompt=True),
-    TaskSpec("edit", "instruction-driven image editing (InstructPix2Pix)", image_inputs=("image",)),
-    TaskSpec("sr", "x2 super-resolution from a degraded low-resolution image", uses_prompt=False,
-             image_inputs=("image",)),
-    TaskSpec("inpaint", "instruction-driven object removal (GQA-Inpaint / Inst-Inpaint)", image_inputs=("image",)),
-    TaskSpec("inpaint_mask", "classic mask inpainting (SD-inpainting input layout)",
-             image_inputs=("mask", "masked_image")),
-)
+# The built-in tasks: one plug-in module each (`mtu.tasks.t2i`, ...), imported on the first look-up, in this order.
+# A module registers its `mtu.tasks.Task` (which registers the `TaskSpec` here). Installed packages announce theirs in
+# the entry-point group `mtu.tasks` (a module path), and a run's `plugins:` or `--plugin` imports any other.
+BUILTIN_TASK_MODULES = ("mtu.tasks.t2i", "mtu.tasks.edit", "mtu.tasks.sr", "mtu.tasks.inpaint",
+                        "mtu.tasks.inpaint_mask")
+ENTRY_POINT_GROUP = "mtu.tasks"
 
-_REGISTRY: dict[str, TaskSpec] = {spec.name: spec for spec in _BUILTIN_TASKS}
+_REGISTRY: dict[str, TaskSpec] = {}
+_LOADED = False
+
+
+def _load_builtins() -> None:
+    """Imports the built-in task modules and those of the `mtu.tasks` entry-point group, once. By module name
+    (importlib), so this model-level registry never imports the data and toy-world parts the plug-ins use."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    for module in BUILTIN_TASK_MODULES:
+        import_module(module)
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        import_module(entry_point.value.split(":")[0])
 
 
 def register_task(spec: TaskSpec, overwrite: bool = False) -> TaskSpec:
     """Adds a task to the registry, e.g. `register_task(TaskSpec("colorize", image_inputs=("image",)))`."""
     if not isinstance(spec, TaskSpec):
         raise InputError(f"`spec` must be a TaskSpec, got {type(spec).__name__}.")
+    _load_builtins()
     existing = _REGISTRY.get(spec.name)
     if existing is not None and existing != spec and not overwrite:
         raise InputError(
@@ -87,10 +100,12 @@ def register_task(spec: TaskSpec, overwrite: bool = False) -> TaskSpec:
 
 def get_task(name: str) -> TaskSpec:
     """Returns the registered task called `name`, or raises naming the known tasks."""
+    _load_builtins()
     if name not in _REGISTRY:
         raise InputError(f"unknown task {name!r}; registered tasks: {', '.join(available_tasks())}.")
     return _REGISTRY[name]
 
 
 def available_tasks() -> list[str]:
+    _load_builtins()
     return list(_REGISTRY)
