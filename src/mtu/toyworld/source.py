@@ -82,7 +82,8 @@ class ToyWorldConfig(JsonConfig):
         if self.format != "toyworld":
             raise must_be("format", "'toyworld' for a ToyWorldConfig", self.format)
         if self.task not in TASK_SCHEMAS:
-            raise must_be("task", f"one of {tuple(TASK_SCHEMAS)}", self.task)
+            raise must_be("task", f"one of {tuple(TASK_SCHEMAS)} (a plug-in's task: name its module in the run "
+                                  f"file's `plugins:` or with --plugin)", self.task)
         if not is_int(self.count) or self.count < 1:
             raise must_be("count", "an integer >= 1", self.count)
         if self.split not in ("train", "test"):

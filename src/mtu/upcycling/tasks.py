@@ -68,6 +68,7 @@ BUILTIN_TASK_MODULES = ("mtu.tasks.t2i", "mtu.tasks.edit", "mtu.tasks.sr", "mtu.
 ENTRY_POINT_GROUP = "mtu.tasks"
 
 _REGISTRY: dict[str, TaskSpec] = {}
+_ORIGINS: dict[str, str] = {}  # task -> the plug-in module that registered it (`mtu.plugins.load_plugins`)
 _LOADED = False
 
 
@@ -81,7 +82,21 @@ def _load_builtins() -> None:
     for module in BUILTIN_TASK_MODULES:
         import_module(module)
     for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        import_module(entry_point.value.split(":")[0])
+        module = entry_point.value.split(":")[0]
+        before = set(_REGISTRY)
+        import_module(module)
+        record_origin(set(_REGISTRY) - before, module)
+
+
+def record_origin(names, module: str) -> None:
+    """Notes that plug-in `module` registered the tasks `names` (an adapter saves it, to name it when missing)."""
+    for name in names:
+        _ORIGINS.setdefault(name, module)
+
+
+def task_origin(name: str) -> str | None:
+    """The plug-in module that registered task `name`; None for a built-in task or one registered in code."""
+    return _ORIGINS.get(name)
 
 
 def register_task(spec: TaskSpec, overwrite: bool = False) -> TaskSpec:
