@@ -90,6 +90,9 @@ def registries(monkeypatch):
     spec_registry.available_tasks()  # the built-ins, loaded before the snapshot
     tables = [spec_registry._REGISTRY, spec_registry._ORIGINS, plugin_registry._PLUGINS, schema_registry.SCHEMAS]
     saved = [dict(table) for table in tables]
+    for table in tables:  # as in a fresh process (other tests register a `colorize` of their own)
+        table.pop("colorize", None)
+        table.pop("colour_images", None)
     monkeypatch.delitem(sys.modules, "colorize_task", raising=False)
     yield
     for table, before in zip(tables, saved):

@@ -10,7 +10,7 @@ from ..errors import InputError
 from ..upcycling.tasks import available_tasks, get_task
 from .degradation import DegradationConfig
 from .registry import fields_from_dict, source_from_dict
-from .schemas import SCHEMAS, check_compatible, get_schema
+from .schemas import available_schemas, check_compatible, get_schema, get_schema_or_none
 
 SourceFormat = Literal["folder", "hf", "webdataset"]
 
@@ -62,8 +62,9 @@ class DataSourceConfig(JsonConfig):
                                  f"`DataSourceConfig.from_dict` picks it)", self.format)
         if not isinstance(self.path, str) or not self.path:
             raise must_be("path", "a non-empty string", self.path)
-        if self.schema not in SCHEMAS:
-            raise must_be("schema", f"one of {tuple(SCHEMAS)}", self.schema)
+        if get_schema_or_none(self.schema) is None:
+            raise must_be("schema", f"one of {available_schemas()} (a plug-in's schema: name its module in the run "
+                                    f"file's `plugins:` or with --plugin)", self.schema)
         schema = get_schema(self.schema)
         check_compatible(get_task(self.task), schema)
         self._check_columns(schema.roles)

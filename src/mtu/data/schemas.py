@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import InputError
+from ..registry import Registry
 from .conditions import degraded, describe, masked
 
 ROLES = ("target", "condition", "mask", "prompt", "input_caption", "output_caption")
@@ -84,7 +85,11 @@ class Schema:
 # "file_name": the image column of Hugging Face `imagefolder` metadata.jsonl files.
 _IMAGE = ("image", "file_name", "jpg", "png", "jpeg", "webp")
 
-SCHEMAS: dict[str, Schema] = {schema.name: schema for schema in (
+# The schemas by name (`mtu.registry.Registry`, the mechanism of the task and format registries too); installed
+# packages announce theirs in the entry-point group `mtu.data_schemas` (a `Schema`, or a module that registers).
+SCHEMA_REGISTRY = Registry("schema", "mtu.data_schemas", add_loaded=lambda schema: register_schema(schema))
+SCHEMAS: dict[str, Schema] = SCHEMA_REGISTRY.items
+_BUILTIN_SCHEMAS = (
     Schema("coco_captions", "image + several captions; one caption is drawn per epoch (App. A.1)", (
         ColumnSpec("target", "image", _IMAGE),
         ColumnSpec("prompt", "text", ("captions", "caption", "sentences_raw", "sentences", *_PROMPT_NAMES)),
@@ -114,7 +119,7 @@ SCHEMAS: dict[str, Schema] = {schema.name: schema for schema in (
         ColumnSpec("target", "image", _IMAGE),
         ColumnSpec("prompt", "text", _PROMPT_NAMES),
     ), webdataset_layout="KEY.jpg + KEY.txt (or KEY.json {'text'})"),
-)}
+)
 
 
 def register_schema(schema: Schema) -> Schema:
@@ -125,18 +130,33 @@ def register_schema(schema: Schema) -> Schema:
     """
     if not isinstance(schema, Schema):
         raise InputError(f"must be a Schema, got {type(schema).__name__}.", field="schema")
-    known = SCHEMAS.get(schema.name)
+    known = SCHEMA_REGISTRY.items.get(schema.name)
     if known is not None and known != schema:
         raise InputError(f"schema {schema.name!r} is registered already.", field="schema.name")
-    SCHEMAS[schema.name] = schema
+    SCHEMA_REGISTRY.put(schema.name, schema)
     return schema
+
+
+for _schema in _BUILTIN_SCHEMAS:
+    register_schema(_schema)
+
+
+def available_schemas() -> tuple[str, ...]:
+    """Names of every registered schema, those of installed plug-ins included."""
+    return SCHEMA_REGISTRY.names()
+
+
+def get_schema_or_none(name) -> Schema | None:
+    return SCHEMA_REGISTRY.get(name) if isinstance(name, str) else None
 
 
 def get_schema(name: str) -> Schema:
     """Returns the schema called `name`, or raises naming the known ones."""
-    if name not in SCHEMAS:
-        raise InputError(f"unknown schema {name!r}; supported: {', '.join(SCHEMAS)}.", field="schema")
-    return SCHEMAS[name]
+    schema = SCHEMA_REGISTRY.get(name)
+    if schema is None:
+        raise InputError(f"unknown schema {name!r}; supported: {', '.join(SCHEMA_REGISTRY.names())}.",
+                         field="schema")
+    return schema
 
 
 def resolve_columns(schema: Schema, available: list[str], overrides: dict[str, str] | None = None) -> dict:

@@ -8,9 +8,9 @@ Users add their own tasks with `register_task` without editing the package.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from importlib import import_module, metadata
 
 from ..errors import InputError
+from ..registry import Registry
 
 # Each conditioning input and the channels it adds, in units of "latent" (the VAE's latent channels) or fixed.
 _INPUT_CHANNELS = {"image": "latent", "masked_image": "latent", "mask": 1}
@@ -60,67 +60,52 @@ class TaskSpec:
         return cls(**{**data, "image_inputs": tuple(data.get("image_inputs", ()))})
 
 
-# The built-in tasks: one plug-in module each (`mtu.tasks.t2i`, ...), imported on the first look-up, in this order.
-# A module registers its `mtu.tasks.Task` (which registers the `TaskSpec` here). Installed packages announce theirs in
-# the entry-point group `mtu.tasks` (a module path), and a run's `plugins:` or `--plugin` imports any other.
+# The built-in tasks: one plug-in module each (`mtu.tasks.t2i`, ...), imported by name on the first look-up, in this
+# order (so this model-level registry never imports the data and toy-world parts the plug-ins use). A module
+# registers its `mtu.tasks.Task` (which registers the `TaskSpec` here). Installed packages announce theirs in the
+# entry-point group `mtu.tasks` (naming the module), and a run's `plugins:` or `--plugin` imports any other.
 BUILTIN_TASK_MODULES = ("mtu.tasks.t2i", "mtu.tasks.edit", "mtu.tasks.sr", "mtu.tasks.inpaint",
                         "mtu.tasks.inpaint_mask")
 ENTRY_POINT_GROUP = "mtu.tasks"
 
-_REGISTRY: dict[str, TaskSpec] = {}
-_ORIGINS: dict[str, str] = {}  # task -> the plug-in module that registered it (`mtu.plugins.load_plugins`)
-_LOADED = False
-
-
-def _load_builtins() -> None:
-    """Imports the built-in task modules and those of the `mtu.tasks` entry-point group, once. By module name
-    (importlib), so this model-level registry never imports the data and toy-world parts the plug-ins use."""
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    for module in BUILTIN_TASK_MODULES:
-        import_module(module)
-    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        module = entry_point.value.split(":")[0]
-        before = set(_REGISTRY)
-        import_module(module)
-        record_origin(set(_REGISTRY) - before, module)
+# The tasks' specs by name (`mtu.registry.Registry`, the mechanism of the schema and format registries too), and the
+# plug-in module that registered each task (`task_origin`).
+TASK_REGISTRY = Registry("task", ENTRY_POINT_GROUP, BUILTIN_TASK_MODULES)
+_REGISTRY: dict[str, TaskSpec] = TASK_REGISTRY.items
+_ORIGINS: dict[str, str] = TASK_REGISTRY.origins
 
 
 def record_origin(names, module: str) -> None:
     """Notes that plug-in `module` registered the tasks `names` (an adapter saves it, to name it when missing)."""
-    for name in names:
-        _ORIGINS.setdefault(name, module)
+    TASK_REGISTRY.note_origin(names, module)
 
 
 def task_origin(name: str) -> str | None:
     """The plug-in module that registered task `name`; None for a built-in task or one registered in code."""
-    return _ORIGINS.get(name)
+    return TASK_REGISTRY.origins.get(name)
 
 
 def register_task(spec: TaskSpec, overwrite: bool = False) -> TaskSpec:
     """Adds a task to the registry, e.g. `register_task(TaskSpec("colorize", image_inputs=("image",)))`."""
     if not isinstance(spec, TaskSpec):
         raise InputError(f"`spec` must be a TaskSpec, got {type(spec).__name__}.")
-    _load_builtins()
-    existing = _REGISTRY.get(spec.name)
+    TASK_REGISTRY.load()
+    existing = TASK_REGISTRY.items.get(spec.name)
     if existing is not None and existing != spec and not overwrite:
         raise InputError(
             f"task {spec.name!r} is already registered as {existing}; pass `overwrite=True` to replace it."
         )
-    _REGISTRY[spec.name] = spec
+    TASK_REGISTRY.put(spec.name, spec)
     return spec
 
 
 def get_task(name: str) -> TaskSpec:
     """Returns the registered task called `name`, or raises naming the known tasks."""
-    _load_builtins()
-    if name not in _REGISTRY:
+    spec = TASK_REGISTRY.get(name)
+    if spec is None:
         raise InputError(f"unknown task {name!r}; registered tasks: {', '.join(available_tasks())}.")
-    return _REGISTRY[name]
+    return spec
 
 
 def available_tasks() -> list[str]:
-    _load_builtins()
-    return list(_REGISTRY)
+    return list(TASK_REGISTRY.names())
