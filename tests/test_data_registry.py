@@ -58,7 +58,7 @@ def test_one_parser_for_every_format():
 @pytest.mark.parametrize("entry, field, pattern", [
     ({**TOY, "resolution": 30}, "resolution", r"multiple of 8 in \[32, 128\], got 30"),
     ({**TOY, "count": 0}, "count", r"an integer >= 1, got 0"),
-    ({**TOY, "task": "colorize"}, "task", r"one of \('t2i', .*\), got 'colorize'"),
+    ({**TOY, "task": "sketch2img"}, "task", r"one of \('t2i', .*\).*, got 'sketch2img'"),
     ({**TOY, "weight": float("inf")}, "weight", r"a finite number > 0, got inf"),
     ({**TOY, "path": "x"}, "path", r"unknown key; .*ToyWorldConfig keys: task, count"),
     ({**TOY, "cuont": 5}, "cuont", r"unknown key; did you mean 'count'\?"),

@@ -18,6 +18,7 @@ from typing import Literal
 
 from ..errors import InputError
 from ..registry import Registry
+from ..upcycling.tasks import available_tasks
 from .conditions import degraded, describe, masked
 
 ROLES = ("target", "condition", "mask", "prompt", "input_caption", "output_caption")
@@ -213,8 +214,9 @@ def check_compatible(task, schema: Schema) -> None:
 def schemas_markdown() -> str:
     """Every schema's roles and the keys each is read from, as the markdown tables of docs/DATA.md (a test keeps
     the page equal to this)."""
+    available_tasks()  # the task modules register their schemas (e.g. a built-in task's own): list them all
     lines = []
-    for schema in SCHEMAS.values():
+    for schema in SCHEMA_REGISTRY.items.values():
         lines += [f"### `{schema.name}`: {schema.description}", "", "| role | kind | keys tried, in order | required |",
                   "|---|---|---|---|"]
         for spec in schema.columns:
