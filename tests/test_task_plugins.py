@@ -15,6 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
+import mtu
 from mtu.cli import main
 from mtu.data import schemas as schema_registry
 from mtu.tasks import base as plugin_registry
@@ -91,8 +92,8 @@ def registries(monkeypatch):
     tables = [spec_registry._REGISTRY, spec_registry._ORIGINS, plugin_registry._PLUGINS, schema_registry.SCHEMAS]
     saved = [dict(table) for table in tables]
     for table in tables:  # as in a fresh process (other tests register a `colorize` of their own)
-        table.pop("colorize", None)
-        table.pop("colour_images", None)
+        for name in ("colorize", "colour_images", "doodle", "sketch"):
+            table.pop(name, None)
     monkeypatch.delitem(sys.modules, "colorize_task", raising=False)
     yield
     for table, before in zip(tables, saved):
@@ -196,3 +197,36 @@ def test_new_tasks_draw_from_their_name_and_builtins_keep_their_index():
 
     assert [seed_index(task_plugin(name)) for name in ("t2i", "edit", "sr", "inpaint")] == [0, 1, 2, 3]
     assert stable_index("colorize") == stable_index("colorize") != stable_index("colourise")
+
+
+def test_a_plugin_sets_its_sampling_defaults_and_an_optional_prompt(registries):
+    """Two per-task parts the pipelines look up: the task's own defaults per family, and whether `prompt` may be
+    left out (then the empty prompt); a task without them keeps its guidance kind's defaults and needs a prompt."""
+    from mtu import TaskSpec
+    from mtu.pipelines.checks import check_call_inputs
+    from mtu.pipelines.defaults import task_defaults
+    from mtu.tasks import Task, TaskDefaults, register
+
+    own = register(Task(TaskSpec("doodle", "text to doodle"), prompt_optional=True,
+                        defaults={"sd": TaskDefaults("text", 7, guidance_scale=3.0)})).spec
+    plain = register(Task(TaskSpec("sketch", "text to sketch"))).spec
+    assert task_defaults("sd", own) == TaskDefaults("text", 7, guidance_scale=3.0)
+    assert task_defaults("sdxl", own) == task_defaults("sdxl", plain) == task_defaults("sdxl", mtu.get_task("t2i"))
+    assert check_call_inputs([own], "sd", "doodle").prompts == [""]
+    with pytest.raises(mtu.InputError, match="`prompt` is required by task 'sketch'"):
+        check_call_inputs([plain], "sd", "sketch")
+
+
+def test_an_installed_package_announces_its_task_in_the_entry_point_group(user, monkeypatch):
+    """`[project.entry-points."mtu.tasks"] colorize = "colorize_task"`: found on the first look-up that misses."""
+    from importlib import metadata
+
+    from mtu import registry
+
+    monkeypatch.syspath_prepend(str(user))
+    announced = [metadata.EntryPoint("colorize", "colorize_task", "mtu.tasks")]
+    monkeypatch.setattr(registry.metadata, "entry_points",
+                        lambda group: announced if group == "mtu.tasks" else [])
+    monkeypatch.setattr(spec_registry.TASK_REGISTRY, "_loaded", False)
+    assert mtu.get_task("colorize").image_inputs == ("image",)
+    assert spec_registry.task_origin("colorize") == "colorize_task"
