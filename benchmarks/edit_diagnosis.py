@@ -158,14 +158,16 @@ def edit_region(edit, size: int = 32):
 def _region_patch():
     """The edit task gets a mask channel after its input image (`TaskSpec` image inputs ("image", "mask")), filled
     with `edit_region` in training and scoring: the model is told where the edit happens."""
-    from mtu.toyworld import evaluate, source
+    from mtu.tasks import base as plugins
+    from mtu.toyworld import evaluate
+    from mtu.toyworld.tasks import edit_pair, sample_edit
     from mtu.upcycling import tasks as registry
 
     spec = replace(registry.get_task("edit"), image_inputs=("image", "mask"))
-    original_pair = source.edit_pair
 
-    def edit_pair(edit, size=32):
-        return {**original_pair(edit, size), "mask": edit_region(edit, size)}
+    def toy_pair(scene, size, rng):
+        edit = sample_edit(scene, rng)
+        return {**edit_pair(edit, size), "mask": edit_region(edit, size)}
 
     def generate_outputs(pipe, examples, seed=0, batch_size=32, stock=False, **call_kwargs):
         call_kwargs.pop("image_guidance_scale", None)  # a task with a mask takes text guidance (SD inpainting)
@@ -178,7 +180,9 @@ def _region_patch():
                             **call_kwargs).images
         return outputs
 
-    return [(registry, "_REGISTRY", {**registry._REGISTRY, "edit": spec}), (source, "edit_pair", edit_pair),
+    edit_task = replace(plugins.task_plugin("edit"), spec=spec, toy_pair=toy_pair)
+    return [(registry.TASK_REGISTRY, "items", {**registry.TASK_REGISTRY.items, "edit": spec}),
+            (plugins, "_PLUGINS", {**plugins._PLUGINS, "edit": edit_task}),
             (evaluate, "generate_outputs", generate_outputs)]
 
 

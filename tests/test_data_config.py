@@ -64,8 +64,8 @@ def test_schema_must_fit_the_task(task, schema):
 
 
 def test_a_registered_task_can_use_a_paired_schema():
-    register_task(TaskSpec("colorize", "grey image to colour", image_inputs=("image",)))
-    assert make(task="colorize", schema="gqa_inpaint").task == "colorize"
+    register_task(TaskSpec("sketch2img", "sketch to image", image_inputs=("image",)))
+    assert make(task="sketch2img", schema="gqa_inpaint").task == "sketch2img"
 
 
 def test_json_round_trip_with_nested_degradation():

@@ -19,11 +19,11 @@ def test_sr_has_no_prompt():
 
 
 def test_user_task_without_editing_the_package(base):
-    register_task(TaskSpec("colorize", "grey image to colour", image_inputs=("image",)))
-    model = mtu.upcycle(base, MTUConfig(tasks=["t2i", "colorize"]))
+    register_task(TaskSpec("sketch2img", "sketch to image", image_inputs=("image",)))
+    model = mtu.upcycle(base, MTUConfig(tasks=["t2i", "sketch2img"]))
     inputs = tiny_inputs(channels=8)
     with torch.no_grad():
-        assert model(**inputs, task="colorize").sample.shape == (2, 4, 8, 8)
+        assert model(**inputs, task="sketch2img").sample.shape == (2, 4, 8, 8)
 
 
 def test_reregistering_differently_is_refused():

@@ -196,9 +196,12 @@ def _config_sources(config: str) -> list:
         found = "an empty file" if tree is None else f"a {type(tree).__name__} file" if not isinstance(tree, dict) \
             else "no `data`" if data is None else "an empty list" if data == [] else f"a {type(data).__name__}"
         raise InputError(f"{config}: `data` must be a non-empty list of sources, got {found}.", field="--config")
+    from .plugins import load_plugins
     from .training.config import resolve_config_paths
 
-    return resolve_config_paths(tree, path.parent)["data"]  # relative paths: from the run file's folder
+    tree = resolve_config_paths(tree, path.parent)  # relative paths: from the run file's folder
+    load_plugins(tree.get("plugins"))  # the run's own tasks and schemas, before its sources are checked
+    return tree["data"]
 
 
 def _flag_source(args) -> dict:
@@ -302,6 +305,15 @@ def cmd_toyworld_package(args) -> int:
     return 0
 
 
+PLUGIN_HELP = ("a module that registers your own tasks, schemas or formats (my_package.my_task, or a .py file), "
+               "imported before anything is checked; repeat for several")
+
+
+def _plugin_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", help=PLUGIN_HELP)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mtu", description="Multi-Task Upcycling for diffusion models.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -323,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--base-config", "--base_config", dest="base_config", default=None, help=BASE_CONFIG_HELP)
     up.add_argument("--out", required=True, help="adapter folder to write")
     up.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    _plugin_argument(up)
     up.set_defaults(func=cmd_upcycle)
 
     ins = sub.add_parser("inspect", help="parameters and FLOPs of an adapter vs its base")
@@ -342,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     fo.add_argument("--base-config", "--base_config", dest="base_config", default=None,
                     help=BASE_CONFIG_HELP + " (default: the architecture the adapter records)")
     fo.add_argument("--allow-base-mismatch", action="store_true")
+    _plugin_argument(fo)
     fo.set_defaults(func=cmd_fold)
 
 
@@ -350,12 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", default=None, help="YAML run file (required: it lists the data sources)")
     tr.add_argument("--overwrite", action="store_true", help="write into an output_dir that holds other files "
                     "(only the run's own files are written there; nothing else is removed)")
+    _plugin_argument(tr)
     tr.set_defaults(func=cmd_train, takes_overrides=True)
 
     from .pipelines.generate import add_generate_arguments, run_generate
 
     gen = sub.add_parser("generate", help="run one task of a trained MTU model (MTUPipeline)")
-    add_generate_arguments(gen).set_defaults(func=run_generate)
+    _plugin_argument(add_generate_arguments(gen)).set_defaults(func=run_generate)
 
     from .analysis.commands import add_analyze_parser
 
@@ -367,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--epochs", type=int, default=1, help="epochs of per-epoch random choices to cache")
     ca.add_argument("--text", action="store_true", help="also cache text embeddings (small prompt sets)")
     ca.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    _plugin_argument(ca)
     ca.set_defaults(func=cmd_cache, takes_overrides=True)
 
     data = sub.add_parser("data", help="data sources")
@@ -380,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--columns", default=None, help="role=column,... overrides")
     val.add_argument("--limit", type=int, default=None, help="check only the first N samples")
     val.add_argument("--json", action="store_true")
+    _plugin_argument(val)
     val.set_defaults(func=cmd_data_validate)
 
     from .demo import DemoConfig
@@ -422,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="validation examples for choosing edit/inpaint guidance (0: paper defaults)")
     pack.add_argument("--seed", type=int, default=0, help="seed of the sampling noise and the intervals")
     pack.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    _plugin_argument(pack)
     pack.set_defaults(func=cmd_toyworld_package)
     return parser
 
@@ -451,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides = unknown
     try:
+        from .plugins import load_plugins
+
+        load_plugins(getattr(args, "plugin", None) or [], field="--plugin")
         return args.func(args)
     except InputError as error:
         return _fail(str(error))

@@ -10,10 +10,9 @@ from ..errors import InputError
 from ..upcycling.tasks import available_tasks, get_task
 from .degradation import DegradationConfig
 from .registry import fields_from_dict, source_from_dict
-from .schemas import SCHEMAS, check_compatible, get_schema
+from .schemas import available_schemas, check_compatible, get_schema, get_schema_or_none
 
 SourceFormat = Literal["folder", "hf", "webdataset"]
-SchemaName = Literal["coco_captions", "instructpix2pix", "gqa_inpaint", "mask_inpaint", "sr_highres", "captions"]
 
 
 @dataclass
@@ -27,7 +26,8 @@ class DataSourceConfig(JsonConfig):
             (e.g. "toyworld") have their own config classes; `DataSourceConfig.from_dict` parses them all.
         path: The folder, the hub id, or for "webdataset" a folder of .tar files, a glob or a brace pattern such
             as "shards/train-{000000..000099}.tar".
-        schema: Column layout, one of `mtu.data.SCHEMAS` (see `mtu.data.schemas`).
+        schema: Column layout, a registered schema (`mtu.data.SCHEMAS`, see `mtu.data.schemas`; plug-ins add theirs
+            with `mtu.data.register_schema`).
         columns: role -> column name overriding the schema's defaults, e.g. {"prompt": "edit_prompt"}. Roles:
             "target", "condition", "mask", "prompt", "input_caption", "output_caption" (those the schema has).
         resolution: Side R of the square crops, a positive multiple of 8 (the VAE downsamples by 8).
@@ -43,7 +43,7 @@ class DataSourceConfig(JsonConfig):
     task: str
     format: SourceFormat
     path: str
-    schema: SchemaName
+    schema: str
     columns: dict[str, str] | None = None
     resolution: int = 512
     split: str = "train"
@@ -62,8 +62,9 @@ class DataSourceConfig(JsonConfig):
                                  f"`DataSourceConfig.from_dict` picks it)", self.format)
         if not isinstance(self.path, str) or not self.path:
             raise must_be("path", "a non-empty string", self.path)
-        if self.schema not in SCHEMAS:
-            raise must_be("schema", f"one of {tuple(SCHEMAS)}", self.schema)
+        if get_schema_or_none(self.schema) is None:
+            raise must_be("schema", f"one of {available_schemas()} (a plug-in's schema: name its module in the run "
+                                    f"file's `plugins:` or with --plugin)", self.schema)
         schema = get_schema(self.schema)
         check_compatible(get_task(self.task), schema)
         self._check_columns(schema.roles)

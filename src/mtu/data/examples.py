@@ -15,22 +15,14 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from ..conditioning import upsample_for_sr
 from ..upcycling.tasks import TaskSpec
-from .degradation import DegradationConfig, degrade
+from .degradation import DegradationConfig
 from .imaging import fit_square, match_size, to_tensor
 from .schemas import Schema
 
 
 def _to_signed(image: torch.Tensor) -> torch.Tensor:
     return image * 2.0 - 1.0  # [0, 1] -> [-1, 1], the VAE's input range
-
-
-def _sr_condition(target: torch.Tensor, scale: int, generator: torch.Generator,
-                  config: DegradationConfig) -> torch.Tensor:
-    """Degraded low-resolution copy of the target, upsampled back so it is VAE-encoded at the target's size."""
-    low_res = degrade(target, scale=scale, generator=generator, config=config)  # (3, R / scale, R / scale)
-    return upsample_for_sr(low_res[None], target.shape[-2:], low=0.0, high=1.0)[0]  # (3, R, R)
 
 
 def make_example(task: TaskSpec, schema: Schema, fields: dict, key: str, resolution: int,
@@ -61,15 +53,13 @@ def make_example(task: TaskSpec, schema: Schema, fields: dict, key: str, resolut
         if "condition" in fields:
             condition = fit_square(match_size(fields["condition"], target_image.size), resolution)
             example["condition"] = _to_signed(to_tensor(condition))
-        elif schema.derived_condition == "degrade":
-            condition = _sr_condition(target_01, sr_scale, generator, degradation or DegradationConfig())
-            example["condition"] = _to_signed(condition)
-        elif schema.derived_condition == "masked":
-            # As SD-inpainting: masked pixels are 0 in [-1, 1], i.e. mid-gray.
-            example["condition"] = example["target"] * (mask < 0.5)
+        elif schema.derived_condition is not None:  # e.g. `conditions.degraded`, `conditions.masked`
+            example["condition"] = schema.derived_condition(
+                target=example["target"], target_01=target_01, mask=mask, generator=generator, sr_scale=sr_scale,
+                degradation=degradation)
         else:
             raise ValueError(f"schema {schema.name!r} gives no condition image for task {task.name!r}; "
-                             f"supported: a 'condition' column, or derived_condition 'degrade' or 'masked'.")
+                             f"supported: a 'condition' column, or a schema with a `derived_condition`.")
     if "mask" in task.image_inputs:
         example["mask"] = mask
     example["prompt"] = fields.get("prompt", "") if task.uses_prompt else ""

@@ -22,9 +22,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass
-from importlib import metadata
 
 from ..errors import InputError
+from ..registry import Registry
 
 ENTRY_POINT_GROUP = "mtu.data_formats"
 
@@ -46,8 +46,9 @@ class DataFormat:
     description: str = ""
 
 
-_FORMATS: dict[str, DataFormat] = {}
-_ENTRY_POINTS_LOADED = False
+# The formats by name (`mtu.registry.Registry`, the mechanism of the task and schema registries too); an entry point
+# names a `DataFormat`, registered with `register_format`'s checks.
+FORMATS = Registry("format", ENTRY_POINT_GROUP, add_loaded=lambda data_format: register_format(data_format))
 
 
 def register_format(data_format: DataFormat) -> DataFormat:
@@ -58,40 +59,27 @@ def register_format(data_format: DataFormat) -> DataFormat:
     """
     if not isinstance(data_format, DataFormat):
         raise InputError(f"must be a DataFormat, got {type(data_format).__name__}.", field="data_format")
-    known = _FORMATS.get(data_format.name)
+    known = FORMATS.items.get(data_format.name)
     if known is not None and known != data_format:
         raise InputError(f"format {data_format.name!r} is registered already, by {known.config_class.__module__}.",
                          field="data_format.name")
-    _FORMATS[data_format.name] = data_format
+    FORMATS.put(data_format.name, data_format)
     return data_format
-
-
-def _load_entry_points() -> None:
-    """Registers the formats that installed packages announce in the `mtu.data_formats` entry-point group."""
-    global _ENTRY_POINTS_LOADED
-    if _ENTRY_POINTS_LOADED:
-        return
-    _ENTRY_POINTS_LOADED = True
-    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if entry_point.name not in _FORMATS:
-            register_format(entry_point.load())
 
 
 def available_formats() -> tuple[str, ...]:
     """Names of every registered format, those of installed plug-ins included."""
-    _load_entry_points()
-    return tuple(_FORMATS)
+    return FORMATS.names()
 
 
 def get_format(name) -> DataFormat:
     """The format called `name`; raises `InputError` (field "format") naming the registered ones."""
-    if name not in _FORMATS:
-        _load_entry_points()  # only when needed: a plug-in's module is imported when a source names its format
-    if name not in _FORMATS:
+    data_format = FORMATS.get(name)  # loads the entry points only when `name` is not registered yet
+    if data_format is None:
         raise InputError(f"must be one of {available_formats()}, got {name!r}. Other packages add formats with "
                          f"`mtu.data.register_format` or the {ENTRY_POINT_GROUP!r} entry-point group.",
                          field="format")
-    return _FORMATS[name]
+    return data_format
 
 
 def fields_from_dict(cls, data, required: tuple[str, ...] = ()) -> dict:

@@ -12,10 +12,14 @@ Column names by format: "folder" and "hf" use the keys of `metadata.jsonl` / the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import InputError
+from ..registry import Registry
+from ..upcycling.tasks import available_tasks
+from .conditions import degraded, describe, masked
 
 ROLES = ("target", "condition", "mask", "prompt", "input_caption", "output_caption")
 _PROMPT_NAMES = ("prompt", "text", "caption", "txt")
@@ -48,15 +52,16 @@ class Schema:
         name: The value of `DataSourceConfig.schema`.
         description: One line for reports.
         columns: The roles read from the source.
-        derived_condition: How the condition is made when no column holds it: "degrade" (low-resolution copy of
-            the target, the SR input), "masked" (the target with the mask's region blanked), or None.
+        derived_condition: How the condition is made when no column holds it: a function of the target
+            (`mtu.data.conditions`: `degraded`, the SR input; `masked`, the target with the mask's region blanked;
+            a plug-in's own), or None.
         webdataset_layout: The member names of one sample in a tar shard, for docs and reports.
     """
 
     name: str
     description: str
     columns: tuple[ColumnSpec, ...]
-    derived_condition: Literal["degrade", "masked"] | None = None
+    derived_condition: Callable | None = None
     webdataset_layout: str = ""
 
     @property
@@ -81,7 +86,11 @@ class Schema:
 # "file_name": the image column of Hugging Face `imagefolder` metadata.jsonl files.
 _IMAGE = ("image", "file_name", "jpg", "png", "jpeg", "webp")
 
-SCHEMAS: dict[str, Schema] = {schema.name: schema for schema in (
+# The schemas by name (`mtu.registry.Registry`, the mechanism of the task and format registries too); installed
+# packages announce theirs in the entry-point group `mtu.data_schemas` (a `Schema`, or a module that registers).
+SCHEMA_REGISTRY = Registry("schema", "mtu.data_schemas", add_loaded=lambda schema: register_schema(schema))
+SCHEMAS: dict[str, Schema] = SCHEMA_REGISTRY.items
+_BUILTIN_SCHEMAS = (
     Schema("coco_captions", "image + several captions; one caption is drawn per epoch (App. A.1)", (
         ColumnSpec("target", "image", _IMAGE),
         ColumnSpec("prompt", "text", ("captions", "caption", "sentences_raw", "sentences", *_PROMPT_NAMES)),
@@ -103,22 +112,52 @@ SCHEMAS: dict[str, Schema] = {schema.name: schema for schema in (
         ColumnSpec("target", "image", _IMAGE),
         ColumnSpec("mask", "image", ("mask", "mask_image")),
         ColumnSpec("prompt", "text", _PROMPT_NAMES),
-    ), derived_condition="masked", webdataset_layout="KEY.png + KEY.mask.png + KEY.txt (or KEY.json {'prompt'})"),
+    ), derived_condition=masked, webdataset_layout="KEY.png + KEY.mask.png + KEY.txt (or KEY.json {'prompt'})"),
     Schema("sr_highres", "high-resolution image; the low-resolution input is degraded on the fly", (
         ColumnSpec("target", "image", (*_IMAGE, "hr", "high_res")),
-    ), derived_condition="degrade", webdataset_layout="KEY.png (or KEY.jpg)"),
+    ), derived_condition=degraded, webdataset_layout="KEY.png (or KEY.jpg)"),
     Schema("captions", "generic image + text pairs", (
         ColumnSpec("target", "image", _IMAGE),
         ColumnSpec("prompt", "text", _PROMPT_NAMES),
     ), webdataset_layout="KEY.jpg + KEY.txt (or KEY.json {'text'})"),
-)}
+)
+
+
+def register_schema(schema: Schema) -> Schema:
+    """Makes `schema` a value of every file source's `schema`; registering the same one again is a no-op.
+
+    Raises:
+        InputError: when another schema of that name is registered already.
+    """
+    if not isinstance(schema, Schema):
+        raise InputError(f"must be a Schema, got {type(schema).__name__}.", field="schema")
+    known = SCHEMA_REGISTRY.items.get(schema.name)
+    if known is not None and known != schema:
+        raise InputError(f"schema {schema.name!r} is registered already.", field="schema.name")
+    SCHEMA_REGISTRY.put(schema.name, schema)
+    return schema
+
+
+for _schema in _BUILTIN_SCHEMAS:
+    register_schema(_schema)
+
+
+def available_schemas() -> tuple[str, ...]:
+    """Names of every registered schema, those of installed plug-ins included."""
+    return SCHEMA_REGISTRY.names()
+
+
+def get_schema_or_none(name) -> Schema | None:
+    return SCHEMA_REGISTRY.get(name) if isinstance(name, str) else None
 
 
 def get_schema(name: str) -> Schema:
     """Returns the schema called `name`, or raises naming the known ones."""
-    if name not in SCHEMAS:
-        raise InputError(f"unknown schema {name!r}; supported: {', '.join(SCHEMAS)}.", field="schema")
-    return SCHEMAS[name]
+    schema = SCHEMA_REGISTRY.get(name)
+    if schema is None:
+        raise InputError(f"unknown schema {name!r}; supported: {', '.join(SCHEMA_REGISTRY.names())}.",
+                         field="schema")
+    return schema
 
 
 def resolve_columns(schema: Schema, available: list[str], overrides: dict[str, str] | None = None) -> dict:
@@ -175,16 +214,15 @@ def check_compatible(task, schema: Schema) -> None:
 def schemas_markdown() -> str:
     """Every schema's roles and the keys each is read from, as the markdown tables of docs/DATA.md (a test keeps
     the page equal to this)."""
+    available_tasks()  # the task modules register their schemas (e.g. a built-in task's own): list them all
     lines = []
-    for schema in SCHEMAS.values():
+    for schema in SCHEMA_REGISTRY.items.values():
         lines += [f"### `{schema.name}`: {schema.description}", "", "| role | kind | keys tried, in order | required |",
                   "|---|---|---|---|"]
         for spec in schema.columns:
             keys = ", ".join(f"`{name}`" for name in dict.fromkeys(spec.candidates))
             lines.append(f"| {spec.role} | {spec.kind} | {keys} | {'yes' if spec.required else 'no'} |")
         if schema.derived_condition:
-            made = {"degrade": "a degraded low-resolution copy of the target (`mtu.data.degradation`)",
-                    "masked": "the target with the mask's region blanked"}[schema.derived_condition]
-            lines += ["", f"The condition image is made on the fly: {made}."]
+            lines += ["", f"The condition image is made on the fly: {describe(schema.derived_condition)}."]
         lines += ["", f"webdataset sample: {schema.webdataset_layout}", ""]
     return "\n".join(lines)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
-from ..upcycling.tasks import TaskSpec
+from ..tasks.base import task_plugin
+from ..upcycling.tasks import TaskSpec, available_tasks
 from .defaults import Family, Guidance, TaskDefaults, task_defaults, uses_mask, with_overrides
 from .inputs import ImageInfo, describe_images
 
@@ -104,6 +105,10 @@ def _check_numbers(defaults: TaskDefaults, name: str, steps, guidance_scale, ima
                    image_guidance_scale)
 
 
+def _prompt_optional(spec: TaskSpec) -> bool:
+    return spec.name in available_tasks() and task_plugin(spec.name).prompt_optional
+
+
 def _check_prompts(spec: TaskSpec, defaults: TaskDefaults, prompt, negative_prompt) -> tuple[list, list | None]:
     """(prompts, negative prompts) as lists; a task without a prompt gets [""]."""
     def as_list(name, value):
@@ -117,6 +122,8 @@ def _check_prompts(spec: TaskSpec, defaults: TaskDefaults, prompt, negative_prom
         if prompt is not None and any(as_list("prompt", prompt)):
             raise _bad("prompt", f"must be None: task {spec.name!r} is trained with the empty prompt", prompt)
         prompts = [""] * (len(prompt) if isinstance(prompt, (list, tuple)) else 1)
+    elif prompt is None and _prompt_optional(spec):
+        prompts = [""]  # the task's plug-in allows a call without a prompt: the empty prompt
     elif prompt is None:
         raise _bad("prompt", f"is required by task {spec.name!r}", prompt)
     else:

@@ -1,4 +1,4 @@
-"""Per-task sampling defaults (Appendix A.2) and the guidance each task uses; one table for SD and SDXL.
+"""Per-task sampling defaults (Appendix A.2, each task's `Task.defaults`) and the guidance each task uses.
 
 An adapter folder may hold `sampling.json`, {task: {"guidance_scale": x, "image_guidance_scale": y}}: the scales
 it was measured with, which a pipeline loaded from that folder uses instead of the table's (`read_sampling`).
@@ -10,74 +10,40 @@ import json
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Literal
 
 from ..errors import InputError
-from ..upcycling.tasks import TaskSpec
+from ..tasks.base import FAMILIES, task_plugin
+from ..tasks.sampling import GUIDANCE_KINDS, Guidance, TaskDefaults
+from ..upcycling.tasks import TaskSpec, available_tasks
 
-Guidance = Literal["none", "text", "dual"]
 Family = Literal["sd", "sdxl"]
-GUIDANCE_KINDS = ("none", "text", "dual")
+__all__ = ["GUIDANCE_KINDS", "TASK_DEFAULTS", "Guidance", "TaskDefaults", "guidance_kind", "task_defaults"]
 
 
-@dataclass(frozen=True)
-class TaskDefaults:
-    """How a task is sampled when the caller leaves an argument unset.
+class _FamilyDefaults(Mapping):
+    """{family: {task: TaskDefaults}} over the registered tasks (each `Task.defaults`), looked up when read. The
+    built-in tasks' values are Appendix A.2's (in `mtu/tasks/*.py`)."""
 
-    Args:
-        guidance: `"none"` (one UNet branch; the empty prompt, as SR is trained), `"text"` (classifier-free
-            guidance on the prompt, as `StableDiffusionPipeline` / `StableDiffusionInpaintPipeline`) or `"dual"`
-            (InstructPix2Pix text + image guidance, Brooks et al. 2023).
-        num_inference_steps: Denoising steps.
-        guidance_scale: Text guidance scale (1.0: no text guidance).
-        image_guidance_scale: Image guidance scale of `"dual"` guidance; None for the other kinds.
-        sr_scale: For super-resolution: output size over the size of `image`; None for other tasks.
-    """
+    def __getitem__(self, family: str) -> dict[str, TaskDefaults]:
+        if family not in FAMILIES:
+            raise KeyError(family)
+        plugins = [task_plugin(name) for name in available_tasks()]
+        return {plugin.name: plugin.defaults[family] for plugin in plugins if family in plugin.defaults}
 
-    guidance: Guidance
-    num_inference_steps: int
-    guidance_scale: float = 1.0
-    image_guidance_scale: float | None = None
-    sr_scale: int | None = None
+    def __iter__(self):
+        return iter(FAMILIES)
 
-    def __post_init__(self):
-        if self.guidance not in GUIDANCE_KINDS:
-            raise InputError(f"`guidance` must be one of {GUIDANCE_KINDS}, got {self.guidance!r}.")
-        if (self.guidance == "dual") != (self.image_guidance_scale is not None):
-            raise InputError(f"`image_guidance_scale` is set exactly for 'dual' guidance; got guidance "
-                             f"{self.guidance!r} with image_guidance_scale {self.image_guidance_scale!r}.")
-
-    def call_kwargs(self) -> dict:
-        """The sampling arguments of a diffusers pipeline `__call__` (for a folded pipeline)."""
-        kwargs = {k: v for k, v in asdict(self).items() if k in ("num_inference_steps", "guidance_scale")}
-        if self.image_guidance_scale is not None:
-            kwargs["image_guidance_scale"] = self.image_guidance_scale
-        return kwargs
+    def __len__(self) -> int:
+        return len(FAMILIES)
 
 
-# Appendix A.2: 20 steps for SDv1.5, 50 for SDXL; SR without guidance and with the empty prompt; edit and inpaint
-# with InstructPix2Pix dual guidance. inpaint_mask is not in the paper: diffusers' inpainting default (7.5).
-TASK_DEFAULTS: dict[str, dict[str, TaskDefaults]] = {
-    "sd": {
-        "t2i": TaskDefaults("text", 20, guidance_scale=7.5),
-        "edit": TaskDefaults("dual", 20, guidance_scale=7.5, image_guidance_scale=1.6),
-        "inpaint": TaskDefaults("dual", 20, guidance_scale=4.0, image_guidance_scale=1.5),
-        "sr": TaskDefaults("none", 20, sr_scale=2),
-        "inpaint_mask": TaskDefaults("text", 20, guidance_scale=7.5),
-    },
-    "sdxl": {
-        "t2i": TaskDefaults("text", 50, guidance_scale=5.0),
-        "edit": TaskDefaults("dual", 50, guidance_scale=10.0, image_guidance_scale=1.5),
-        "inpaint": TaskDefaults("dual", 50, guidance_scale=4.0, image_guidance_scale=1.5),
-        "sr": TaskDefaults("none", 50, sr_scale=2),
-        "inpaint_mask": TaskDefaults("text", 50, guidance_scale=7.5),
-    },
-}
+TASK_DEFAULTS = _FamilyDefaults()
 
-# A task the table does not know (user-registered) is sampled like the built-in task of its kind.
+# A task without defaults of its own for a family is sampled like the built-in task of its guidance kind.
 _FALLBACK = {"none": "sr", "text": "t2i", "dual": "edit"}
 
 
@@ -103,11 +69,11 @@ def task_defaults(family: Family, spec: TaskSpec) -> TaskDefaults:
     """The defaults of `spec` for a model `family` ("sd" or "sdxl"); unknown tasks fall back by their kind."""
     if family not in TASK_DEFAULTS:
         raise InputError(f"`family` must be one of {sorted(TASK_DEFAULTS)}, got {family!r}.")
-    table = TASK_DEFAULTS[family]
     kind = guidance_kind(spec)
-    if spec.name in table and table[spec.name].guidance == kind:
-        return table[spec.name]
-    fallback = table[_FALLBACK[kind]]
+    own = task_plugin(spec.name).defaults.get(family) if spec.name in available_tasks() else None
+    if own is not None and own.guidance == kind:
+        return own
+    fallback = task_plugin(_FALLBACK[kind]).defaults[family]
     return TaskDefaults(kind, fallback.num_inference_steps, fallback.guidance_scale, fallback.image_guidance_scale)
 
 

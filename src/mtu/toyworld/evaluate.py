@@ -15,20 +15,28 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..tasks.base import EvaluationField, scored_tasks, seed_index, task_plugin
+from ..upcycling.tasks import available_tasks
 from .metrics import example_record, summarize
-from .oracle import edit_fidelity, edit_success, inpaint_preserved, inpaint_removed, sr_psnr, sr_ssim, t2i_faithful
-from .scene import Scene, caption, heldout_scenes, make_scenes, render
-from .tasks import TASKS, Edit, sample_edit, sample_removal, sr_input
+from .scene import Scene, heldout_scenes, make_scenes
+from .tasks import TASKS, Edit  # noqa: F401 (TASKS: the order reports list the tasks in, re-exported)
 
 EVAL_SEED = 1234
 VALIDATION_SEED = 4321  # the validation split: train-split scenes from their own seed (for choosing settings)
-# Each task's main metric (the one the report compares against the trivial baseline) and its direction.
-MAIN_METRIC = {"t2i": "faithfulness", "edit": "success", "sr": "psnr", "inpaint": "success"}
-# The field of `metrics.example_record` holding each task's main metric per example (its mean over the examples is
-# `score`'s main metric; sr's PSNR is capped at `metrics.PSNR_CAP` there, so identical images stay finite).
-MAIN_RECORD = {"t2i": "exact", "edit": "success", "sr": "psnr", "inpaint": "success"}
-BASELINE_NAME = {"t2i": "base model", "edit": "identity (input unchanged)", "sr": "bicubic upsampling",
-                 "inpaint": "identity (input unchanged)"}
+
+
+# Each task's main metric (the one the report compares against the trivial baseline), the field of
+# `metrics.example_record` holding it per example, and the baseline's name: the tasks' `Evaluation`s, as mappings.
+MAIN_METRIC = EvaluationField("main_metric")
+MAIN_RECORD = EvaluationField("main_record")
+BASELINE_NAME = EvaluationField("baseline_name")
+
+
+def _evaluation(task: str):
+    evaluation = task_plugin(task).evaluation if task in available_tasks() else None
+    if evaluation is None:
+        raise ValueError(f"`task` must be one of {scored_tasks()}, got {task!r}.")
+    return evaluation
 
 
 @dataclass
@@ -49,28 +57,17 @@ def evaluation_set(task: str, count: int, size: int = 32, sr_scale: int = 2, spl
     `split`: "test", the held-out scenes every reported figure is measured on; or "validation", scenes of the
     training split from a seed of their own, on which settings such as guidance are chosen (never on "test").
     """
-    if task not in TASKS:
-        raise ValueError(f"`task` must be one of {TASKS}, got {task!r}.")
+    evaluation = _evaluation(task)
     if split not in ("test", "validation"):
         raise ValueError(f"`split` must be 'test' or 'validation', got {split!r}.")
     if split == "test":
         seed, scenes = EVAL_SEED, heldout_scenes(count)
     else:
         seed, scenes = VALIDATION_SEED, make_scenes(VALIDATION_SEED, count, "train")
-    rng = np.random.default_rng([seed, TASKS.index(task)])
-    examples = []
-    for index, scene in enumerate(scenes):
-        if task == "t2i":
-            examples.append(Example(task, caption(scene), None, render(scene, size), scene))
-        elif task == "sr":
-            target = render(scene, size)
-            examples.append(Example(task, None, sr_input(target, seed=seed + index, scale=sr_scale), target,
-                                    scene))
-        else:
-            edit = sample_removal(scene, rng) if task == "inpaint" else sample_edit(scene, rng)
-            examples.append(Example(task, edit.instruction, render(edit.before, size), render(edit.after, size),
-                                    edit.after, edit))
-    return examples
+    # The built-in tasks keep their historical index (their order in `TASKS`), so their examples never change.
+    rng = np.random.default_rng([seed, seed_index(task_plugin(task))])
+    return [evaluation.example(task, scene, rng, index=index, seed=seed, size=size, sr_scale=sr_scale)
+            for index, scene in enumerate(scenes)]
 
 
 @torch.no_grad()
@@ -82,11 +79,12 @@ def generate_outputs(pipe, examples: list[Example], seed: int = 0, batch_size: i
     for begin in range(0, len(examples), batch_size):
         chunk = examples[begin:begin + batch_size]
         task = chunk[0].task
+        spec = task_plugin(task).spec
         generators = [torch.Generator().manual_seed(seed * 1_000_003 + begin + i) for i in range(len(chunk))]
         kwargs = dict(call_kwargs)
-        if task != "sr":
+        if spec.uses_prompt:
             kwargs["prompt"] = [example.prompt for example in chunk]
-        if task != "t2i":
+        if spec.image_inputs:
             kwargs["image"] = [example.image for example in chunk]
         if not stock:
             kwargs["task"] = task
@@ -95,37 +93,17 @@ def generate_outputs(pipe, examples: list[Example], seed: int = 0, batch_size: i
 
 
 def baseline_outputs(examples: list[Example]) -> list | None:
-    """The trivial baseline's outputs: the input image (edit, inpaint), bicubic upsampling (sr); None for t2i."""
-    outputs = []
-    for example in examples:
-        if example.task == "t2i":
-            return None
-        if example.task == "sr":
-            outputs.append(example.image.resize(example.target.size, Image.BICUBIC))
-        else:
-            outputs.append(example.image.copy())
-    return outputs
+    """The trivial baseline's outputs (the task's `Evaluation.baseline`: the input image for edit and inpaint,
+    bicubic upsampling for sr); None where the base model is the reference (t2i)."""
+    baseline = _evaluation(examples[0].task).baseline if examples else None
+    return None if baseline is None else [baseline(example) for example in examples]
 
 
 def score(examples: list[Example], outputs: list) -> dict[str, float]:
-    """The oracle's scores of `outputs` (means over the examples)."""
+    """The oracle's scores of `outputs` (means over the examples; the task's `Evaluation.score`)."""
     if len(outputs) != len(examples):
         raise ValueError(f"`outputs` must have one image per example ({len(examples)}), got {len(outputs)}.")
-    task = examples[0].task
-    if task == "t2i":
-        return {"faithfulness": float(np.mean([t2i_faithful(o, e.target_scene) for o, e in zip(outputs, examples)]))}
-    if task == "sr":
-        return {"psnr": float(np.mean([sr_psnr(o, e.target) for o, e in zip(outputs, examples)])),
-                "ssim": float(np.mean([sr_ssim(o, e.target) for o, e in zip(outputs, examples)]))}
-    fidelity = [min(edit_fidelity(o, e.target), 100.0) for o, e in zip(outputs, examples)]  # identical: capped
-    if task == "edit":
-        return {"success": float(np.mean([edit_success(o, e.target_scene) for o, e in zip(outputs, examples)])),
-                "fidelity_psnr": float(np.mean(fidelity))}
-    removed = [inpaint_removed(o, e.edit.shape) for o, e in zip(outputs, examples)]
-    preserved = [inpaint_preserved(o, e.target) for o, e in zip(outputs, examples)]
-    return {"success": float(np.mean([r and p for r, p in zip(removed, preserved)])),
-            "removed": float(np.mean(removed)), "preserved": float(np.mean(preserved)),
-            "fidelity_psnr": float(np.mean(fidelity))}
+    return _evaluation(examples[0].task).score(examples, outputs)
 
 
 def score_examples(examples: list[Example], outputs: list, seed: int = 0) -> dict:
@@ -147,7 +125,7 @@ def score_examples(examples: list[Example], outputs: list, seed: int = 0) -> dic
     if len(outputs) != len(examples):
         raise ValueError(f"`outputs` must have one image per example ({len(examples)}), got {len(outputs)}.")
     records = [example_record(example, output) for example, output in zip(examples, outputs)]
-    field = MAIN_RECORD[examples[0].task]
+    field = _evaluation(examples[0].task).main_record
     convert = float if field == "psnr" else bool  # plain Python values: they go to JSON
     return {"main": [convert(record[field]) for record in records], "records": records,
             "summary": summarize(records, seed)}

@@ -14,9 +14,11 @@ from itertools import permutations
 import numpy as np
 
 from ..stats import summarize_mean, summarize_rate
-from .oracle import edit_fidelity, inpaint_removed, sr_psnr, sr_ssim, try_parse
+from ..tasks.base import task_plugin
+from ..upcycling.tasks import available_tasks
+from .oracle import try_parse
 from .scene import Scene, Shape
-from .tasks import EDIT_KINDS, TASKS, Edit
+from .tasks import EDIT_KINDS, Edit
 
 ATTRIBUTES = ("kind", "colour", "size", "position")
 PSNR_CAP = 100.0  # dB; identical images have infinite PSNR, which no mean or interval survives (as in evaluate.score)
@@ -99,31 +101,21 @@ def example_record(example, output) -> dict:
     included). Edit: "kind" (the edit kind), "preserved", "copied" (parses to the input scene), "success"
     (= exact, as `evaluate.score`) and "fidelity_psnr". Inpaint: "removed", "preserved", "copied", "success"
     (removed and exact, as `evaluate.score`) and "fidelity_psnr". Sr: "read_back" (= exact), "psnr" and "ssim".
-    PSNRs are capped at `PSNR_CAP`.
+    PSNRs are capped at `PSNR_CAP`. The task's fields come from its `Evaluation.record` (`mtu.tasks`).
 
     Args:
         example: An `evaluate.Example`.
         output: The output image (PIL image or (H, W, 3) uint8 array).
     """
-    if example.task not in TASKS:
-        raise ValueError(f"`example.task` must be one of {TASKS}, got {example.task!r}.")
+    evaluation = task_plugin(example.task).evaluation if example.task in available_tasks() else None
+    if evaluation is None:
+        scored = [name for name in available_tasks() if task_plugin(name).evaluation is not None]
+        raise ValueError(f"`example.task` must be one of {tuple(scored)}, got {example.task!r}.")
     parsed = try_parse(output)
     exact = parsed == example.target_scene
     record = {f"attr_{name}": value for name, value in shape_attributes(parsed, example.target_scene).items()}
     record["exact"] = exact
-    if example.task == "sr":
-        record.update(read_back=exact, psnr=min(sr_psnr(output, example.target), PSNR_CAP),
-                      ssim=sr_ssim(output, example.target))
-    elif example.task in ("edit", "inpaint"):
-        edit = example.edit
-        record.update(preserved=preserved(parsed, edit), copied=parsed == edit.before,
-                      fidelity_psnr=min(edit_fidelity(output, example.target), PSNR_CAP))
-        if example.task == "edit":
-            record.update(kind=edit.kind, success=exact)
-        else:
-            # evaluate.score's inpaint "preserved" is "parses to the target's scene", i.e. exact here.
-            removed = inpaint_removed(output, edit.shape)
-            record.update(removed=removed, success=removed and exact)
+    evaluation.record(example, output, parsed, record)  # the task's own fields
     return record
 
 

@@ -23,13 +23,13 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import InputError
+from ..tasks.base import EvaluationField
 
 FIRST_COUNT = 32  # held-out examples per task that the test re-measures (one generation batch)
 SIZE_LIMIT = 10_000_000  # bytes: the folder ships inside the package
 RECIPE_NAME, CARD_NAME, TRAIN_CONFIG_NAME = "recipe.json", "README.md", "train.yaml"
 # The model card's fields per task ("exact" of t2i is the oracle's faithfulness); the first is the main metric.
-CARD_FIELDS = {"t2i": ("exact",), "edit": ("success", "preserved", "fidelity_psnr"),
-               "sr": ("psnr", "ssim", "read_back"), "inpaint": ("success", "removed", "preserved")}
+CARD_FIELDS = EvaluationField("card_fields")  # {task: its `Evaluation.card_fields`}, looked up when read
 FIELD_NAMES = {"exact": "faithfulness (exact scene)", "success": "success (exact target)",
                "fidelity_psnr": "fidelity PSNR (dB)", "psnr": "PSNR (dB)", "read_back": "read back exactly"}
 
@@ -64,7 +64,7 @@ def check_run(run_dir) -> tuple[Path, dict, dict]:
     """(run folder, parsed config.yaml, adapter record of final/) of a finished `mtu train` run; raises first."""
     from ..training.config import read_yaml
     from ..upcycling.serialization import CONFIG_NAME, WEIGHTS_NAME, read_adapter_config
-    from .evaluate import TASKS
+    from .evaluate import scored_tasks
 
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
@@ -82,10 +82,10 @@ def check_run(run_dir) -> tuple[Path, dict, dict]:
         raise FileNotFoundError(f"`run` {str(run_dir)!r} has no finished adapter: {final} must hold {CONFIG_NAME} "
                                 f"and {WEIGHTS_NAME} (the trainer writes them when the run ends).")
     record = read_adapter_config(final)
-    unknown = [task for task in record["config"].tasks if task not in TASKS]
+    unknown = [task for task in record["config"].tasks if task not in scored_tasks()]
     if unknown:
         raise InputError(f"the adapter in {final} has tasks {unknown} that the toy world cannot score; it scores "
-                         f"{list(TASKS)}.")
+                         f"{list(scored_tasks())}.")
     return run_dir, config, record
 
 
@@ -137,7 +137,9 @@ def _baseline(task: str, examples, base: str, seed: int) -> dict:
     from .experiment import score_base
     from .metrics import summarize
 
-    outputs = score_base(base, examples, seed)[1] if task == "t2i" else baseline_outputs(examples)
+    outputs = baseline_outputs(examples)
+    if outputs is None:  # the base model is the reference (t2i)
+        outputs = score_base(base, examples, seed)[1]
     return {"name": BASELINE_NAME[task], "scores": summarize(_records(examples, outputs), seed)}
 
 
@@ -304,7 +306,7 @@ def reproduce_first32(name_or_path="toyworld", count: int = FIRST_COUNT) -> dict
     recipe.json's "first32" holds when `count` is the packaged `first_count`."""
     from ..pipelines import MTUPipeline
     from ..upcycling.serialization import adapter_directory
-    from .evaluate import TASKS, evaluation_set, generate_outputs
+    from .evaluate import evaluation_set, generate_outputs, scored_tasks
     from .metrics import summarize
 
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -317,7 +319,7 @@ def reproduce_first32(name_or_path="toyworld", count: int = FIRST_COUNT) -> dict
     pipe.set_progress_bar_config(disable=True)
     summaries = {}
     for task in pipe.unet.task_names:
-        if task in TASKS:
+        if task in scored_tasks():
             examples = evaluation_set(task, count)
             summaries[task] = summarize(_records(examples, generate_outputs(pipe, examples, seed)), seed)
     return summaries

@@ -11,8 +11,14 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-TASK_COLOURS = {"t2i": "#1f77b4", "edit": "#d62728", "sr": "#2ca02c", "inpaint": "#9467bd",
-                "inpaint_mask": "#8c564b"}
+from ..tasks.base import task_plugin
+from ..upcycling.tasks import available_tasks
+
+
+
+def task_colour(task: str) -> str:
+    """The task's colour in plots (its `Task.colour`); gray for a name no registered task has."""
+    return task_plugin(task).colour if task in available_tasks() else "#333"
 
 
 def image_rows(rows: list[list[Image.Image | None]], path, scale: int = 3, gap: int = 2) -> Path:
@@ -105,7 +111,7 @@ def loss_svg(history: list[dict], tasks: list[str], width: int = 640, height: in
     lines = []
     for i, (task, values) in enumerate(series.items()):
         coords = " ".join(xy(s, v) for s, v in values if v > 0)
-        colour = TASK_COLOURS.get(task, "#333")
+        colour = task_colour(task)
         lines.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{coords}"/>')
         lines.append(f'<text x="{width - pad + 4}" y="{pad + 14 * i}" fill="{colour}" font-size="11">'
                      f'{html.escape(task)}</text>')

@@ -10,6 +10,7 @@ remove, the SR degradation) come from a generator seeded by (seed, epoch, index)
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -22,13 +23,30 @@ from ..data.dataset import ExampleDataset
 from ..data.degradation import DegradationConfig
 from ..data.registry import DataFormat, fields_from_dict, register_format
 from ..data.schemas import get_schema
-from ..upcycling.tasks import get_task
+from ..tasks.base import task_plugin
+from ..upcycling.tasks import available_tasks
 from .scene import MAX_SIZE, MIN_SIZE, make_scenes
-from .tasks import TOY_DEGRADATION, edit_pair, inpaint_pair, sample_edit, sample_removal, sr_pair, t2i_pair
+from .tasks import TOY_DEGRADATION
 
-# The schema whose roles each task's fields fill; it decides how `make_example` derives a missing condition.
-TASK_SCHEMAS = {"t2i": "captions", "edit": "instructpix2pix", "sr": "sr_highres", "inpaint": "gqa_inpaint",
-                "inpaint_mask": "mask_inpaint"}
+
+class _ToySchemas(Mapping):
+    """{task: the schema whose roles its toy-world pairs fill} over the registered tasks with a toy world (a `Task`
+    with `toy_pair`); the schema decides how `make_example` derives a missing condition. Looked up when read."""
+
+    def __getitem__(self, task: str) -> str:
+        plugin = task_plugin(task) if task in available_tasks() else None
+        if plugin is None or plugin.toy_pair is None:
+            raise KeyError(task)
+        return plugin.schemas[0]
+
+    def __iter__(self):
+        return iter(name for name in available_tasks() if task_plugin(name).toy_pair is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+TASK_SCHEMAS = _ToySchemas()
 
 
 @dataclass
@@ -36,7 +54,8 @@ class ToyWorldConfig(JsonConfig):
     """A toy-world source for one task (a source dict with `format: toyworld`).
 
     Args:
-        task: One of `TASK_SCHEMAS`: "t2i", "edit", "sr", "inpaint" or "inpaint_mask".
+        task: A registered task with a toy world (`TASK_SCHEMAS`): "t2i", "edit", "sr", "inpaint", "inpaint_mask"
+            or a plug-in's task whose `Task` has a `toy_pair`.
         count: Number of distinct scenes (items).
         split: "train", or "test" for held-out scenes (disjoint from every train scene).
         seed: Seed of the scene list and of the per-item random choices.
@@ -63,7 +82,8 @@ class ToyWorldConfig(JsonConfig):
         if self.format != "toyworld":
             raise must_be("format", "'toyworld' for a ToyWorldConfig", self.format)
         if self.task not in TASK_SCHEMAS:
-            raise must_be("task", f"one of {tuple(TASK_SCHEMAS)}", self.task)
+            raise must_be("task", f"one of {tuple(TASK_SCHEMAS)} (a plug-in's task: name its module in the run "
+                                  f"file's `plugins:` or with --plugin)", self.task)
         if not is_int(self.count) or self.count < 1:
             raise must_be("count", "an integer >= 1", self.count)
         if self.split not in ("train", "test"):
@@ -108,7 +128,8 @@ class ToyWorldDataset(ExampleDataset):
 
     def __init__(self, config: ToyWorldConfig, epoch: int = 0):
         self.config = config
-        self.task = get_task(config.task)
+        self.plugin = task_plugin(config.task)
+        self.task = self.plugin.spec
         self.schema = get_schema(TASK_SCHEMAS[config.task])
         self.scenes = make_scenes(config.seed, config.count, config.split)
         self._start_epochs(epoch)
@@ -125,20 +146,7 @@ class ToyWorldDataset(ExampleDataset):
     def load_fields(self, index: int, epoch: int) -> tuple[dict, torch.Generator]:
         """The role -> PIL image / str fields of item `index` in `epoch`, and the generator of the SR degradation."""
         rng = np.random.default_rng([self.config.seed, epoch, index])
-        scene, size, task = self.scenes[index], self.config.resolution, self.config.task
-        if task == "t2i":
-            fields = t2i_pair(scene, size)
-        elif task == "edit":
-            fields = edit_pair(sample_edit(scene, rng), size)
-        elif task == "sr":
-            fields = sr_pair(scene, size)
-        elif task in ("inpaint", "inpaint_mask"):
-            fields = inpaint_pair(sample_removal(scene, rng), size)
-            if task == "inpaint_mask":
-                # Classic inpainting: the masked target is the input, the prompt describes the whole target.
-                fields = {"target": fields["target"], "mask": fields["mask"], "prompt": fields["output_caption"]}
-        else:
-            raise AssertionError(f"task {task!r} passed ToyWorldConfig's check")
+        fields = self.plugin.toy_pair(self.scenes[index], self.config.resolution, rng)
         return fields, torch.Generator().manual_seed(int(rng.integers(2 ** 63)))
 
 

@@ -21,6 +21,7 @@ import yaml
 
 from ..data.registry import fields_from_dict
 from ..errors import InputError
+from ..plugins import load_plugins
 from .config_sections import (
     Method,
     ModelConfig,
@@ -205,6 +206,9 @@ class TrainConfig:
         validate_every: Steps between validation images (0: never).
         num_workers: DataLoader worker processes.
         cache_dir: Latent/text-embedding cache made by `mtu cache` (None: encode on the fly).
+        plugins: Modules that register the run's own tasks, schemas or source formats (`mtu.plugins`): module
+            paths such as "my_package.my_task", or .py files (relative to the run file's folder). They are
+            imported before any other field is checked, so `data` may name their tasks.
     """
 
     output_dir: str = "runs/mtu"
@@ -232,8 +236,10 @@ class TrainConfig:
     validate_every: int = 0
     num_workers: int = 0
     cache_dir: str | None = None
+    plugins: list[str] = field(default_factory=list)
 
     def __post_init__(self):
+        self.plugins = load_plugins(self.plugins)  # first: the sources below may name a plug-in's task
         self.model = section_from("model", ModelConfig, self.model)
         self.optim = section_from("optim", OptimConfig, self.optim)
         self.data = sources_from(self.data)
@@ -343,6 +349,9 @@ def resolve_config_paths(tree: dict, folder) -> dict:
     for key in ("output_dir", "cache_dir"):
         if key in tree:
             tree[key] = _path_from(tree[key], folder)
+    if isinstance(tree.get("plugins"), list):  # a plug-in given as a .py file; module paths are kept
+        tree["plugins"] = [_path_from(item, folder) if isinstance(item, str) and item.endswith(".py") else item
+                           for item in tree["plugins"]]
     if tree.get("resume") not in (None, "none", "auto"):
         tree["resume"] = _path_from(tree["resume"], folder)
     model = tree.get("model")

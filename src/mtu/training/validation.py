@@ -68,7 +68,8 @@ def write_validation_images(parts: FrozenParts, model, examples: dict[str, dict]
             extra = {"height": size, "width": size}
             if spec.image_inputs:
                 kwargs["image"] = example["condition"][None]
-            if task == "sr":  # the pipeline takes the low-resolution image and upsamples it by sr_scale itself
+            if pipe.task_defaults(task).sr_scale:  # super-resolution: the pipeline takes the low-resolution image
+                # and upsamples it by sr_scale itself
                 kwargs["image"] = F.interpolate(kwargs["image"], scale_factor=1 / example["sr_scale"], mode="area")
                 extra = {}
             if "mask" in spec.image_inputs:  # the pipeline masks the full image itself

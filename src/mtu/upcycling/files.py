@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..errors import InputError
+from .tasks import task_origin
 
 CONFIG_NAME = "mtu_config.json"
 WEIGHTS_NAME = "mtu_model.safetensors"
@@ -121,6 +122,9 @@ def save_adapter(model, save_directory, state_dict: dict | None = None) -> None:
         "base": model.base_info,
         "dtype": dtype,
     }
+    plugins = {spec.name: task_origin(spec.name) for spec in model.task_specs if task_origin(spec.name)}
+    if plugins:  # task -> its plug-in module, named when a process loads the adapter without it
+        record["plugins"] = plugins
     unconditional = getattr(model, "unconditional_text", None)
     if unconditional is not None:
         record["unconditional_text"] = unconditional

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -106,9 +107,20 @@ def _check_record(record, path: Path) -> None:
         raise InputError(f"{path} has \"tasks\" {record.get('tasks')!r}; expected {{name: task spec}}.")
 
 
+class PluginNotLoadedWarning(UserWarning):
+    """An adapter's task comes from a plug-in module this process has not imported."""
+
+
 def _register_tasks(record: dict, path: Path) -> None:
-    """Registers the tasks the adapter defines that this process lacks; refuses one defined differently."""
+    """Registers the tasks the adapter defines that this process lacks; refuses one defined differently. A task that
+    came from a plug-in module the process has not loaded is said in one line naming the module (its model part
+    loads from the record; its data, toy world and sampling defaults need the module)."""
+    plugins = record.get("plugins", {})
     for name, data in record.get("tasks", {}).items():
+        if name not in available_tasks() and isinstance(plugins, dict) and isinstance(plugins.get(name), str):
+            warnings.warn(f"{path}: task {name!r} comes from plug-in module {plugins[name]!r}, which is not loaded; "
+                          f"load it with `--plugin {plugins[name]}` (or `plugins:` in the run file) for its data, "
+                          f"evaluation and sampling defaults.", PluginNotLoadedWarning, stacklevel=3)
         fields = set(TaskSpec.__dataclass_fields__)
         if not isinstance(data, dict) or not set(data) <= fields:
             raise InputError(f"{path}: task {name!r} is recorded as {data!r}; expected a mapping of {sorted(fields)}.")

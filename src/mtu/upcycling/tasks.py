@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from ..errors import InputError
+from ..registry import Registry
 
 # Each conditioning input and the channels it adds, in units of "latent" (the VAE's latent channels) or fixed.
 _INPUT_CHANNELS = {"image": "latent", "masked_image": "latent", "mask": 1}
@@ -59,38 +60,52 @@ class TaskSpec:
         return cls(**{**data, "image_inputs": tuple(data.get("image_inputs", ()))})
 
 
-_BUILTIN_TASKS = (
-    TaskSpec("t2i", "text-to-image generation", uses_prompt=True),
-    TaskSpec("edit", "instruction-driven image editing (InstructPix2Pix)", image_inputs=("image",)),
-    TaskSpec("sr", "x2 super-resolution from a degraded low-resolution image", uses_prompt=False,
-             image_inputs=("image",)),
-    TaskSpec("inpaint", "instruction-driven object removal (GQA-Inpaint / Inst-Inpaint)", image_inputs=("image",)),
-    TaskSpec("inpaint_mask", "classic mask inpainting (SD-inpainting input layout)",
-             image_inputs=("mask", "masked_image")),
-)
+# The built-in tasks: one plug-in module each (`mtu.tasks.t2i`, ...), imported by name on the first look-up, in this
+# order (so this model-level registry never imports the data and toy-world parts the plug-ins use). A module
+# registers its `mtu.tasks.Task` (which registers the `TaskSpec` here). Installed packages announce theirs in the
+# entry-point group `mtu.tasks` (naming the module), and a run's `plugins:` or `--plugin` imports any other.
+BUILTIN_TASK_MODULES = ("mtu.tasks.t2i", "mtu.tasks.edit", "mtu.tasks.sr", "mtu.tasks.inpaint",
+                        "mtu.tasks.inpaint_mask")
+ENTRY_POINT_GROUP = "mtu.tasks"
 
-_REGISTRY: dict[str, TaskSpec] = {spec.name: spec for spec in _BUILTIN_TASKS}
+# The tasks' specs by name (`mtu.registry.Registry`, the mechanism of the schema and format registries too), and the
+# plug-in module that registered each task (`task_origin`).
+TASK_REGISTRY = Registry("task", ENTRY_POINT_GROUP, BUILTIN_TASK_MODULES)
+_REGISTRY: dict[str, TaskSpec] = TASK_REGISTRY.items
+_ORIGINS: dict[str, str] = TASK_REGISTRY.origins
+
+
+def record_origin(names, module: str) -> None:
+    """Notes that plug-in `module` registered the tasks `names` (an adapter saves it, to name it when missing)."""
+    TASK_REGISTRY.note_origin(names, module)
+
+
+def task_origin(name: str) -> str | None:
+    """The plug-in module that registered task `name`; None for a built-in task or one registered in code."""
+    return TASK_REGISTRY.origins.get(name)
 
 
 def register_task(spec: TaskSpec, overwrite: bool = False) -> TaskSpec:
     """Adds a task to the registry, e.g. `register_task(TaskSpec("colorize", image_inputs=("image",)))`."""
     if not isinstance(spec, TaskSpec):
         raise InputError(f"`spec` must be a TaskSpec, got {type(spec).__name__}.")
-    existing = _REGISTRY.get(spec.name)
+    TASK_REGISTRY.load()
+    existing = TASK_REGISTRY.items.get(spec.name)
     if existing is not None and existing != spec and not overwrite:
         raise InputError(
             f"task {spec.name!r} is already registered as {existing}; pass `overwrite=True` to replace it."
         )
-    _REGISTRY[spec.name] = spec
+    TASK_REGISTRY.put(spec.name, spec)
     return spec
 
 
 def get_task(name: str) -> TaskSpec:
     """Returns the registered task called `name`, or raises naming the known tasks."""
-    if name not in _REGISTRY:
+    spec = TASK_REGISTRY.get(name)
+    if spec is None:
         raise InputError(f"unknown task {name!r}; registered tasks: {', '.join(available_tasks())}.")
-    return _REGISTRY[name]
+    return spec
 
 
 def available_tasks() -> list[str]:
-    return list(_REGISTRY)
+    return list(TASK_REGISTRY.names())
