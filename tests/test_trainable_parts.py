@@ -4,7 +4,6 @@ cross-attention of every transformer block (`model.trainable`), the task input c
 import copy
 
 import pytest
-import torch
 
 from mtu.errors import InputError
 from mtu.training import config_from_dict, train

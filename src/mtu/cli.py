@@ -157,6 +157,21 @@ def _fold_trained(args, path) -> int:
     return _save_folded(model, args, output)
 
 
+def cmd_export(args) -> int:
+    from .export.task_export import export_task
+
+    folder, record = export_task(args.dir, args.task, args.format, args.out, dtype=args.dtype,
+                                 overwrite=args.overwrite, base=args.base, variant=args.variant)
+    if args.format == "onnx":
+        note = "; the base's safety checker is not exported" if record.get("safety_checker") else ""
+        print(f"exported task {args.task!r} as ONNX ({', '.join(record['parts'])}, {args.dtype}) to {folder}; "
+              f"sample it with mtu.export.OnnxTaskPipeline({args.out!r}){note}")
+    else:
+        print(f"exported task {args.task!r} as a stock {record['pipeline']} ({args.dtype}) to {folder}; load it with "
+              f"DiffusionPipeline.from_pretrained({args.out!r}) and call it with {record['call_kwargs']}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from .errors import InputError
     from .training import load_train_config, train
@@ -358,6 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
     _plugin_argument(fo)
     fo.set_defaults(func=cmd_fold)
 
+    ex = sub.add_parser("export", help="one task as a stock diffusers pipeline or as ONNX models (onnxruntime)")
+    ex.add_argument("dir", help="MTU adapter or pipeline folder, run folder, training checkpoint, or shipped name")
+    ex.add_argument("--task", required=True)
+    ex.add_argument("--format", required=True, help="diffusers (the task's stock pipeline) | onnx (SD 1.x/2.x)")
+    ex.add_argument("--dtype", default="fp32", help="fp32 | fp16")
+    ex.add_argument("--out", required=True, help="folder to write")
+    ex.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    ex.add_argument("--base", default=None, help="base pipeline to use instead of the recorded one")
+    ex.add_argument("--variant", default=None, help=VARIANT_HELP + " (default: the one the model records)")
+    ex.set_defaults(func=cmd_export)
 
     tr = sub.add_parser("train", help="multi-task training (accelerate: also under `accelerate launch`)",
                         description="Overrides: --section.field value (e.g. --optim.lr 2e-4 --max_steps 100).")
