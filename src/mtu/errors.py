@@ -31,3 +31,8 @@ class InputError(ValueError):
         else:
             path = f"{prefix}.{self.field}"
         return InputError(self.message, field=path)
+
+
+class MissingExtraError(InputError, ImportError):
+    """An optional dependency is not installed: one line with the install command (the CLI prints InputErrors as
+    one line; Python callers may catch it as the ImportError it is)."""

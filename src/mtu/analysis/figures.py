@@ -11,15 +11,10 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import MissingExtraError  # noqa: F401  (re-exported by mtu.analysis)
 
 INSTALL_HINT = 'pip install "mtu-diffusion[analysis]"'
 DPI = 100  # small PNGs: a figure is a few inches wide, so each file stays well under 200 kB
-
-
-class MissingExtraError(InputError, ImportError):
-    """An optional dependency is not installed: one line with the install command (the CLI prints InputErrors as
-    one line; Python callers may catch it as the ImportError it is)."""
 
 
 def require_matplotlib():

@@ -19,17 +19,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, MissingExtraError  # noqa: F401  (MissingExtraError: re-exported)
 
 INSTALL_HINT = 'pip install "mtu-diffusion[export]"'
 MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx_data"
 OPSET = 17  # LayerNormalization is an ONNX op from 17; onnxruntime >= 1.14 runs it
 TWO_GB = 2**31
-
-
-class MissingExtraError(InputError, ImportError):
-    """An optional dependency is not installed: one line with the install command (the CLI prints InputErrors as
-    one line; Python callers may catch it as the ImportError it is)."""
 
 
 def require_onnx():
