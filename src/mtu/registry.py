@@ -70,5 +70,10 @@ class Registry:
             self.load()  # only when needed: a plug-in's module is imported when something names its item
         return self.items.get(name)
 
-    def put(self, name: str, item) -> None:
+    def put(self, name: str, item, conflict=None) -> None:
+        """Registers `item` as `name`. `conflict(known)` makes the error to raise when another item holds the name
+        (the same item again is a no-op); None replaces it."""
+        known = self.items.get(name)
+        if conflict is not None and known is not None and known != item:
+            raise conflict(known)
         self.items[name] = item

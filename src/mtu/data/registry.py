@@ -59,11 +59,9 @@ def register_format(data_format: DataFormat) -> DataFormat:
     """
     if not isinstance(data_format, DataFormat):
         raise InputError(f"must be a DataFormat, got {type(data_format).__name__}.", field="data_format")
-    known = FORMATS.items.get(data_format.name)
-    if known is not None and known != data_format:
-        raise InputError(f"format {data_format.name!r} is registered already, by {known.config_class.__module__}.",
-                         field="data_format.name")
-    FORMATS.put(data_format.name, data_format)
+    FORMATS.put(data_format.name, data_format, conflict=lambda known: InputError(
+        f"format {data_format.name!r} is registered already, by {known.config_class.__module__}.",
+        field="data_format.name"))
     return data_format
 
 

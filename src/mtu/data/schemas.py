@@ -131,10 +131,8 @@ def register_schema(schema: Schema) -> Schema:
     """
     if not isinstance(schema, Schema):
         raise InputError(f"must be a Schema, got {type(schema).__name__}.", field="schema")
-    known = SCHEMA_REGISTRY.items.get(schema.name)
-    if known is not None and known != schema:
-        raise InputError(f"schema {schema.name!r} is registered already.", field="schema.name")
-    SCHEMA_REGISTRY.put(schema.name, schema)
+    SCHEMA_REGISTRY.put(schema.name, schema, conflict=lambda known: InputError(
+        f"schema {schema.name!r} is registered already.", field="schema.name"))
     return schema
 
 
