@@ -37,3 +37,13 @@ def nudge(model, scale: float = 0.05, seed: int = 1) -> None:
     generator = torch.Generator().manual_seed(seed)
     for _, param in model.mtu_named_parameters():
         param.add_(scale * torch.randn(param.shape, generator=generator))
+
+
+@pytest.fixture
+def elsewhere(tmp_path, monkeypatch):
+    """Runs the test from a working directory (with a space in its name) other than the one its folders were made
+    in: what a user who trained in one folder and generates in another does (issue 14)."""
+    folder = tmp_path / "another cwd"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    return folder

@@ -31,15 +31,6 @@ def runs(tmp_path_factory):
     return made
 
 
-@pytest.fixture
-def elsewhere(tmp_path, monkeypatch):
-    """Run from a folder that is not the one the runs were made in."""
-    folder = tmp_path / "elsewhere"
-    folder.mkdir()
-    monkeypatch.chdir(folder)
-    return folder
-
-
 def _png(folder, name="in.png"):
     path = folder / name
     Image.fromarray(np.full((16, 16, 3), 120, dtype=np.uint8)).save(path)

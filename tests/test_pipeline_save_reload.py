@@ -54,15 +54,6 @@ def sd(tmp_path_factory):
 
 
 @pytest.fixture
-def elsewhere(tmp_path, monkeypatch):
-    """Runs the test from a working directory other than the one the folders were made in."""
-    folder = tmp_path / "another cwd"
-    folder.mkdir()
-    monkeypatch.chdir(folder)
-    return folder
-
-
-@pytest.fixture
 def modules_cache(tmp_path, monkeypatch):
     """diffusers copies a folder's custom code to its modules cache: here, not in the user's home."""
     import diffusers.utils.dynamic_modules_utils as dynamic_modules
