@@ -101,12 +101,10 @@ def cmd_fold(args) -> int:
     from .upcycling.fold import is_folded_unet
     from .upcycling.serialization import adapter_directory, read_adapter_config
 
-    from .training.export import is_checkpoint_folder
+    from .training.export import is_checkpoint_folder, run_final_folder
     from .training.methods import BASELINE_RECORD
 
-    path = Path(args.dir).expanduser()
-    if (path / "config.yaml").is_file() and (path / "final").is_dir():
-        path = path / "final"  # a run folder stands for its final/, as for `mtu generate`
+    path = run_final_folder(Path(args.dir).expanduser(), "dir")  # a run folder stands for its final/
     if is_checkpoint_folder(path) or (path / BASELINE_RECORD).is_file():
         return _fold_trained(args, path)
     record = read_adapter_config(args.dir)  # every check that needs no weights, before the base is loaded

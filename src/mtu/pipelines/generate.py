@@ -120,19 +120,9 @@ class ModelSource:
     sampling: dict
 
 
-def _run_final(path: Path) -> Path:
-    """A run folder (`mtu train`'s output_dir, with config.yaml) stands for its `final/`, once the run has one."""
-    if (path / "config.yaml").is_file() and not (path / "mtu_config.json").is_file():
-        if not (path / "final").is_dir():
-            raise InputError(f"`--model` {str(path)!r} is a training run without final/ (not finished?); give one of "
-                             f"its checkpoints, {str(path / 'checkpoints' / 'checkpoint-N')!r}.")
-        return path / "final"
-    return path
-
-
 def read_model_source(model_dir, base=None, variant=None) -> ModelSource:
     """`ModelSource` of `model_dir` (see `generate`); raises `InputError` / FileNotFoundError naming it."""
-    from ..training.export import checkpoint_run_config, is_checkpoint_folder
+    from ..training.export import checkpoint_run_config, is_checkpoint_folder, run_final_folder
     from ..training.methods import BASELINE_RECORD, read_baseline_record
     from ..upcycling.bases import find_recorded_base
     from ..upcycling.serialization import adapter_directory, read_adapter_config
@@ -141,7 +131,7 @@ def read_model_source(model_dir, base=None, variant=None) -> ModelSource:
     from .folders import adapter_family, check_base_location, check_variant, saved_pipeline_folder, saved_sampling
 
     variant = check_variant(variant)
-    path = _run_final(Path(str(model_dir)).expanduser())
+    path = run_final_folder(Path(str(model_dir)).expanduser(), "--model")
     if is_checkpoint_folder(path) or (path / BASELINE_RECORD).is_file():
         if is_checkpoint_folder(path):
             kind, config = "checkpoint", checkpoint_run_config(path)

@@ -29,6 +29,17 @@ def is_checkpoint_folder(path) -> bool:
     return bool(PATTERN.match(path.name)) and (path / SKELETON).is_file() and (path / TENSORS).is_file()
 
 
+def run_final_folder(path: Path, argument: str) -> Path:
+    """A run folder (`mtu train`'s output_dir, with config.yaml) stands for its `final/`, once the run has one;
+    any other path is returned as it is. `argument` names the flag in the error for an unfinished run."""
+    if (path / RUN_CONFIG).is_file() and not (path / "mtu_config.json").is_file():
+        if not (path / "final").is_dir():
+            raise InputError(f"`{argument}` {str(path)!r} is a training run without final/ (not finished?); give one "
+                             f"of its checkpoints, {str(path / 'checkpoints' / 'checkpoint-N')!r}.")
+        return path / "final"
+    return path
+
+
 def checkpoint_run_config(folder) -> TrainConfig:
     """The resolved config of the run a checkpoint folder belongs to (`RUN/checkpoints/checkpoint-N` -> RUN)."""
     folder = Path(folder).expanduser()
