@@ -205,6 +205,30 @@ def test_data_validate_flag_errors_are_one_line(capsys, tmp_path):
     assert capsys.readouterr().err == ("mtu: error: --columns: must be role=column pairs separated by commas, got "
                                        "'prompt'.\n")
     assert main(flags) == 2
-    assert "missing: --schema" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("mtu: error: --schema: required by DataSourceConfig, but missing")
     assert main(flags + ["--schema", "captions", "--limit", "-1"]) == 2
     assert capsys.readouterr().err == "mtu: error: limit: must be None or an integer >= 0, got -1.\n"
+
+
+def test_data_validate_any_registered_format_from_flags(capsys):
+    """Before: `--format` took only folder, hf and webdataset (`invalid choice: 'toyworld'`), and a format's other
+    fields (a toy source's count and seed) had no flag."""
+    code = main(["data", "validate", "--format", "toyworld", "--task", "edit", "--option", "count=5",
+                 "--option", "seed=3", "--json"])
+    (report,) = json.loads(capsys.readouterr().out)
+    assert code == 0 and (report["format"], report["count"], report["seed"], report["num_readable"]) == \
+        ("toyworld", 5, 3, 5)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--format", "tfrecord", "--task", "t2i"], "--format: must be one of ('folder', 'hf', 'webdataset', 'toyworld'"),
+    (["--format", "toyworld", "--task", "t2i", "--option", "count=0"], "--option count: must be an integer >= 1"),
+    (["--format", "toyworld", "--task", "t2i", "--option", "cnt=3"], "--option cnt: unknown key; did you mean 'count'"),
+    (["--format", "toyworld", "--task", "t2i", "--option", "path=3"], "--option: give 'path' as --path, got path=3."),
+    (["--format", "toyworld", "--task", "t2i", "--option", "=3"], "--option: must be KEY=VALUE, got '=3'."),
+    (["--task", "t2i"], "give --config RUN.yaml, or --task and --format with the format's fields (missing: --format)"),
+])
+def test_data_validate_format_flag_errors_name_the_flag(capsys, flags, message):
+    assert main(["data", "validate", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("mtu: error: " + message), err

@@ -217,22 +217,46 @@ def _config_sources(config: str) -> list:
     return tree["data"]
 
 
+FLAG_FIELDS = ("task", "format", "path", "schema", "columns")
+
+
 def _flag_source(args) -> dict:
-    """The one source that `--task --format --path --schema [--columns]` describe."""
+    """The one source that `--task --format [--path --schema --columns --option KEY=VALUE ...]` describe."""
+    import yaml
+
     from .errors import InputError
 
-    missing = [flag for flag in ("task", "format", "path", "schema") if getattr(args, flag) is None]
+    missing = [flag for flag in ("task", "format") if getattr(args, flag) is None]
     if missing:
-        raise InputError(f"give --config RUN.yaml, or all of --task --format --path --schema (missing: "
+        raise InputError(f"give --config RUN.yaml, or --task and --format with the format's fields (missing: "
                          f"{', '.join('--' + m for m in missing)}).")
-    columns = None
+    entry = {flag: getattr(args, flag) for flag in ("task", "format", "path", "schema") if getattr(args, flag)}
     if args.columns:
-        items = args.columns.split(",")
-        if not all("=" in item for item in items):
-            raise InputError(f"must be role=column pairs separated by commas, got {args.columns!r}.",
-                             field="--columns")
-        columns = dict(item.split("=", 1) for item in items)
-    return {"task": args.task, "format": args.format, "path": args.path, "schema": args.schema, "columns": columns}
+        entry["columns"] = _key_values(args.columns.split(","), "--columns", "role=column pairs separated by commas")
+    for key, value in _key_values(args.option or [], "--option", "KEY=VALUE").items():
+        if key in FLAG_FIELDS:
+            raise InputError(f"give {key!r} as --{key}, got {key}={value}.", field="--option")
+        entry[key] = yaml.safe_load(value) if value else value  # numbers and booleans as YAML reads them
+    return entry
+
+
+def _key_values(items: list[str], flag: str, what: str) -> dict:
+    from .errors import InputError
+
+    if not all("=" in item and item.split("=", 1)[0] for item in items):
+        raise InputError(f"must be {what}, got {','.join(items)!r}.", field=flag)
+    return dict(item.split("=", 1) for item in items)
+
+
+def _flag_error(error):
+    """A source error in the terms of the flags that gave the field (`--schema`, `--option count`)."""
+    from .errors import InputError
+
+    field = (error.field or "").split(".")[0]
+    if not field:
+        return error
+    name = f"--{field}" if field in FLAG_FIELDS else f"--option {field}"
+    return InputError(error.message, field=name + error.field[len(field):])
 
 
 def cmd_data_validate(args) -> int:
@@ -245,7 +269,7 @@ def cmd_data_validate(args) -> int:
         try:  # every entry is checked before any source is read; an error names its place (data[1].schema)
             entries[number] = source_from_dict(entry)
         except InputError as error:
-            raise (error.within(f"data[{number}]") if args.config else error) from None
+            raise (error.within(f"data[{number}]") if args.config else _flag_error(error)) from None
     for number, source in enumerate(entries):
         try:
             reports.append(validate_source(source, limit=args.limit))
@@ -413,10 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
     val = data_sub.add_parser("validate", help="read a source as training would and report what was found")
     val.add_argument("--config", default=None, help="a training YAML: validate all its `data` sources")
     val.add_argument("--task")
-    val.add_argument("--format", choices=("folder", "hf", "webdataset"))
+    val.add_argument("--format", help="a registered source format: folder, hf, webdataset, toyworld, or a plug-in's")
     val.add_argument("--path")
     val.add_argument("--schema")
     val.add_argument("--columns", default=None, help="role=column,... overrides")
+    val.add_argument("--option", action="append", metavar="KEY=VALUE",
+                     help="another field of the format's source (e.g. count=200 seed=1 for toyworld); repeatable")
     val.add_argument("--limit", type=int, default=None, help="check only the first N samples")
     val.add_argument("--json", action="store_true")
     _plugin_argument(val)
