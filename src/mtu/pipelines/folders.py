@@ -19,7 +19,7 @@ from diffusers import DiffusionPipeline
 from ..errors import InputError
 from ..shipped import resolve, short_names
 from ..upcycling.bases import (RANDOM_PREFIX, base_unet_config, check_weights_variant, fingerprint_matches,
-                               looks_like_hub_id)
+                               hub_revision_kwargs, looks_like_hub_id)
 from ..upcycling.files import CONFIG_NAME
 from ..upcycling.model import MTUModel
 from ..upcycling.serialization import load_mtu
@@ -107,7 +107,8 @@ def load_base_components(base, names: tuple[str, ...], torch_dtype: torch.dtype 
             feature extractor).
     """
     location = check_base_location(base)
-    index = DiffusionPipeline.load_config(location)
+    repo, revision = hub_revision_kwargs(location)  # a hub id's `@revision`, as `revision=`
+    index = DiffusionPipeline.load_config(repo, **revision)
     components = {}
     for name in names + optional:
         component_class = _component_class(index, name, base)
@@ -122,7 +123,7 @@ def load_base_components(base, names: tuple[str, ...], torch_dtype: torch.dtype 
             check_weights_variant(Path(location) / name, variant, base=location)
             kwargs = {"use_safetensors": True, **({"torch_dtype": torch_dtype} if torch_dtype else {}),
                       **({"variant": variant} if variant else {})}
-        components[name] = component_class.from_pretrained(location, subfolder=name, **kwargs)
+        components[name] = component_class.from_pretrained(repo, subfolder=name, **kwargs, **revision)
     return components, index
 
 

@@ -13,7 +13,7 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokeniz
 from ..conditioning import PromptTruncatedWarning, tokenize_prompts, truncated_tokens
 from ..errors import InputError
 from ..shipped import resolve, short_names
-from ..upcycling.bases import check_base_spec, load_base_unet, looks_like_hub_id
+from ..upcycling.bases import check_base_spec, hub_revision_kwargs, load_base_unet, looks_like_hub_id
 
 
 @dataclass
@@ -69,17 +69,18 @@ def load_frozen_parts(base: str, variant: str | None = None) -> FrozenParts:
                          f"text encoder and scheduler, not only a UNet (a single-file checkpoint: save it as a "
                          f"pipeline folder once with diffusers' StableDiffusionPipeline.from_single_file).")
     base = str(path.resolve()) if kind == "pipeline" else base
-    kwargs = {"use_safetensors": True, "variant": variant}
+    base, revision = hub_revision_kwargs(base)  # a hub id's `@revision` (an adapter pins its base's commit)
+    index = DiffusionPipeline.load_config(base, **revision)
+    kwargs = {"use_safetensors": True, "variant": variant, **revision}
     parts = FrozenParts(
         vae=AutoencoderKL.from_pretrained(base, subfolder="vae", **kwargs),
         text_encoder=CLIPTextModel.from_pretrained(base, subfolder="text_encoder", **kwargs),
-        tokenizer=CLIPTokenizer.from_pretrained(base, subfolder="tokenizer"),
-        noise_scheduler=DDPMScheduler.from_pretrained(base, subfolder="scheduler"),
+        tokenizer=CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", **revision),
+        noise_scheduler=DDPMScheduler.from_pretrained(base, subfolder="scheduler", **revision),
     )
-    if (path / "text_encoder_2").is_dir() or (not path.exists() and "xl" in base.lower()):
+    if (index.get("text_encoder_2") or [None])[0] is not None:  # SDXL: model_index.json lists a second encoder
         parts.text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(base, subfolder="text_encoder_2", **kwargs)
-        parts.tokenizer_2 = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer_2")
-        index = DiffusionPipeline.load_config(base)
+        parts.tokenizer_2 = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer_2", **revision)
         parts.force_zeros_for_empty_prompt = bool(index.get("force_zeros_for_empty_prompt", True))
     return parts
 

@@ -2,9 +2,11 @@
 shipped base or architecture), recording where it is, and identifying it (its architecture config and fingerprints of
 its weights, which an adapter records).
 
-Where a base is recorded: a local folder or file as its absolute path, a hub id, a shipped base's short name or
-`random:<arch>` as given (`base_location`). A name is taken for a hub id only if it cannot be a local path
-(`looks_like_hub_id`), so a missing local path fails at once, naming it, instead of retrying the hub.
+Where a base is recorded: a local folder or file as its absolute path, a hub id pinned to the commit it was loaded
+at (`org/name@<sha>`, from the local Hugging Face cache), a shipped base's short name or `random:<arch>` as given
+(`base_location`). A name is taken for a hub id only if it cannot be a local path (`looks_like_hub_id`), so a missing
+local path fails at once, naming it, instead of retrying the hub. A hub id may name a revision itself,
+`org/name@<branch, tag or commit>` (`split_revision`), wherever a base is given.
 
 Fingerprints: sha256 over every tensor's name, dtype, shape and bytes, taken of the weights cast to each precision
 in `PRECISIONS` that is not finer than the weights themselves (`base_identity`). Weights are "exact" at a
@@ -30,7 +32,8 @@ from ..shipped import resolve, short_names
 from .files import PICKLE_SUFFIXES, pickle_refusal
 
 RANDOM_PREFIX = "random:"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")  # org/name, optionally @revision
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 PRECISIONS = ("float32", "float16", "bfloat16")  # finest first; a record holds the hashes from its own onwards
 
 
@@ -130,8 +133,39 @@ def looks_like_hub_id(spec: str, folder=None) -> bool:
     return bool(_HUB_ID.match(spec)) and not (Path(folder or ".") / spec.split("/", 1)[0]).exists()
 
 
+def split_revision(spec: str) -> tuple[str, str | None]:
+    """(repo id, revision or None) of a hub id written `org/name@revision`; anything else as (spec, None)."""
+    if "@" in spec and looks_like_hub_id(spec):
+        repo, revision = spec.split("@", 1)
+        return repo, revision
+    return spec, None
+
+
+def hub_revision_kwargs(spec: str) -> tuple[str, dict]:
+    """(what to pass `from_pretrained` as the name, its `revision=` keyword if `spec` names one)."""
+    repo, revision = split_revision(spec)
+    return repo, ({"revision": revision} if revision else {})
+
+
+def cached_commit(spec: str) -> str | None:
+    """The commit the local Hugging Face cache holds for hub id `spec` (at its revision, default "main"), or None
+    where the cache has no snapshot of it (nothing is downloaded)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, revision = split_revision(spec)
+    if revision and _COMMIT.match(revision):
+        return revision
+    for filename in ("model_index.json", "unet/config.json", "config.json"):
+        found = try_to_load_from_cache(repo, filename, revision=revision or "main")
+        if isinstance(found, str):
+            parts = Path(found).parts
+            return parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
+    return None
+
+
 def base_location(name_or_path) -> str | None:
-    """How an adapter records where its base is: an existing local folder or file as its absolute path; a hub id, a
+    """How an adapter records where its base is: an existing local folder or file as its absolute path; a hub id
+    pinned to the commit the local cache holds for it (`org/name@<sha>`; as given where the cache has none); a
     shipped base's short name, `random:<arch>` or a path that does not exist here as given."""
     if not name_or_path:
         return None
@@ -139,7 +173,10 @@ def base_location(name_or_path) -> str | None:
     if text.startswith(RANDOM_PREFIX) or _is_short_name(text):
         return text
     path = Path(text).expanduser()
-    return str(path.resolve()) if path.exists() else text
+    if path.exists():
+        return str(path.resolve())
+    commit = cached_commit(text) if looks_like_hub_id(text) else None
+    return f"{split_revision(text)[0]}@{commit}" if commit else text
 
 
 def find_recorded_base(recorded: str, adapter_directory) -> str:
@@ -335,8 +372,9 @@ def load_base_unet(spec: str, torch_dtype: torch.dtype | None = None, *, variant
     if kind == "unet":
         return UNet2DConditionModel.from_pretrained(location, **kwargs)
     assert kind == "hub", kind
+    repo, revision = hub_revision_kwargs(spec)
     try:
-        return UNet2DConditionModel.from_pretrained(spec, subfolder="unet", **kwargs)
+        return UNet2DConditionModel.from_pretrained(repo, subfolder="unet", **kwargs, **revision)
     except OSError as error:  # diffusers' errors for a repo it cannot reach or read (network, auth, missing files)
         raise InputError(f"could not load base {spec!r} from the Hugging Face Hub ({' '.join(str(error).split())}); "
                          f"if it is a local folder, give its full path.") from error
