@@ -65,7 +65,7 @@ CASES = [
     ("model.mtu.granularity", INF, (r"model\.mtu\.granularity: must be a finite number > 0 \(or None for "
                                    r"1/num_experts\), got inf\.")),
     # unknown tasks in per-task settings
-    ("task_loss_weights", {"colorize": 2.0}, (r"task_loss_weights\.colorize: not a task of this run; its tasks "
+    ("task_loss_weights", {"sketch2img": 2.0}, (r"task_loss_weights\.sketch2img: not a task of this run; its tasks "
                                              r"\(those of `data`\): t2i, edit\.")),
     ("task_loss_weights", {"edt": 2.0}, r"task_loss_weights\.edt: not a task of this run; did you mean 'edit'\? .*"),
     ("task_loss_weights", ["edit"], (r"task_loss_weights: must be a mapping task -> weight such as \{edit: 2\.0\}, "

@@ -92,8 +92,8 @@ def wide_adapter(tmp_path_factory):
 
 
 BAD_INPUTS = {
-    "unknown task": (["toyworld", "--task", "colorize", "--format", "onnx"],
-                     "--task: unknown task 'colorize'; the model has tasks ['t2i', 'edit', 'sr', 'inpaint']."),
+    "unknown task": (["toyworld", "--task", "sketch2img", "--format", "onnx"],
+                     "--task: unknown task 'sketch2img'; the model has tasks ['t2i', 'edit', 'sr', 'inpaint']."),
     "unsupported format": (["toyworld", "--task", "t2i", "--format", "tflite"],
                            "--format: `format` must be one of ('diffusers', 'onnx'), got 'tflite'."),
     "unsupported dtype": (["toyworld", "--task", "t2i", "--format", "onnx", "--dtype", "bf16"],

@@ -100,8 +100,8 @@ def test_bad_task_keep_or_model_is_one_line_error(model):
                                              r"\['t2i', 'edit'\]") as error:
         switcher.set_task("inpaint")
     assert "\n" not in str(error.value) and switcher.task == "t2i"
-    with pytest.raises(mtu.InputError, match="unknown task 'colorize'"):
-        TaskSwitchingUNet(model, tasks=["t2i", "colorize"])
+    with pytest.raises(mtu.InputError, match="unknown task 'sketch2img'"):
+        TaskSwitchingUNet(model, tasks=["t2i", "sketch2img"])
     with pytest.raises(mtu.InputError, match=r"`keep` must be one of \('folded', 'experts'\), got 'routed'"):
         TaskSwitchingUNet(model, keep="routed")
     wide = mtu.upcycle(build_unet("tiny", seed=0), mtu.MTUConfig(tasks=["t2i"], num_experts=2, granularity=1.0))

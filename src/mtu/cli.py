@@ -282,6 +282,13 @@ def cmd_data_validate(args) -> int:
     return 0 if all(report["ok"] for report in reports) else 1
 
 
+def cmd_data_schemas(args) -> int:
+    from .data.schemas import schemas_markdown
+
+    print(schemas_markdown())
+    return 0
+
+
 def cmd_cache(args) -> int:
     from .errors import InputError
     from .training import load_train_config
@@ -447,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--json", action="store_true")
     _plugin_argument(val)
     val.set_defaults(func=cmd_data_validate)
+    schemas = data_sub.add_parser("schemas", help="every registered schema's roles and the keys each reads (markdown)")
+    _plugin_argument(schemas)
+    schemas.set_defaults(func=cmd_data_schemas)
 
     from .demo import DemoConfig
 

@@ -209,18 +209,21 @@ def check_compatible(task, schema: Schema) -> None:
         )
 
 
-def schemas_markdown() -> str:
-    """Every schema's roles and the keys each is read from, as the markdown tables of docs/DATA.md (a test keeps
-    the page equal to this)."""
-    available_tasks()  # the task modules register their schemas (e.g. a built-in task's own): list them all
-    lines = []
-    for schema in SCHEMA_REGISTRY.items.values():
-        lines += [f"### `{schema.name}`: {schema.description}", "", "| role | kind | keys tried, in order | required |",
-                  "|---|---|---|---|"]
-        for spec in schema.columns:
-            keys = ", ".join(f"`{name}`" for name in dict.fromkeys(spec.candidates))
-            lines.append(f"| {spec.role} | {spec.kind} | {keys} | {'yes' if spec.required else 'no'} |")
-        if schema.derived_condition:
-            lines += ["", f"The condition image is made on the fly: {describe(schema.derived_condition)}."]
-        lines += ["", f"webdataset sample: {schema.webdataset_layout}", ""]
+def schema_markdown(schema: Schema) -> str:
+    """One schema's roles and the keys each is read from, as a markdown section (docs/DATA.md's form)."""
+    lines = [f"### `{schema.name}`: {schema.description}", "", "| role | kind | keys tried, in order | required |",
+             "|---|---|---|---|"]
+    for spec in schema.columns:
+        keys = ", ".join(f"`{name}`" for name in dict.fromkeys(spec.candidates))
+        lines.append(f"| {spec.role} | {spec.kind} | {keys} | {'yes' if spec.required else 'no'} |")
+    if schema.derived_condition:
+        lines += ["", f"The condition image is made on the fly: {describe(schema.derived_condition)}."]
+    lines += ["", f"webdataset sample: {schema.webdataset_layout}", ""]
     return "\n".join(lines)
+
+
+def schemas_markdown() -> str:
+    """Every registered schema (the task modules' own and plug-ins' included) as `schema_markdown` sections: what
+    `mtu data schemas` prints; docs/DATA.md holds those of the paper's tasks (a test keeps them equal)."""
+    available_tasks()  # the task modules register their schemas (e.g. a built-in task's own): list them all
+    return "\n".join(schema_markdown(schema) for schema in SCHEMA_REGISTRY.items.values())
