@@ -126,7 +126,8 @@ def test_hub_id_loads_from_the_hub_cache(tmp_path, tiny_base):
                              str(tmp_path / "a")], capture_output=True, text=True, env=_offline_env(tmp_path / "hub"))
     assert result.returncode == 0, result.stderr
     assert mtu.load_mtu(tmp_path / "a", base=tiny_base.__class__.from_pretrained(snapshot / "unet")) is not None
-    assert json.loads((tmp_path / "a" / "mtu_config.json").read_text())["base"]["name_or_path"] == "testorg/tiny-sd@" + "0" * 40  # pinned to the commit
+    recorded = json.loads((tmp_path / "a" / "mtu_config.json").read_text())["base"]["name_or_path"]
+    assert recorded == "testorg/tiny-sd@" + "0" * 40  # pinned to the commit it was made from
 
 
 def test_unreachable_hub_id_is_one_line(tmp_path):
