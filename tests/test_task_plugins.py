@@ -230,3 +230,22 @@ def test_an_installed_package_announces_its_task_in_the_entry_point_group(user, 
     monkeypatch.setattr(spec_registry.TASK_REGISTRY, "_loaded", False)
     assert mtu.get_task("colorize").image_inputs == ("image",)
     assert spec_registry.task_origin("colorize") == "colorize_task"
+
+
+def test_every_command_takes_plugin(user, monkeypatch, capsys):
+    """Before: `mtu inspect`, `export`, `analyze`, `demo`, `selfcheck` and `toyworld pretrain` had no `--plugin`, so an
+    adapter with a user's task could not be inspected from the command line."""
+    from mtu.cli import _commands, build_parser
+
+    missing = [command.prog for command in _commands(build_parser())
+               if "--plugin" not in command._option_string_actions]
+    assert not missing
+    plugin = str(user / "colorize_task.py")
+    assert main(["upcycle", "--plugin", plugin, "--base", "random:tiny", "--tasks", "t2i,colorize", "--out", "a"]) == 0
+    spec_registry._REGISTRY.pop("colorize")  # a fresh process that never imported the plug-in
+    plugin_registry._PLUGINS.pop("colorize")
+    schema_registry.SCHEMAS.pop("colour_images")
+    monkeypatch.delitem(sys.modules, "colorize_task", raising=False)
+    capsys.readouterr()
+    assert main(["inspect", "a", "--json", "--plugin", plugin]) == 0
+    assert "colorize" in json.loads(capsys.readouterr().out)["tasks"]

@@ -500,7 +500,20 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _plugin_argument(pack)
     pack.set_defaults(func=cmd_toyworld_package)
+    for command in _commands(parser):  # every command knows a user's tasks (issue 15), those added later too
+        if "--plugin" not in command._option_string_actions:
+            _plugin_argument(command)
     return parser
+
+
+def _commands(parser: argparse.ArgumentParser):
+    """The parsers of every runnable command (`mtu train`, `mtu data validate`, ...), depth first."""
+    actions = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    if not actions:
+        yield parser
+    for action in actions:
+        for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+            yield from _commands(child)
 
 
 # OSErrors about the user's own files: one line naming the path. Any other OSError is a bug (traceback).
