@@ -249,3 +249,40 @@ def test_every_command_takes_plugin(user, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["inspect", "a", "--json", "--plugin", plugin]) == 0
     assert "colorize" in json.loads(capsys.readouterr().out)["tasks"]
+
+
+BAD_PLUGINS = {
+    "clash.py": "from mtu.tasks import Task, register\nfrom mtu import TaskSpec\n"
+                "register(Task(TaskSpec('edit', 'another edit', image_inputs=())))\n",
+    "bad_task.py": "from mtu.tasks import Task, register\nregister(Task('sketch'))\n",
+    "bad_family.py": "from mtu.tasks import Task, TaskDefaults, register\nfrom mtu import TaskSpec\n"
+                     "register(Task(TaskSpec('doodle'), defaults={'kandinsky': TaskDefaults('none', 20)}))\n",
+}
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("missing.py", "--plugin[0]: plug-in file 'missing.py' does not exist."),
+    ("3rd-party", "--plugin[0]: must be a module path such as 'my_package.my_task' or a .py file, got '3rd-party'."),
+    ("clash.py", "--plugin[0]: plug-in 'clash.py' registers something mtu refuses: task 'edit' is already registered"),
+    ("bad_task.py", "--plugin[0]: plug-in 'bad_task.py' registers something mtu refuses: `spec` must be a TaskSpec, "
+                    "got str."),
+    ("bad_family.py", "--plugin[0]: plug-in 'bad_family.py' registers something mtu refuses: `defaults` of task "
+                      "'doodle' has families ['kandinsky']"),
+])
+def test_bad_plugins_are_one_line_naming_the_plugin(registries, tmp_path, monkeypatch, capsys, flag, message):
+    """Before: a plug-in that registered a clashing or malformed task printed the registry's message alone, without
+    saying which plug-in caused it."""
+    monkeypatch.chdir(tmp_path)
+    for name, text in BAD_PLUGINS.items():
+        (tmp_path / name).write_text(text)
+    assert main(["upcycle", "--plugin", flag, "--base", "random:tiny", "--out", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mtu: error: " + message) and err.count("\n") == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_plugins_in_a_run_file_must_be_a_list(registries, tmp_path, capsys):
+    run = tmp_path / "run.yaml"
+    run.write_text(yaml.safe_dump({"plugins": "colorize_task", "data": [{"format": "toyworld", "task": "t2i"}]}))
+    assert main(["data", "validate", "--config", str(run)]) == 2
+    assert capsys.readouterr().err.startswith("mtu: error: plugins: must be a list of module paths or .py files")

@@ -68,10 +68,17 @@ def check_plugins(value, field: str = "plugins") -> list[str]:
 
 def load_plugins(names, field: str = "plugins") -> list[str]:
     """Imports each plug-in of `names` (module paths or .py files) once, in order, and notes which tasks each
-    registered; returns the names. Raises `InputError` naming a plug-in that cannot be found."""
+    registered; returns the names. Raises `InputError` naming a plug-in that cannot be found, or that registers
+    something mtu refuses (a task that clashes with a registered one, a malformed `Task`)."""
     names = check_plugins(names, field)
     for index, name in enumerate(names):
         before = set(available_tasks())
-        _import(name, f"{field}[{index}]")
+        try:
+            _import(name, f"{field}[{index}]")
+        except InputError as error:
+            if error.field == f"{field}[{index}]":
+                raise
+            raise InputError(f"plug-in {name!r} registers something mtu refuses: {error}",
+                             field=f"{field}[{index}]") from None
         record_origin(set(available_tasks()) - before, name)
     return names
