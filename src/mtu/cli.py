@@ -426,9 +426,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="run one task of a trained MTU model (MTUPipeline)")
     _plugin_argument(add_generate_arguments(gen)).set_defaults(func=run_generate)
 
+    from .chat.app import add_chat_arguments, run_chat
+
+    chat = sub.add_parser("chat", help="the chat of the paper's Fig. 1: one model answers every request (Gradio)")
+    _plugin_argument(add_chat_arguments(chat)).set_defaults(func=run_chat)
+
     from .analysis.commands import add_analyze_parser
 
     add_analyze_parser(sub)
+
+    from .evaluation.commands import add_eval_parser
+
+    add_eval_parser(sub)
 
     ca = sub.add_parser("cache", help="encode a run's data with the VAE once (and text, with --text)")
     ca.add_argument("--config", required=True, help="the training YAML")

@@ -36,7 +36,7 @@ def _check_source(source, task: str, format: str) -> None:
     names = [spec.name for spec in source.specs]
     if task not in names:
         raise InputError(f"unknown task {task!r}; the model has tasks {names}.", field="--task")
-    if format == "onnx" and source.unet_config.get("addition_embed_type") == "text_time":
+    if format == "onnx" and source.family == "sdxl":
         raise InputError("the onnx format takes SD 1.x/2.x tasks only (SDXL's two text encoders and added "
                          "conditions have no ONNX sampling loop here); use --format diffusers.", field="--format")
     if source.kind in ("adapter", "pipeline"):
@@ -50,22 +50,16 @@ def _check_source(source, task: str, format: str) -> None:
 
 def _load_pipeline(source):
     """The MTU pipeline of `source` (a `mtu.pipelines.generate.ModelSource`), in float32 on the CPU."""
+    from ..pipelines.generate import load_pipeline
     from .switching import check_foldable
 
-    if source.unet_config.get("addition_embed_type") == "text_time":
-        from ..pipelines.pipeline_mtu_sdxl import MTUStableDiffusionXLPipeline as pipeline_class
-    else:
-        from ..pipelines.pipeline_mtu import MTUPipeline as pipeline_class
-    if source.kind in ("adapter", "pipeline"):
-        return pipeline_class.from_pretrained(source.folder, base=source.base, variant=source.variant)
-    from ..training.export import model_from_checkpoint
+    def foldable(model) -> None:
+        if getattr(model, "mtu_config", None) is None:
+            raise InputError(f"{str(source.folder)!r} is a checkpoint of a baseline run, whose tasks do not fold "
+                             f"into a stock UNet; `mtu export` takes MTU models.")
+        check_foldable(model, "`mtu export`")
 
-    model = model_from_checkpoint(source.folder, base=source.base, variant=source.variant)
-    if getattr(model, "mtu_config", None) is None:
-        raise InputError(f"{str(source.folder)!r} is a checkpoint of a baseline run, whose tasks do not fold into a "
-                         f"stock UNet; `mtu export` takes MTU models.")
-    check_foldable(model, "`mtu export`")
-    return pipeline_class.from_base(source.base, model, variant=source.variant)
+    return load_pipeline(source, check_model=foldable)
 
 
 def export_task(model, task: str, format: str, out, *, dtype: str = "fp32", overwrite: bool = False,

@@ -119,6 +119,11 @@ class ModelSource:
     unet_config: dict
     sampling: dict
 
+    @property
+    def family(self) -> str:
+        """"sdxl" or "sd": the pipeline family of the base."""
+        return "sdxl" if self.unet_config.get("addition_embed_type") == "text_time" else "sd"
+
 
 def read_model_source(model_dir, base=None, variant=None) -> ModelSource:
     """`ModelSource` of `model_dir` (see `generate`); raises `InputError` / FileNotFoundError naming it."""
@@ -166,6 +171,41 @@ def _unet_config(location: str) -> dict:
     from diffusers import UNet2DConditionModel
 
     return dict(UNet2DConditionModel.load_config(location, subfolder="unet"))
+
+
+def load_pipeline(source: ModelSource, *, torch_dtype=None, device=None, safety_checker: bool = True,
+                  check_model=None):
+    """The pipeline of `source` (any `--model`: adapter, saved pipeline, baseline folder, training checkpoint): an
+    `MTUPipeline`, or `MTUStableDiffusionXLPipeline` for an SDXL base; what `mtu generate`, `eval`, `chat` and
+    `export` run.
+
+    Args:
+        torch_dtype: dtype of the weights (None: as stored).
+        device: Where the pipeline runs (None: where it was loaded, the CPU).
+        safety_checker: False loads an SD base without its safety checker (diffusers' `safety_checker=None`).
+        check_model: Called with the model read from a checkpoint or baseline folder before the pipeline is built
+            (`mtu export` refuses what it cannot fold there).
+    """
+    if source.family == "sdxl":
+        from .pipeline_mtu_sdxl import MTUStableDiffusionXLPipeline as pipeline_class
+    else:
+        from .pipeline_mtu import MTUPipeline as pipeline_class
+    options = {"torch_dtype": torch_dtype, "variant": source.variant,
+               **({} if safety_checker or source.family == "sdxl" else {"safety_checker": None})}
+    if source.kind in ("adapter", "pipeline"):
+        pipe = pipeline_class.from_pretrained(source.folder, base=source.base, **options)
+    else:
+        from ..training.export import model_from_checkpoint
+
+        model = source.folder  # a baseline's folder: `from_base` reads it
+        if source.kind == "checkpoint":
+            model = model_from_checkpoint(source.folder, base=source.base, variant=source.variant)
+            if torch_dtype is not None:
+                model.to(torch_dtype)
+        if check_model is not None:
+            check_model(model)
+        pipe = pipeline_class.from_base(source.base, model, **options)
+    return pipe.to(device) if device is not None else pipe
 
 
 def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=None, out="out.png", base=None,
@@ -216,7 +256,7 @@ def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=N
     if dtype is not None and dtype not in DTYPES:
         raise InputError(f"`dtype` must be one of {DTYPES}, got {dtype!r}.")
     torch_device = check_device(device)
-    family = "sdxl" if source.unet_config.get("addition_embed_type") == "text_time" else "sd"
+    family = source.family
     # The pipeline re-checks the size with its VAE's scale factor
     default_size = (source.unet_config["sample_size"] * 8,) * 2
     check_call_inputs(source.specs, family, task, prompt=prompt, image=image, mask_image=mask, height=height,
@@ -225,25 +265,8 @@ def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=N
                       sampling_overrides=source.sampling)
 
     # 2. The pipeline: base components plus the model on the base's UNet
-    if family == "sdxl":
-        from .pipeline_mtu_sdxl import MTUStableDiffusionXLPipeline as pipeline_class
-    else:
-        from .pipeline_mtu import MTUPipeline as pipeline_class
-    torch_dtype = getattr(torch, dtype) if dtype else None
-    options = {"torch_dtype": torch_dtype, "variant": source.variant,
-               **({} if safety_checker or family == "sdxl" else {"safety_checker": None})}
-    if source.kind in ("adapter", "pipeline"):
-        pipe = pipeline_class.from_pretrained(source.folder, base=source.base, **options)
-    else:
-        from ..training.export import model_from_checkpoint
-
-        model = source.folder
-        if source.kind == "checkpoint":
-            model = model_from_checkpoint(source.folder, base=source.base, variant=source.variant)
-            if torch_dtype is not None:
-                model.to(torch_dtype)
-        pipe = pipeline_class.from_base(source.base, model, **options)
-    pipe.to(torch_device)
+    pipe = load_pipeline(source, torch_dtype=getattr(torch, dtype) if dtype else None, device=torch_device,
+                         safety_checker=safety_checker)
 
     # 3. Sample and write
     output = pipe(task, prompt=prompt, image=image, mask_image=mask, height=height, width=width,

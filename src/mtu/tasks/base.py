@@ -62,6 +62,44 @@ class Evaluation:
         object.__setattr__(self, "card_fields", tuple(self.card_fields) or (self.main_record,))
 
 
+INTENT_VERBS = ("keep", "drop")  # or a word that replaces the matched phrase, e.g. "remove"
+
+
+@dataclass(frozen=True)
+class Intents:
+    """How a chat user asks for the task in words (`mtu chat`'s router, `mtu.chat.route`).
+
+    Args:
+        phrases: Lower-case words or phrases that ask for the task ("remove", "get rid of"). Each word also finds
+            its inflections ("sharp": "sharper", "sharpness"; "blur": "blurry", "blurred"; `mtu.chat.phrases.stem`);
+            `a|b` finds either word ("it|image * big": "make it bigger", "the image 2x larger"); a `*` stands for
+            zero to four words of any kind ("take * away": "take away the square", "take the square away").
+            Typos within one letter of a phrase's words are read as those words.
+        verb: What the prompt passed to the model is: "keep" (an edit instruction stays as typed), "drop" (what the
+            phrase introduces, t2i: "draw a red circle" -> "a red circle"), or a word put first, before the object
+            the request names ("remove": "i want the circle gone" -> "remove the circle", the wording the toy model
+            was trained on).
+        priority: When phrases of several tasks are found, the highest priority wins (the more specific request:
+            "make it sharper" is sr, not an edit "make it ..."); built-ins: edit 0, t2i 1, sr 2, inpaint 3,
+            inpaint_mask 4. A user's task defaults to 3.
+    """
+
+    phrases: tuple[str, ...]
+    verb: str = "keep"
+    priority: int = 3
+
+    def __post_init__(self):
+        phrases = tuple(self.phrases) if not isinstance(self.phrases, str) else (self.phrases,)
+        bad = [p for p in phrases if not isinstance(p, str) or p != p.lower() or set(p.split()) <= {"*"}
+               or any("" in part.split("|") for part in p.split())]
+        if not phrases or bad:
+            raise InputError(f"`phrases` must be non-empty lower-case words or phrases (`a|b` alternatives, `*` "
+                             f"gaps, not only gaps), got {bad or self.phrases!r}.")
+        if not isinstance(self.verb, str) or not self.verb.strip():
+            raise InputError(f"`verb` must be one of {INTENT_VERBS} or a word, got {self.verb!r}.")
+        object.__setattr__(self, "phrases", phrases)
+
+
 @dataclass(frozen=True, eq=False)
 class Task:
     """One task as a plug-in.
@@ -76,7 +114,10 @@ class Task:
             task of the same guidance kind.
         prompt_optional: Whether a call without `prompt` runs with the empty prompt instead of being refused.
         colour: The task's colour in the demo's plots.
-        extras: Room for later per-task parts (metrics of an eval command, chat intent hints, export notes).
+        extras: Room for later per-task parts (export notes, ...).
+        intents: How a chat user asks for the task (`Intents`); None: `mtu chat` reaches it only by `/name`.
+        metrics: Names of the metrics `mtu eval` scores the task with (`mtu.evaluation.metrics`; a plug-in adds
+            its own with `mtu.evaluation.register_metric`); (): only the toy world's oracle scores it.
     """
 
     spec: TaskSpec
@@ -87,14 +128,22 @@ class Task:
     prompt_optional: bool = False
     colour: str = "#333333"
     extras: Mapping[str, object] = field(default_factory=dict)
+    intents: Intents | None = None
+    metrics: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not isinstance(self.spec, TaskSpec):
             raise InputError(f"`spec` must be a TaskSpec, got {type(self.spec).__name__}.")
         object.__setattr__(self, "schemas", tuple(self.schemas))
+        object.__setattr__(self, "metrics", (self.metrics,) if isinstance(self.metrics, str) else tuple(self.metrics))
+        if not all(isinstance(name, str) and name for name in self.metrics):
+            raise InputError(f"`metrics` of task {self.name!r} must be metric names (strings), got {self.metrics!r}.")
         unknown = [family for family in self.defaults if family not in FAMILIES]
         if unknown:
             raise InputError(f"`defaults` of task {self.name!r} has families {unknown}; supported: {FAMILIES}.")
+        if self.intents is not None and not isinstance(self.intents, Intents):
+            raise InputError(f"`intents` of task {self.name!r} must be an mtu.tasks.Intents, got "
+                             f"{type(self.intents).__name__}.")
 
     @property
     def name(self) -> str:

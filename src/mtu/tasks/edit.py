@@ -11,7 +11,7 @@ from ..toyworld.oracle import edit_fidelity, edit_success
 from ..toyworld.scene import render
 from ..toyworld.tasks import edit_pair, sample_edit
 from ..upcycling.tasks import TaskSpec
-from .base import Evaluation, Task, register
+from .base import Evaluation, Intents, Task, register
 from .sampling import TaskDefaults
 
 
@@ -47,5 +47,13 @@ TASK = register(Task(
     # Appendix A.2: InstructPix2Pix dual guidance.
     defaults={"sd": TaskDefaults("dual", 20, guidance_scale=7.5, image_guidance_scale=1.6),
               "sdxl": TaskDefaults("dual", 50, guidance_scale=10.0, image_guidance_scale=1.5)},
+    intents=Intents(("make it|the|them|this|everything|all", "turn", "change", "recolour|recolor",
+                     "colour|color the|it|them|everything", "paint the|it|them|everything", "move", "shift",
+                     "relocate", "reposition", "slide", "add", "put", "place", "insert",
+                     "add|put|place|insert another|new|different one", "swap", "replace", "edit", "modify",
+                     "adjust", "tweak", "switch", "instead", "should be", "give it", "rotate", "flip", "mirror",
+                     "shrink", "grow", "resize"),
+                    verb="keep", priority=0),
+    metrics=("clip_directional", "clip_image"),
     colour="#d62728",
 ))

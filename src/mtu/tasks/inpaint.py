@@ -12,7 +12,7 @@ from ..toyworld.oracle import edit_fidelity, inpaint_preserved, inpaint_removed
 from ..toyworld.scene import render
 from ..toyworld.tasks import inpaint_pair, sample_removal
 from ..upcycling.tasks import TaskSpec
-from .base import Evaluation, Task, register
+from .base import Evaluation, Intents, Task, register
 from .edit import identity
 from .sampling import TaskDefaults
 
@@ -49,5 +49,14 @@ TASK = register(Task(
                           card_fields=("success", "removed", "preserved"), seed_index=3),
     defaults={"sd": TaskDefaults("dual", 20, guidance_scale=4.0, image_guidance_scale=1.5),
               "sdxl": TaskDefaults("dual", 50, guidance_scale=4.0, image_guidance_scale=1.5)},
+    intents=Intents(("remove", "removal", "erase", "delete", "eliminate", "get rid of", "rid of",
+                     "take * away|out|off", "get * out|off|away", "clear * out|away|off", "wipe * out|away|off",
+                     "wipe", "lose", "ditch", "drop", "discard", "omit", "exclude", "hide", "vanish", "disappear",
+                     "make * go away", "go away", "gone", "no more", "no longer", "without",
+                     "don't|dont want|need", "do not want|need", "has|have|needs|need|got to go", "must go",
+                     "gotta go", "cut * out|off|away", "crop * out", "strip * out|off|away", "throw * away|out",
+                     "do away with", "leave * out", "paint over|out", "blank * out", "scrub * out|off|away"),
+                    verb="remove", priority=3),
+    metrics=("clip_image_directional", "lpips_inside", "lpips_outside"),
     colour="#9467bd",
 ))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..toyworld.tasks import inpaint_pair, sample_removal
 from ..upcycling.tasks import TaskSpec
-from .base import Task, register
+from .base import Intents, Task, register
 from .sampling import TaskDefaults
 
 
@@ -22,5 +22,10 @@ TASK = register(Task(
     toy_pair=toy_pair,
     # Not in the paper: diffusers' inpainting default (7.5).
     defaults={"sd": TaskDefaults("text", 20, guidance_scale=7.5), "sdxl": TaskDefaults("text", 50, guidance_scale=7.5)},
+    intents=Intents(("inpaint", "mask", "masked", "masked area", "masked region", "the hole", "fill in",
+                     "fill the masked area with", "fill the masked region with", "fill in the mask with",
+                     "inpaint the masked region with", "inpaint the masked area with", "fill the hole with",
+                     "the white area of the mask with"),
+                    verb="drop", priority=4),
     colour="#8c564b",
 ))

@@ -12,7 +12,7 @@ from ..toyworld.oracle import sr_psnr, sr_ssim
 from ..toyworld.scene import render
 from ..toyworld.tasks import sr_input, sr_pair
 from ..upcycling.tasks import TaskSpec
-from .base import Evaluation, Task, register
+from .base import Evaluation, Intents, Task, register
 from .sampling import TaskDefaults
 
 
@@ -45,5 +45,21 @@ TASK = register(Task(
                           card_fields=("psnr", "ssim", "read_back"), seed_index=2),
     # Appendix A.2: SR without guidance and with the empty prompt.
     defaults={"sd": TaskDefaults("none", 20, sr_scale=2), "sdxl": TaskDefaults("none", 50, sr_scale=2)},
+    intents=Intents(("upscale", "upsample", "upres", "upsize", "super resolution|resolve|res", "superres",
+                     "sharp", "sharpen", "crisp", "clarity", "enhance", "resolution", "res", "hires", "lowres",
+                     "hd", "uhd", "4k", "1080p", "2x", "zoom", "magnify", "enlarge", "scale * up", "blow * up",
+                     "blur", "deblur", "unblur", "fuzz", "focus", "unfocused", "denoise", "noise", "grain",
+                     "pixel", "pixelate", "pixelation", "artifact|artefact", "jaggies|jagged", "quality",
+                     "detail", "restore", "improve it|this", "improve the image|picture|photo",
+                     "it|image|picture|photo|pic|drawing|everything * big|large|huge|clear|soft|hazy|muddy",
+                     "this big|large|huge|clear|soft|hazy|muddy", "times big|large",
+                     "twice|double the size|resolution", "it's|its|it|this|image|picture|photo too small|tiny",
+                     "it|this|image|picture|photo is|looks|seems too small|tiny",
+                     # the blur removed is sr, not inpaint's "remove" (a phrase inside a longer one yields to it)
+                     *(f"{ask} * blur|noise|grain|pixel|pixelation|artifact|artefact|fuzz|jaggies" for ask in (
+                         "remove|reduce|erase|delete|eliminate|lose|drop|clear|clean|wipe|fix|cut|without|less",
+                         "no more", "get rid of", "rid of"))),
+                    verb="drop", priority=2),
+    metrics=("lpips", "psnr", "ssim"),
     colour="#2ca02c",
 ))

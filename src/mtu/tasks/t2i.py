@@ -10,7 +10,7 @@ from ..toyworld.oracle import t2i_faithful
 from ..toyworld.scene import caption, render
 from ..toyworld.tasks import t2i_pair
 from ..upcycling.tasks import TaskSpec
-from .base import Evaluation, Task, register
+from .base import Evaluation, Intents, Task, register
 from .sampling import TaskDefaults
 
 
@@ -35,5 +35,14 @@ TASK = register(Task(
                           card_fields=("exact",), seed_index=0),
     # Appendix A.2: 20 steps for SDv1.5, 50 for SDXL.
     defaults={"sd": TaskDefaults("text", 20, guidance_scale=7.5), "sdxl": TaskDefaults("text", 50, guidance_scale=5.0)},
+    intents=Intents(("draw", "draw me", "generate", "create", "render", "sketch", "imagine", "illustrate",
+                     "visualise|visualize", "depict", "design", "produce", "paint a|an|me", "make a|an|me",
+                     "give me", "show a|an|me|us", "a|an picture|image|photo|drawing|pic of|with",
+                     "picture|image|photo|drawing|painting|illustration|pic of|with|showing|featuring|containing",
+                     "new|another|different|fresh|next one|image|picture|pic|photo|drawing|scene|canvas",
+                     "something new|else|different", "fresh start", "start over|again|anew|afresh|fresh",
+                     "from scratch", "begin again|anew"),
+                    verb="drop", priority=1),
+    metrics=("fid", "kid", "clip_score"),  # Sec. 6 "Metrics" (`mtu eval`)
     colour="#1f77b4",
 ))
