@@ -178,28 +178,28 @@ def test_an_unknown_slash_task_is_refused_naming_the_tasks():
 
 @contextmanager
 def users_task(phrases: tuple[str, ...]):
-    """A user's own task `colorize` with intent `phrases`, registered for one test."""
-    task = Task(TaskSpec("colorize", "greyscale -> colour", image_inputs=("image",)),
+    """A user's own task `tint` (greyscale -> colour) with intent `phrases`, registered for one test."""
+    task = Task(TaskSpec("tint", "greyscale -> colour", image_inputs=("image",)),
                 intents=Intents(phrases, verb="drop"))
     plugin_registry.register(task)
     try:
         yield task
     finally:
-        plugin_registry._PLUGINS.pop("colorize", None)
-        spec_registry.TASK_REGISTRY.items.pop("colorize", None)
+        plugin_registry._PLUGINS.pop("tint", None)
+        spec_registry.TASK_REGISTRY.items.pop("tint", None)
 
 
 def test_a_users_task_is_asked_for_by_its_plugins_intents():
     with users_task(("colorize", "colourise", "add colour")):
         routed = route("please colourise this photo", True)
-        assert (routed.task, routed.prompt, routed.needs_image) == ("colorize", "this photo", True)
+        assert (routed.task, routed.prompt, routed.needs_image) == ("tint", "this photo", True)
         assert route("make it blue", True).task == "edit"  # the built-ins keep their requests
 
 
 def test_a_users_task_uses_alternatives_gaps_and_inflections():
     with users_task(("add * colour|color", "colourise|colorise|colourize|colorize")):
-        assert route("add some colour to it", True).task == "colorize"  # "add * colour|color"
-        assert route("can it be colorized?", True).task == "colorize"  # "colorize", inflected
+        assert route("add some colour to it", True).task == "tint"  # "add * colour|color"
+        assert route("can it be colorized?", True).task == "tint"  # "colorize", inflected
         assert route("add a red circle", True).task == "edit"
 
 
