@@ -70,10 +70,17 @@ class Registry:
             self.load()  # only when needed: a plug-in's module is imported when something names its item
         return self.items.get(name)
 
-    def put(self, name: str, item, conflict=None) -> None:
-        """Registers `item` as `name`. `conflict(known)` makes the error to raise when another item holds the name
-        (the same item again is a no-op); None replaces it."""
+    def put(self, name: str, item, conflict=None, *, overwrite: bool = False) -> None:
+        """Registers `item` as `name`; the same item again is a no-op. Another item of that name is replaced when
+        `overwrite`, else refused: `conflict(known)` makes the error, by default `InputError` "<kind> 'name' is
+        already registered as <known>; pass `overwrite=True` to replace it"."""
         known = self.items.get(name)
-        if conflict is not None and known is not None and known != item:
+        if not overwrite and known is not None and known != item:
+            if conflict is None:
+                from .errors import InputError
+
+                described = repr(known) if len(repr(known)) <= 160 else f"another {type(known).__name__}"
+                raise InputError(f"{self.kind} {name!r} is already registered as {described}; pass `overwrite=True` "
+                                 f"to replace it.")
             raise conflict(known)
         self.items[name] = item

@@ -262,8 +262,7 @@ def register_metric(metric: Metric, overwrite: bool = False) -> Metric:
     """Makes `metric` a name a task's `metrics` may list."""
     if not isinstance(metric, Metric):
         raise InputError(f"`metric` must be an mtu.evaluation.Metric, got {type(metric).__name__}.")
-    METRIC_REGISTRY.put(metric.name, metric, conflict=None if overwrite else lambda known: InputError(
-        f"metric {metric.name!r} is registered already; pass overwrite=True to replace it."))
+    METRIC_REGISTRY.put(metric.name, metric, overwrite=overwrite)
     return metric
 
 

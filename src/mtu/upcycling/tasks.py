@@ -90,8 +90,7 @@ def register_task(spec: TaskSpec, overwrite: bool = False) -> TaskSpec:
     if not isinstance(spec, TaskSpec):
         raise InputError(f"`spec` must be a TaskSpec, got {type(spec).__name__}.")
     TASK_REGISTRY.load()
-    TASK_REGISTRY.put(spec.name, spec, conflict=None if overwrite else lambda existing: InputError(
-        f"task {spec.name!r} is already registered as {existing}; pass `overwrite=True` to replace it."))
+    TASK_REGISTRY.put(spec.name, spec, overwrite=overwrite)
     return spec
 
 
