@@ -1,7 +1,9 @@
 """`mtu chat` end to end in a real headless Chromium (Debian's `chromium`, driven by Playwright with
 `executable_path`; never `playwright install`): draw, edit the result, upload an image and remove an object, then a
 bad upload, after which the app still answers. The page must load nothing from outside this machine. The screenshot
-of the conversation goes to docs/figures/chat.png (the README's)."""
+of the conversation goes to the test's temporary folder, or where `MTU_CHAT_SCREENSHOT` says: the README's
+docs/figures/chat.png was taken with `MTU_CHAT_SCREENSHOT=docs/figures/chat.png pytest tests/test_chat_browser.py`
+(a plain test run leaves the checkout untouched)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ pytest.importorskip("gradio", reason="`mtu chat` needs gradio: pip install -e '.
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright: "
                                "pip install -e '.[test]'")
 
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "figures" / "chat.png"
 STEPS = "10"  # half the default: the test checks the conversation; the screenshot shows its images
 TIMEOUT_S = 90
 
@@ -100,10 +101,12 @@ def test_draw_edit_remove_and_a_bad_upload_in_chromium(app_url, tmp_path):
             page.add_style_tag(content="#conversation, #conversation * { max-height: none !important; } "
                                        "#conversation, #conversation div { height: auto !important; "
                                        "overflow: visible !important; }")
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            staging = SCREENSHOT.with_name(".chat.png.tmp")
+            screenshot = Path(os.environ.get("MTU_CHAT_SCREENSHOT") or tmp_path / "chat.png")
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            staging = screenshot.with_name(".chat.png.tmp")
             page.locator("#conversation").screenshot(path=str(staging), type="png")
-            os.replace(staging, SCREENSHOT)
+            os.replace(staging, screenshot)
+            assert screenshot.stat().st_size > 10_000
         finally:
             browser.close()
     outside = sorted({url for url in requests if not url.startswith(app_url) and not url.startswith("data:")
