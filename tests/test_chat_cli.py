@@ -48,3 +48,15 @@ def test_a_missing_gradio_is_one_line_naming_the_extra(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("mtu: error: `mtu chat` needs gradio, which is not installed") and err.count("\n") == 1, err
     assert "mtu-diffusion[chat]" in err
+
+
+def test_flags_are_checked_before_gradio_is_imported(monkeypatch, capsys, tmp_path):
+    """Before: a bad `--model` or `--dtype` was found only after gradio's import (seconds), so a missing gradio
+    hid it."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gradio", None)
+    assert main(["chat", "--model", str(tmp_path / "nothing")]) == 2
+    assert "no MTU adapter in" in capsys.readouterr().err
+    assert main(["chat", "--dtype", "float8"]) == 2
+    assert "--dtype: must be one of" in capsys.readouterr().err

@@ -127,13 +127,14 @@ def build_app(model: ChatModel, temp_dir: Path):
 def serve(model_name="toyworld", base=None, host: str = "127.0.0.1", port: int = 7860, device=None, dtype=None,
           block: bool = True):
     """Loads the model, builds the app and starts it on `host:port`; returns the app (running, when not `block`)."""
-    from .serving import load_pipeline
+    from .serving import check_model, load_pipeline
 
     check_address(host, port)
+    checked = check_model(model_name, base, device, dtype)  # every flag, before gradio or any weights load
     temp_dir = Path(tempfile.mkdtemp(prefix="mtu-chat-"))
     atexit.register(shutil.rmtree, temp_dir, ignore_errors=True)
     import_gradio(temp_dir)  # a missing gradio is said before the model loads
-    pipe, toy = load_pipeline(model_name, base, device=device, dtype=dtype)
+    pipe, toy = load_pipeline(model_name, base, checked=checked)
     model = ChatModel(pipe, str(model_name), toy=toy)
     app = build_app(model, temp_dir)
     where = "this machine only" if host in LOCAL_HOSTS else "every machine that can reach this one"

@@ -67,23 +67,29 @@ class Conversation:
             return self.images[-1] if self.images else None
 
 
-def load_pipeline(model, base=None, device: str | None = None, dtype: str | None = None):
-    """(pipeline, runs on the toy-world base) of `model` (what `mtu generate --model` takes: a shipped name, an
-    adapter, pipeline, run or checkpoint folder) on `device`; SD 1.x or SDXL by the base's UNet."""
+def check_model(model, base=None, device: str | None = None, dtype: str | None = None):
+    """(model source, torch device, torch dtype) of what `mtu chat` was asked to serve, checked without loading any
+    weights; raises `InputError` naming the flag."""
     import torch
 
     from ..pipelines.generate import DTYPES, check_device, read_model_source
-    from ..pipelines.generate import load_pipeline as pipeline_of
 
     if dtype is not None and dtype not in DTYPES:
         raise InputError(f"must be one of {DTYPES}, got {dtype!r}.", field="--dtype")
-    torch_device = check_device(device)
-    source = read_model_source(model, base)
-    pipe = pipeline_of(source, torch_dtype=getattr(torch, dtype) if dtype else None)
+    return read_model_source(model, base), check_device(device), getattr(torch, dtype) if dtype else None
+
+
+def load_pipeline(model, base=None, device: str | None = None, dtype: str | None = None, checked=None):
+    """(pipeline, runs on the toy-world base) of `model` (what `mtu generate --model` takes: a shipped name, an
+    adapter, pipeline, run or checkpoint folder) on `device`; SD 1.x or SDXL by the base's UNet. `checked`: what
+    `check_model` returned for these arguments."""
+    from ..pipelines.generate import load_pipeline as pipeline_of
     from ..shipped import shipped_base
 
+    source, torch_device, torch_dtype = checked or check_model(model, base, device, dtype)
+    pipe = pipeline_of(source, torch_dtype=torch_dtype, device=torch_device)
     toy = Path(str(source.base)).expanduser().resolve() == shipped_base().resolve()
-    return pipe.to(torch_device), toy
+    return pipe, toy
 
 
 class ChatModel:
