@@ -13,11 +13,10 @@ import copy
 from typing import Literal, get_args
 
 import torch
-from diffusers import UNet2DConditionModel
 from torch import nn
 
 from ..errors import InputError
-from ..upcycling.input_conv import TaskInputConv
+from ..upcycling.fold import folded_ffns, input_conv, stock_unet
 from ..upcycling.layer import MTUFeedForward
 from ..upcycling.model import MTUModel
 
@@ -41,39 +40,9 @@ def _slot(module: nn.Module, key: str) -> tuple[nn.Module, str]:
     return module.get_submodule(path), name
 
 
-@torch.no_grad()
-def _fold_ffns(model: MTUModel, layers: list[tuple[str, MTUFeedForward]], index: int) -> list[torch.Tensor]:
-    """Task `index`'s folded FFN tensors of every upcycled block, `FFN_SLOTS` per block (as `mtu.fold` computes)."""
-    values = []
-    for _, module in layers:
-        state = module.folded_state(index, module.router(model.task_embeddings))
-        values += [state[key].detach().clone() for key in FFN_SLOTS]
-    return values
-
-
-@torch.no_grad()
-def _shared_unet(model: MTUModel, layers: list[tuple[str, MTUFeedForward]], ffns: list[torch.Tensor],
-                 conv_name: str, conv: nn.Conv2d) -> UNet2DConditionModel:
-    """A stock UNet of the base architecture made of the model's own shared tensors (no copy), `ffns` (in
-    `_fold_ffns` order) as its upcycled FFNs and `conv` as its input conv."""
-    owned = [name for name, _ in model.mtu_modules()]
-    state = {key: value for key, value in model.unet.state_dict().items()
-             if not any(key.startswith(prefix + ".") for prefix in owned)}
-    for number, (name, module) in enumerate(layers):
-        values = ffns[number * len(FFN_SLOTS):(number + 1) * len(FFN_SLOTS)]
-        state.update({f"{name}.{key}": value for key, value in zip(FFN_SLOTS, values)})
-        block = name.removesuffix(".ff")  # the task LayerNorm's affine is in the FFN: norm3 is the identity
-        ones = torch.ones(module.dim, dtype=values[0].dtype, device=values[0].device)
-        state[f"{block}.norm3.weight"], state[f"{block}.norm3.bias"] = ones, torch.zeros_like(ones)
-    state[f"{conv_name}.weight"] = conv.weight
-    if conv.bias is not None:
-        state[f"{conv_name}.bias"] = conv.bias
-    with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config({**model.unet.config, "in_channels": conv.in_channels})
-    expected = unet.state_dict().keys()  # a base norm3 without affine has no weight/bias to write
-    state = {key: value for key, value in state.items() if key in expected or ".norm3." not in key}
-    unet.load_state_dict(state, strict=True, assign=True)  # assign: these tensors themselves, not copies
-    return unet.requires_grad_(False).train(model.training)
+def _flat(ffns: dict[str, dict[str, torch.Tensor]]) -> list[torch.Tensor]:
+    """`folded_ffns`' tensors in `_slots` order: per upcycled block, its `FFN_SLOTS`."""
+    return [ffn[key].detach().clone() for ffn in ffns.values() for key in FFN_SLOTS]
 
 
 class TaskSwitchingUNet(nn.Module):
@@ -111,20 +80,22 @@ class TaskSwitchingUNet(nn.Module):
         self.keep, self.tasks = keep, tasks
         self.task_indices = {task: model.task_index(task) for task in tasks}  # raises on an unknown task
         layers = [(name, module) for name, module in model.mtu_modules() if isinstance(module, MTUFeedForward)]
-        conv_name, convs = next((n, m) for n, m in model.mtu_modules() if isinstance(m, TaskInputConv))
+        conv_name, convs = input_conv(model)
         # "folded" is a snapshot of everything training changes (a copy of each small conv); "experts" is live
         self.input_convs = nn.ModuleDict({task: copy.deepcopy(convs.convs[task]) if keep == "folded" else
                                           convs.convs[task] for task in tasks})
         if keep == "folded":  # per task, its folded FFN tensors of every upcycled block, in `_slots` order
             self.folded = nn.ModuleDict({task: nn.ParameterList(
-                nn.Parameter(value, requires_grad=False) for value in _fold_ffns(model, layers, index))
+                nn.Parameter(value, requires_grad=False) for value in _flat(folded_ffns(model, index)))
                 for task, index in self.task_indices.items()})
             first = list(self.folded[tasks[0]])
         else:  # the model's experts, task LayerNorms and routers, and its task embeddings
             self.experts = nn.ModuleList(module for _, module in layers)
             self.task_embeddings = model.task_embeddings
-            first = _fold_ffns(model, layers, self.task_indices[tasks[0]])
-        self.unet = _shared_unet(model, layers, first, conv_name, self.input_convs[tasks[0]])
+            first = _flat(folded_ffns(model, self.task_indices[tasks[0]]))
+        slots = iter(first)  # the FFNs of the first task, in the UNet as these very tensors
+        ffns = {name: {key: next(slots) for key in FFN_SLOTS} for name, _ in layers}
+        self.unet = stock_unet(model, ffns, conv_name, self.input_convs[tasks[0]], share=True)
         self._slots = [_slot(self.unet, f"{name}.{key}") for name, _ in layers for key in FFN_SLOTS]
         self.task: str | None = None
         self.set_task(tasks[0])
