@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/mtu demo
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -rs  # -rs: one line per skipped test, e.g. the browser test without Chromium
 	$(VENV)/bin/python -m pytest -q -m isolated
 
 test-slow: $(STAMP)
