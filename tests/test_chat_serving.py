@@ -132,3 +132,24 @@ def test_settings_choose_the_task_and_bad_settings_are_a_reply(model):
 def test_words_the_toy_model_never_saw_are_named(model):
     reply = answer(model, Conversation(), "draw a dog on a sofa", settings=FAST)
     assert "never saw the words 'dog', 'sofa'" in reply.text
+
+
+def test_an_sdxl_model_answers_every_task_in_the_chat(tmp_path):
+    """`mtu chat --model`: any trained MTU model, SDXL included (MTUStableDiffusionXLPipeline resident)."""
+    from mtu.cli import main
+
+    from .training_parts import tiny_sdxl_pipeline_folder
+
+    base = tiny_sdxl_pipeline_folder(tmp_path)
+    assert main(["upcycle", "--base", str(base), "--tasks", "t2i,edit,sr,inpaint", "--experts", "2",
+                 "--out", str(tmp_path / "sdxl-adapter")]) == 0
+    pipe, toy = load_pipeline(str(tmp_path / "sdxl-adapter"), device="cpu")
+    assert type(pipe).__name__ == "MTUStableDiffusionXLPipeline" and not toy
+    pipe.set_progress_bar_config(disable=True)
+    sdxl = ChatModel(pipe, "tiny-sdxl")
+    conversation = Conversation()
+    for text, task in [("draw a red circle", "t2i"), ("make it blue", "edit"), ("upscale this", "sr"),
+                       ("remove the circle", "inpaint")]:
+        reply = answer(sdxl, conversation, text, settings=FAST)
+        assert reply.task == task and reply.image is not None, reply.text
+    assert len(conversation.images) == 4
