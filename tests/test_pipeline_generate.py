@@ -141,7 +141,7 @@ def test_generate_checks_arguments_before_loading(folders, input_png, tmp_path, 
          dict(task="inpaint", prompt=PROMPT, image=input_png)),
         (ValueError, "`image` is required by task 'edit'", dict(task="edit", prompt=PROMPT)),
         (ValueError, "`steps` must be an integer >= 1, got 0", dict(task="t2i", prompt=PROMPT, steps=0)),
-        (ValueError, "`dtype` must be one of", dict(task="t2i", prompt=PROMPT, dtype="float64")),
+        (ValueError, "`dtype`: must be one of", dict(task="t2i", prompt=PROMPT, dtype="float64")),
         (ValueError, "`height` must be a positive multiple of 8, got 12", dict(task="t2i", prompt=PROMPT, height=12)),
     ]
     for error, message, kwargs in cases:

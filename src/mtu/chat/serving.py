@@ -70,13 +70,10 @@ class Conversation:
 def check_model(model, base=None, device: str | None = None, dtype: str | None = None):
     """(model source, torch device, torch dtype) of what `mtu chat` was asked to serve, checked without loading any
     weights; raises `InputError` naming the flag."""
-    import torch
+    from ..pipelines.generate import check_device, check_dtype, read_model_source
 
-    from ..pipelines.generate import DTYPES, check_device, read_model_source
-
-    if dtype is not None and dtype not in DTYPES:
-        raise InputError(f"must be one of {DTYPES}, got {dtype!r}.", field="--dtype")
-    return read_model_source(model, base), check_device(device), getattr(torch, dtype) if dtype else None
+    torch_dtype = check_dtype(dtype, field="--dtype")
+    return read_model_source(model, base), check_device(device), torch_dtype
 
 
 def load_pipeline(model, base=None, device: str | None = None, dtype: str | None = None, checked=None):

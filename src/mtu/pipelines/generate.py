@@ -99,6 +99,16 @@ def check_device(name: str | None):
     return device
 
 
+def check_dtype(name: str | None, field: str = "`dtype`"):
+    """The torch dtype `name` names (one of `DTYPES`; None stays None, the weights as stored); else `InputError`
+    naming `field`."""
+    import torch
+
+    if name is not None and name not in DTYPES:
+        raise InputError(f"must be one of {DTYPES}, got {name!r}.", field=field)
+    return getattr(torch, name) if name else None
+
+
 @dataclass
 class ModelSource:
     """What `--model` names, read without loading any weights.
@@ -253,8 +263,7 @@ def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=N
     mask = _read_image(mask, "mask", "L") if mask is not None else None
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
         raise InputError(f"`steps` must be an integer >= 1, got {steps!r}.")
-    if dtype is not None and dtype not in DTYPES:
-        raise InputError(f"`dtype` must be one of {DTYPES}, got {dtype!r}.")
+    torch_dtype = check_dtype(dtype)
     torch_device = check_device(device)
     family = source.family
     # The pipeline re-checks the size with its VAE's scale factor
@@ -265,7 +274,7 @@ def generate(model_dir, task: str, prompt: str | None = None, image=None, mask=N
                       sampling_overrides=source.sampling)
 
     # 2. The pipeline: base components plus the model on the base's UNet
-    pipe = load_pipeline(source, torch_dtype=getattr(torch, dtype) if dtype else None, device=torch_device,
+    pipe = load_pipeline(source, torch_dtype=torch_dtype, device=torch_device,
                          safety_checker=safety_checker)
 
     # 3. Sample and write
