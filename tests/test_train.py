@@ -131,6 +131,27 @@ def test_resume_with_changed_config_is_refused(workspace):
         train(_config(workspace, "refuse", max_steps=3, optim={"lr": 5e-4}, resume="auto"))
 
 
+def test_resume_of_a_moved_run_folder_is_exact(workspace):
+    """A run folder moved elsewhere (another disk, another machine) resumes from its checkpoint, with its logging
+    and checkpointing settings changed, and ends bit for bit where the uninterrupted run did."""
+    import shutil
+
+    straight = train(_config(workspace, "move-straight", max_steps=4, checkpoint_every=2, keep_checkpoints=3))
+    assert straight["steps"] == 4
+    shutil.copytree(workspace / "move-straight", workspace / "move-src")
+    shutil.rmtree(workspace / "move-src" / "final")
+    shutil.rmtree(workspace / "move-src" / "checkpoints" / "checkpoint-0000004")
+    (workspace / "move-src").rename(workspace / "move-dst")
+    train(_config(workspace, "move-dst", max_steps=4, checkpoint_every=1, keep_checkpoints=1, log_every=3,
+                  resume="auto"))
+    expected, actual = _final_weights(workspace / "move-straight"), _final_weights(workspace / "move-dst")
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    # A field that changes what is computed still refuses, moved or not.
+    with pytest.raises(ValueError, match="differing fields: seed"):
+        train(_config(workspace, "move-dst", max_steps=4, checkpoint_every=2, seed=7, resume="auto"))
+
+
 def test_fresh_run_into_a_used_folder_is_refused(workspace):
     train(_config(workspace, "used", max_steps=2))
     with pytest.raises(ValueError, match="already has checkpoints; pass `--resume auto`"):

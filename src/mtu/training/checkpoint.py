@@ -140,6 +140,12 @@ def unshared_optimizer_state(state: dict) -> dict:
     return {**state, "state": per_param}
 
 
+# Fields that say where a run lives and how it is watched, not what it computes: a resumed run may change them
+# (a run folder moved to another disk or machine, a new logger, checkpoints kept or written more or less often) and
+# still end bit for bit where the uninterrupted run would.
+RESUMABLE_CHANGES = ("resume", "output_dir", "log_with", "log_every", "checkpoint_every", "keep_checkpoints")
+
+
 def comparable_config(config: TrainConfig) -> dict:
     """The resolved config as JSON values, without `resume` (which may change between a run and its resumption)."""
     resolved = json.loads(json.dumps(config.to_dict()))
@@ -165,9 +171,11 @@ def resolve_resume(config: TrainConfig, run_dir: Path) -> Path | None:
             raise FileNotFoundError(f"`resume` checkpoint {config.resume!r} does not exist.")
     saved = run_dir / "config.yaml"
     if saved.is_file():
-        old = yaml.safe_load(saved.read_text())
-        old.pop("resume", None)
-        differing = config_differences(old, comparable_config(config))
+        old, new = yaml.safe_load(saved.read_text()), comparable_config(config)
+        for name in RESUMABLE_CHANGES:
+            old.pop(name, None)
+            new.pop(name, None)
+        differing = config_differences(old, new)
         if differing:
             raise InputError(f"cannot resume {str(run_dir)!r} with a changed config; differing fields: "
                              f"{', '.join(differing)}.")
