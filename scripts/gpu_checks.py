@@ -14,11 +14,18 @@
    too late to end by the deadline. Each job's quality.json and log tail come back in quality.tar; join them with
    `toyworld_quality.py --merge`.
 
+4. The long toy-world run (issue 11; `--longrun-seconds`, instead of 2), in the background: its newest state,
+   committed in benchmarks/recipes/toyworld-mtu-long-state/run/, resumed on the GPU (`--resume auto`; the run folder
+   moves, which resuming allows) for that many seconds. Its newest checkpoint comes back in longrun.tar: put it into
+   the CPU run's checkpoints folder (or the state folder) and the run continues from there. The per-sample noise
+   is drawn on the CPU, so the GPU continues the same sample stream; its arithmetic (TF32) is not bit-equal.
+
     python scripts/gpu_checks.py --out $OUT [--pretrain-seconds 420] [--skip-backends] [--skip-pretrain]
                                  [--quality-seconds 0] [--quality-workers 6] [--quality-jobs ROW:SEED,...]
-                                 [--quality-extra "--steps 4 --eval-count 2"]
+                                 [--quality-budget per-task] [--quality-extra "--steps 4 --eval-count 2"]
+                                 [--longrun-seconds 0] [--longrun-checkpoint-every 500]
 
-Prints a table last; writes checks.json, the logs, base.tar and quality.tar under --out.
+Prints a table last; writes checks.json, the logs, base.tar, quality.tar and longrun.tar under --out.
 """
 
 from __future__ import annotations
@@ -189,7 +196,50 @@ QUALITY_JOBS = ("mtu-n4:0,mtu-n4:1,single:sr:0,single:sr:1,lora:0,ia3:0,lora:1,i
                 "mtu-n8:0,mtu-top4of8:0,mtu-n4-shard:0,mtu-n1:1,mtu-n2:1,mtu-n8:1,mtu-top4of8:1,mtu-n4-shard:1")
 
 
-def quality_pool(out: Path, work: Path, seconds: float, workers: int, jobs: list[str], extra: list[str]) -> dict:
+LONGRUN_STATE = ROOT / "benchmarks" / "recipes" / "toyworld-mtu-long-state" / "run"
+LONGRUN_RECIPE = ROOT / "benchmarks" / "recipes" / "toyworld-mtu-long.yaml"
+
+
+def longrun(out: Path, work: Path, seconds: float, checkpoint_every: int) -> dict:
+    """Continues the long toy-world run from its committed state for `seconds` (then stops it), and packs its
+    config and newest checkpoint (or `final/`, if it ended) into out/longrun.tar. Returns the steps made."""
+    from mtu.training.checkpoint import list_checkpoints
+
+    run = work / "longrun"
+    shutil.rmtree(run, ignore_errors=True)
+    shutil.copytree(LONGRUN_STATE, run)
+    first = list_checkpoints(run)[-1]
+    config = yaml.safe_load(LONGRUN_RECIPE.read_text())
+    config.update(output_dir=str(run), checkpoint_every=checkpoint_every)  # both may change on resuming
+    config_path = work / "longrun.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    start = time.perf_counter()
+    with open(out / "longrun-train.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "mtu.cli", "train", "--config", str(config_path),
+                                    "--resume", "auto"], stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT)
+        try:
+            code = process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()  # checkpoints are written atomically: the newest complete one survives
+            process.wait()
+            code = "stopped at the deadline"
+    elapsed = time.perf_counter() - start
+    last = list_checkpoints(run)[-1]
+    steps = int(last.name.rsplit("-", 1)[1]) - int(first.name.rsplit("-", 1)[1])
+    with tarfile.open(out / "longrun.tar", "w") as tar:
+        for name in ("config.yaml", ".mtu-output.json"):
+            tar.add(run / name, arcname=f"run/{name}")
+        tar.add(last, arcname=f"run/checkpoints/{last.name}")
+        if (run / "final").is_dir():
+            tar.add(run / "final", arcname="run/final")
+    log_text = (out / "longrun-train.log").read_text(errors="replace")
+    (out / "longrun-train.log").write_text(log_text[-4000:])  # the progress bar's last lines are enough
+    return {"rc": code, "seconds": round(elapsed), "from": first.name, "to": last.name, "steps": steps,
+            "steps_per_second": round(steps / elapsed, 2), "final": (run / "final").is_dir()}
+
+
+def quality_pool(out: Path, work: Path, seconds: float, workers: int, jobs: list[str], extra: list[str],
+                 budget: str = "per-task") -> dict:
     """Runs the quality benchmark's (row, seed) `jobs` side by side, `workers` at a time, until `seconds` pass:
     a job on several tasks (4x the steps at the per-task budget) starts only in the first half of the window,
     any other in the first 80%; what still runs at the deadline is stopped. Returns {job: rc, seconds}."""
@@ -204,7 +254,7 @@ def quality_pool(out: Path, work: Path, seconds: float, workers: int, jobs: list
         elapsed = time.perf_counter() - start
         while pending and len(running) < workers:
             row, seed = pending[0].rsplit(":", 1)
-            if elapsed > seconds * (0.5 if len(row_tasks(row)) > 1 else 0.8):
+            if elapsed > seconds * (0.5 if budget == "per-task" and len(row_tasks(row)) > 1 else 0.8):
                 record.update({job: {"rc": "not started"} for job in pending})
                 pending = []
                 break
@@ -213,7 +263,7 @@ def quality_pool(out: Path, work: Path, seconds: float, workers: int, jobs: list
             target.mkdir(parents=True)
             log = open(target / "log.txt", "w")
             command = [sys.executable, "benchmarks/toyworld_quality.py", "--rows", row, "--seeds", seed,
-                       "--budget", "per-task", "--out", str(target)] + extra
+                       "--budget", budget, "--out", str(target)] + extra
             running[job] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT),
                             time.perf_counter(), target)
             print(f"[quality] {elapsed:.0f} s: started {job}", flush=True)
@@ -256,9 +306,15 @@ def main() -> int:
     parser.add_argument("--quality-seconds", type=float, default=0, help="part 3's window (0: skip part 3)")
     parser.add_argument("--quality-workers", type=int, default=6)
     parser.add_argument("--quality-jobs", default=QUALITY_JOBS)
+    parser.add_argument("--quality-budget", choices=("per-task", "per-row"), default="per-task")
     parser.add_argument("--quality-extra", default="", help="more toyworld_quality.py arguments (a smoke test's)")
     parser.add_argument("--quality-only", action="store_true", help="(internal) run part 3 in this process")
+    parser.add_argument("--longrun-seconds", type=float, default=0, help="part 4's window (0: skip part 4)")
+    parser.add_argument("--longrun-checkpoint-every", type=int, default=500)
+    parser.add_argument("--longrun-only", action="store_true", help="(internal) run part 4 in this process")
     args = parser.parse_args()
+    if args.longrun_checkpoint_every < 1:
+        parser.error(f"--longrun-checkpoint-every must be at least 1 (got {args.longrun_checkpoint_every})")
     if args.quality_seconds > 0:
         from benchmarks.toyworld_quality import ALL_ROWS
 
@@ -276,8 +332,13 @@ def main() -> int:
         return 0
     if args.quality_only:
         record = quality_pool(out, Path(args.work), args.quality_seconds, args.quality_workers,
-                              args.quality_jobs.split(","), args.quality_extra.split())
+                              args.quality_jobs.split(","), args.quality_extra.split(), args.quality_budget)
         (out / "quality.json").write_text(json.dumps(record, indent=1))
+        return 0
+    if args.longrun_only:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
+        record = longrun(out, Path(args.work), args.longrun_seconds, args.longrun_checkpoint_every)
+        (out / "longrun.json").write_text(json.dumps(record, indent=1))
         return 0
 
     import torch
@@ -290,7 +351,12 @@ def main() -> int:
     if args.quality_seconds > 0:
         background["quality"] = _start_part(out, "quality", [
             "--work", args.work, "--quality-seconds", str(args.quality_seconds), "--quality-workers",
-            str(args.quality_workers), "--quality-jobs", args.quality_jobs, "--quality-extra=" + args.quality_extra])
+            str(args.quality_workers), "--quality-jobs", args.quality_jobs, "--quality-budget", args.quality_budget,
+            "--quality-extra=" + args.quality_extra])
+    if args.longrun_seconds > 0:
+        background["longrun"] = _start_part(out, "longrun", [
+            "--work", args.work, "--longrun-seconds", str(args.longrun_seconds),
+            "--longrun-checkpoint-every", str(args.longrun_checkpoint_every)])
     results = {"device": device, "torch": torch.__version__}
     if not args.skip_backends:
         results["backends"] = backends(Path(args.work), out)
@@ -312,6 +378,8 @@ def main() -> int:
         print(f"| pretrain | {json.dumps(results['pretrain'])[:400]} |")
     for job, value in results.get("quality", {}).items():
         print(f"| quality {job} | {value} |")
+    if "longrun" in results:
+        print(f"| long run | {json.dumps(results['longrun'])[:400]} |")
     return 0
 
 

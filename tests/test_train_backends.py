@@ -50,6 +50,7 @@ def test_deepspeed_refuses_accumulation_and_resume(tmp_path):
     (["--quality-jobs", "mtu-n4:0,bogus:1"], "--quality-jobs: ['bogus:1'] are not ROW:SEED"),
     (["--quality-jobs", "single:sr"], "--quality-jobs: ['single:sr'] are not ROW:SEED"),
     (["--quality-workers", "0"], "--quality-workers must be at least 1 (got 0)"),
+    (["--longrun-checkpoint-every", "0"], "--longrun-checkpoint-every must be at least 1 (got 0)"),
 ])
 def test_gpu_checks_refuses_bad_quality_jobs_before_any_work(tmp_path, flags, message):
     script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_checks.py"
@@ -57,6 +58,26 @@ def test_gpu_checks_refuses_bad_quality_jobs_before_any_work(tmp_path, flags, me
                             + flags, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / "out").exists()  # refused before anything ran or was written
+
+
+@pytest.mark.slow
+def test_gpu_checks_continues_the_long_run_and_returns_its_newest_checkpoint(tmp_path):
+    """Part 4 on the CPU: the committed long-run state resumes in another folder and its newest checkpoint comes
+    back in longrun.tar (about 2-3 minutes: drawing the run's 200,000 scenes, then a few steps)."""
+    import json
+    import tarfile
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_checks.py"
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, str(script), "--out", str(out), "--work", str(tmp_path / "work"),
+                             "--skip-backends", "--skip-pretrain", "--longrun-seconds", "150",
+                             "--longrun-checkpoint-every", "1"], capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    record = json.loads((out / "longrun.json").read_text())
+    assert record["steps"] >= 1, record
+    with tarfile.open(out / "longrun.tar") as tar:
+        names = tar.getnames()
+    assert f"run/checkpoints/{record['to']}/state.safetensors" in names and "run/config.yaml" in names
 
 
 def _cut_back(source: Path, target: Path, step: int) -> None:
