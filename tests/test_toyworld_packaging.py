@@ -126,6 +126,24 @@ def make_run_like(run, folder, edit=None):
     return folder
 
 
+def test_a_checkpoint_of_a_run_is_packaged_with_its_step(run, tmp_path):
+    """A run that has not ended is packaged from one of its checkpoints: the EMA weights final/ would hold, the
+    step recorded in recipe.json and the card."""
+    from safetensors.torch import load_file
+
+    checkpoint = sorted((run / "checkpoints").iterdir())[-1]
+    out = tmp_path / "from-checkpoint"
+    recipe = package_model(checkpoint, out=out, eval_count=2, tune_count=0, seed=0, first_count=2)
+    assert recipe["checkpoint"] == {"folder": f"checkpoints/{checkpoint.name}", "step": 2}
+    assert "to step 2: the model is checkpoints/checkpoint-0000002's EMA weights" in recipe["command"]["train"]
+    assert recipe["train_summary"] is None
+    assert "trained 2 of 2 (its checkpoint's EMA weights" in (out / "README.md").read_text()
+    packaged, final = load_file(out / WEIGHTS_NAME), load_file(run / "final" / WEIGHTS_NAME)
+    assert packaged.keys() == final.keys()  # the run's last checkpoint holds what final/ was written from
+    assert all(packaged[name].equal(final[name]) for name in final)
+    assert (out / "train.yaml").read_bytes() == (run / "config.yaml").read_bytes()
+
+
 def test_bad_runs_and_outputs_fail_before_any_work(run, tmp_path, monkeypatch):
     monkeypatch.setattr(packaging, "evaluate_adapter", lambda *args, **kwargs: pytest.fail("scored anyway"))
     with pytest.raises(FileNotFoundError, match="is not a folder; give the output_dir of an `mtu train` run"):

@@ -500,7 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.set_defaults(func=cmd_toyworld_pretrain, takes_overrides=True)
     pack = toy_sub.add_parser("package", help="score a trained toy-world MTU run and write it as the shipped model",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    pack.add_argument("--run", required=True, help="the `mtu train` output_dir (config.yaml, final/)")
+    pack.add_argument("--run", required=True, help="the `mtu train` output_dir (config.yaml, final/), or one of its "
+                      "checkpoints, RUN/checkpoints/checkpoint-N (its EMA weights; a run that has not ended)")
     pack.add_argument("--out", default=None, help="folder to write (default: the shipped model's, in the package)")
     pack.add_argument("--eval-count", type=int, default=256, help="held-out examples per task for the scores")
     pack.add_argument("--tune-count", type=int, default=32,

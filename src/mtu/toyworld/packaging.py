@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import tempfile
 import time
 from fractions import Fraction
 from importlib import resources
@@ -60,8 +61,9 @@ def _check_counts(eval_count, tune_count, seed, first_count) -> None:
                          f"examples are summarized from the same outputs, got {eval_count}.")
 
 
-def check_run(run_dir) -> tuple[Path, dict, dict]:
-    """(run folder, parsed config.yaml, adapter record of final/) of a finished `mtu train` run; raises first."""
+def check_run(run_dir, final: Path | None = None) -> tuple[Path, dict, dict]:
+    """(run folder, parsed config.yaml, adapter record of final/) of a finished `mtu train` run; raises first.
+    `final`: the adapter folder to check instead of RUN/final (a checkpoint's export)."""
     from ..training.config import read_yaml
     from ..upcycling.serialization import CONFIG_NAME, WEIGHTS_NAME, read_adapter_config
     from .evaluate import scored_tasks
@@ -69,7 +71,7 @@ def check_run(run_dir) -> tuple[Path, dict, dict]:
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
         raise FileNotFoundError(f"`run` {str(run_dir)!r} is not a folder; give the output_dir of an `mtu train` run.")
-    config_path, final = run_dir / "config.yaml", run_dir / "final"
+    config_path, final = run_dir / "config.yaml", final or run_dir / "final"
     if not config_path.is_file():
         raise FileNotFoundError(f"`run` {str(run_dir)!r} holds no config.yaml; is it an `mtu train` output_dir?")
     config = read_yaml(config_path.read_text())
@@ -180,7 +182,10 @@ def model_card(recipe: dict, adapter_config: dict) -> str:
     from .components import SHIPPED_BASE_NAME
 
     tasks = list(recipe["scores"])
-    steps = (recipe.get("train_summary") or {}).get("steps", recipe["config"].get("max_steps"))
+    steps = ((recipe.get("checkpoint") or {}).get("step") or (recipe.get("train_summary") or {}).get("steps")
+             or recipe["config"].get("max_steps"))
+    if recipe.get("checkpoint"):
+        steps = f"{steps} of {recipe['config'].get('max_steps')} (its checkpoint's EMA weights: the run had not ended)"
     count = next(iter(recipe["scores"].values()))["exact"]["count"]
     name = "toyworld" if recipe["base"] == SHIPPED_BASE_NAME else "path/to/this/folder"
     lines = [
@@ -231,13 +236,14 @@ def _versions() -> dict:
             "transformers": transformers.__version__}
 
 
-def _write_folder(folder: Path, run_dir: Path, recipe: dict, adapter_config: dict, shipped_base: bool) -> None:
+def _write_folder(folder: Path, run_dir: Path, final: Path, recipe: dict, adapter_config: dict,
+                  shipped_base: bool) -> None:
     from ..pipelines.defaults import SAMPLING_NAME
     from ..upcycling.serialization import CONFIG_NAME, WEIGHTS_NAME
     from .components import record_shipped_base
 
     for name in (CONFIG_NAME, WEIGHTS_NAME):
-        shutil.copyfile(run_dir / "final" / name, folder / name)
+        shutil.copyfile(final / name, folder / name)
     if shipped_base:
         record_shipped_base(folder)  # records "toyworld-base" after checking the weights fingerprint
     shutil.copyfile(run_dir / "config.yaml", folder / TRAIN_CONFIG_NAME)
@@ -255,7 +261,9 @@ def package_model(run_dir, out=None, eval_count: int = 256, tune_count: int = 32
     """Scores a finished toy-world MTU run and writes it, with recipe and model card, as a shippable folder.
 
     Args:
-        run_dir: The `mtu train` output_dir (config.yaml and final/, the adapter; train_summary.json if any).
+        run_dir: The `mtu train` output_dir (config.yaml and final/, the adapter; train_summary.json if any), or one
+            of its checkpoints (`RUN/checkpoints/checkpoint-N`: its EMA weights, as final/ would hold them; a run
+            that has not ended yet), recorded as such in recipe.json ("checkpoint") and the model card.
         out: Folder to write: new, empty or an earlier package (whose files are replaced); default the shipped
             adapter's folder inside the package, `mtu/toyworld/mtu_model/`.
         eval_count: Held-out examples per task that the scores are measured on.
@@ -267,35 +275,55 @@ def package_model(run_dir, out=None, eval_count: int = 256, tune_count: int = 32
     Returns:
         The recipe written to recipe.json, plus "folder": the folder written.
     """
+    start = time.perf_counter()
+    _check_counts(eval_count, tune_count, seed, first_count)
+    with tempfile.TemporaryDirectory(prefix="mtu-package-") as scratch:
+        return _package(Path(run_dir).expanduser(), Path(scratch), out, eval_count, tune_count, seed, first_count,
+                        overwrite, start)
+
+
+def _package(source: Path, scratch: Path, out, eval_count: int, tune_count: int, seed: int, first_count: int,
+             overwrite: bool, start: float) -> dict:
+    from ..training.export import export_checkpoint, is_checkpoint_folder
     from ..upcycling import load_mtu
     from .components import SHIPPED_BASE_NAME
     from .experiment import pipeline_for
 
-    start = time.perf_counter()
-    _check_counts(eval_count, tune_count, seed, first_count)
-    run_dir, config, record = check_run(run_dir)
+    checkpoint = None
+    if is_checkpoint_folder(source):
+        step = int(source.name.rsplit("-", 1)[1])
+        checkpoint = {"folder": f"checkpoints/{source.name}", "step": step}
+        run_dir, final = source.parent.parent, export_checkpoint(source, scratch / "final")
+    else:
+        run_dir, final = source, None
+    run_dir, config, record = check_run(run_dir, final)
+    final = final or run_dir / "final"
     base = record["base"].get("name_or_path")
     if not base:
         raise InputError(f"the adapter in {run_dir / 'final'} records no base pipeline to score it on.")
     shipped_base = _is_shipped_base(base)
     output = _check_out(out, shipped_base, run_dir, overwrite)
 
-    model = load_mtu(run_dir / "final").eval()
+    model = load_mtu(final).eval()
     result = evaluate_adapter(pipeline_for(model, base), base, model.task_names, eval_count, tune_count, seed,
                               first_count)
     summary_path = run_dir / "train_summary.json"
+    train_command = f"mtu train --config {TRAIN_CONFIG_NAME}"
+    if checkpoint:
+        train_command += f"  # to step {checkpoint['step']}: the model is {checkpoint['folder']}'s EMA weights"
     recipe = {
-        "command": {"train": f"mtu train --config {TRAIN_CONFIG_NAME}",
-                    "package": _package_command(run_dir, out, eval_count, tune_count, seed)},
+        "command": {"train": train_command,
+                    "package": _package_command(source, out, eval_count, tune_count, seed)},
         "config": config, "base": SHIPPED_BASE_NAME if shipped_base else base, "seed": seed,
-        "eval_count": eval_count, "tune_count": tune_count, "first_count": first_count,
-        "train_summary": json.loads(summary_path.read_text()) if summary_path.is_file() else None,
+        "eval_count": eval_count, "tune_count": tune_count, "first_count": first_count, "checkpoint": checkpoint,
+        "train_summary": (json.loads(summary_path.read_text()) if summary_path.is_file() and not checkpoint
+                          else None),
         **{key: result[key] for key in ("sampling", "scores", "first32", "baselines", "guidance")},
         "versions": _versions(),
     }
     recipe["seconds"] = round(time.perf_counter() - start, 1)
     adapter_config = record["config"].to_dict()
-    output.write(lambda staging: _write_folder(staging, run_dir, recipe, adapter_config, shipped_base))
+    output.write(lambda staging: _write_folder(staging, run_dir, final, recipe, adapter_config, shipped_base))
     folder = Path(out).expanduser() if out is not None else default_out()
     return {**recipe, "folder": str(folder)}
 
