@@ -182,17 +182,19 @@ def model_card(recipe: dict, adapter_config: dict) -> str:
     from .components import SHIPPED_BASE_NAME
 
     tasks = list(recipe["scores"])
-    steps = ((recipe.get("checkpoint") or {}).get("step") or (recipe.get("train_summary") or {}).get("steps")
-             or recipe["config"].get("max_steps"))
-    if recipe.get("checkpoint"):
-        steps = f"{steps} of {recipe['config'].get('max_steps')} (its checkpoint's EMA weights: the run had not ended)"
+    checkpoint = recipe.get("checkpoint")
+    if checkpoint:
+        trained = (f"trained {checkpoint['step']} of its recipe's {recipe['config'].get('max_steps')} steps (the EMA "
+                   f"weights of its {checkpoint['folder']}: the run had not ended)")
+    else:
+        trained = f"trained {(recipe.get('train_summary') or {}).get('steps', recipe['config'].get('max_steps'))} steps"
     count = next(iter(recipe["scores"].values()))["exact"]["count"]
     name = "toyworld" if recipe["base"] == SHIPPED_BASE_NAME else "path/to/this/folder"
     lines = [
         "# toyworld: the MTU adapter for the embedded toy-world base", "",
         f"A multi-task upcycled UNet (N={adapter_config['num_experts']} experts, "
         f"G={Fraction(adapter_config['granularity']).limit_denominator(1024)}, init {adapter_config['init']!r}) "
-        f"for the tasks {', '.join(tasks)}, trained {steps} steps on the toy world over the base `{recipe['base']}`.",
+        f"for the tasks {', '.join(tasks)}, {trained} on the toy world over the base `{recipe['base']}`.",
         "", "    from mtu.pipelines import MTUPipeline", f"    pipe = MTUPipeline.from_pretrained({name!r})", "",
         f"    mtu generate --model {name} --task edit --image in.png --prompt \"remove the red circle\" --out out.png",
         "", f"## Held-out scores ({count} examples per task, seed {recipe['seed']}, 95% intervals)", "",
