@@ -101,7 +101,7 @@ def _compare(expected: Path, actual: Path, base: str) -> dict:
 def _resume_copy(source: Path, target: Path, checkpoint_step: int) -> None:
     """`target`: `source`'s run cut back to its `checkpoint_step` checkpoint (as if killed right after it)."""
     shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)  # no config.yaml: its output_dir would differ, and resuming checks that
+    target.mkdir(parents=True)  # no config.yaml: the resumed run writes its own
     name = f"checkpoint-{checkpoint_step:07d}"
     shutil.copytree(source / "checkpoints" / name, target / "checkpoints" / name)
 
@@ -203,7 +203,7 @@ LONGRUN_RECIPE = ROOT / "benchmarks" / "recipes" / "toyworld-mtu-long.yaml"
 def longrun(out: Path, work: Path, seconds: float, checkpoint_every: int) -> dict:
     """Continues the long toy-world run from its committed state for `seconds` (then stops it), and packs its
     config and newest checkpoint (or `final/`, if it ended) into out/longrun.tar. Returns the steps made."""
-    from mtu.training.checkpoint import list_checkpoints
+    from mtu.training.checkpoint import checkpoint_step, list_checkpoints
 
     run = work / "longrun"
     shutil.rmtree(run, ignore_errors=True)
@@ -225,7 +225,7 @@ def longrun(out: Path, work: Path, seconds: float, checkpoint_every: int) -> dic
             code = "stopped at the deadline"
     elapsed = time.perf_counter() - start
     last = list_checkpoints(run)[-1]
-    steps = int(last.name.rsplit("-", 1)[1]) - int(first.name.rsplit("-", 1)[1])
+    steps = checkpoint_step(last) - checkpoint_step(first)
     with tarfile.open(out / "longrun.tar", "w") as tar:
         for name in ("config.yaml", ".mtu-output.json"):
             tar.add(run / name, arcname=f"run/{name}")

@@ -145,6 +145,22 @@ def test_a_checkpoint_of_a_run_is_packaged_with_its_step(run, tmp_path):
     assert (out / "train.yaml").read_bytes() == (run / "config.yaml").read_bytes()
 
 
+def test_a_checkpoint_of_another_method_is_refused_before_its_weights_are_read(run, tmp_path, monkeypatch):
+    import mtu.training.export as export
+
+    monkeypatch.setattr(export, "export_checkpoint", lambda *args, **kwargs: pytest.fail("exported anyway"))
+    copy = tmp_path / "lora-run"
+    checkpoint = sorted((run / "checkpoints").iterdir())[-1]
+    shutil.copytree(checkpoint, copy / "checkpoints" / checkpoint.name)
+    config = (run / "config.yaml").read_text()
+    assert config.count("method: mtu") == 1
+    (copy / "config.yaml").write_text(config.replace("method: mtu", "method: lora"))
+    with pytest.raises(ValueError, match=r"checkpoint-0000002 is a checkpoint of a 'lora' run; only an MTU adapter "
+                                         r"\(method 'mtu'\) is packaged"):
+        package_model(copy / "checkpoints" / checkpoint.name, out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_runs_and_outputs_fail_before_any_work(run, tmp_path, monkeypatch):
     monkeypatch.setattr(packaging, "evaluate_adapter", lambda *args, **kwargs: pytest.fail("scored anyway"))
     with pytest.raises(FileNotFoundError, match="is not a folder; give the output_dir of an `mtu train` run"):

@@ -286,15 +286,19 @@ def package_model(run_dir, out=None, eval_count: int = 256, tune_count: int = 32
 
 def _package(source: Path, scratch: Path, out, eval_count: int, tune_count: int, seed: int, first_count: int,
              overwrite: bool, start: float) -> dict:
-    from ..training.export import export_checkpoint, is_checkpoint_folder
+    from ..training.checkpoint import checkpoint_step
+    from ..training.export import checkpoint_run_config, export_checkpoint, is_checkpoint_folder
     from ..upcycling import load_mtu
     from .components import SHIPPED_BASE_NAME
     from .experiment import pipeline_for
 
     checkpoint = None
     if is_checkpoint_folder(source):
-        step = int(source.name.rsplit("-", 1)[1])
-        checkpoint = {"folder": f"checkpoints/{source.name}", "step": step}
+        method = checkpoint_run_config(source).model.method  # before the weights are read
+        if method != "mtu":
+            raise InputError(f"{source} is a checkpoint of a {method!r} run; only an MTU adapter (method 'mtu') is "
+                             f"packaged.")
+        checkpoint = {"folder": f"checkpoints/{source.name}", "step": checkpoint_step(source)}
         run_dir, final = source.parent.parent, export_checkpoint(source, scratch / "final")
     else:
         run_dir, final = source, None
@@ -302,7 +306,7 @@ def _package(source: Path, scratch: Path, out, eval_count: int, tune_count: int,
     final = final or run_dir / "final"
     base = record["base"].get("name_or_path")
     if not base:
-        raise InputError(f"the adapter in {run_dir / 'final'} records no base pipeline to score it on.")
+        raise InputError(f"the adapter of {source if checkpoint else final} records no base pipeline to score it on.")
     shipped_base = _is_shipped_base(base)
     output = _check_out(out, shipped_base, run_dir, overwrite)
 

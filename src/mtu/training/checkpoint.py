@@ -99,13 +99,18 @@ def save_checkpoint(run_dir: Path, step: int, state: dict, keep: int) -> Path:
     return target
 
 
+def checkpoint_step(folder) -> int:
+    """The step of a `checkpoint-NNNNNNN` folder, from its name."""
+    return int(PATTERN.match(Path(folder).name).group(1))
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints of a run, oldest first."""
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if PATTERN.match(p.name) and (p / SKELETON).is_file() and (p / TENSORS).is_file()]
-    return sorted(found, key=lambda p: int(PATTERN.match(p.name).group(1)))
+    return sorted(found, key=checkpoint_step)
 
 
 def load_checkpoint(folder: Path) -> tuple[int, dict]:
