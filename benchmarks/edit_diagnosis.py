@@ -24,7 +24,9 @@ latent channels instead of zeros), `mtu-refer-position` (every instruction names
 cell, "remove the red circle at the top left", where the toy world says the shortest unambiguous name, "remove
 the circle": can the model find a shape by where it is when it cannot by what it is?), `mtu-region` (the edit
 task gets a mask channel marking the cells the edit changes, in training and scoring, with SD-inpainting's text
-guidance: is finding where to edit the difficulty, or making the change there?). `--base DIR` trains from another base pipeline folder (e.g. a continued
+guidance: is finding where to edit the difficulty, or making the change there?), `mtu-change-x10` (the loss weighs
+the latent pixels the edit changes 10 times the rest: does the edit wait for samples because its share of the
+loss is small?). `--base DIR` trains from another base pipeline folder (e.g. a continued
 `mtu toyworld pretrain`). Each row's outputs (uint8
 arrays) and per-example records go to OUT/ROW.npz and OUT/diagnosis.json, rewritten after every row; the table
 is printed at the end.
@@ -46,7 +48,7 @@ import torch
 
 KIND_ROWS = {f"mtu-{kind}": kind for kind in ("recolour", "add", "remove", "move", "background")}
 ROWS = ("mtu", "full", "mtu-caption", "mtu-text", "mtu-mode", "mtu-copy", "mtu-image-x5", "mtu-snr5", "mtu-image-init",
-        "mtu-refer-position", "mtu-region", *KIND_ROWS)
+        "mtu-refer-position", "mtu-region", "mtu-change-x10", *KIND_ROWS)
 
 
 # Each `_*_patch` returns [(module, attribute, replacement)]; `run_row` applies them for that row only.
@@ -118,6 +120,42 @@ def _mean_target_patch():
         return mean, torch.zeros_like(std)
 
     return [(step, "_target_moments", target_moments)]
+
+
+def change_weights(condition: torch.Tensor, target: torch.Tensor, latent_size: int, weight: float) -> torch.Tensor:
+    """(B, 1, h, w) loss weights: `weight` on the latent pixels whose patch of the image differs between the input
+    (`condition`) and the target, 1 elsewhere. Images in [-1, 1] of the same size; a latent pixel counts as changed
+    when any pixel of its patch differs by more than 2/255 in any channel."""
+    changed = ((condition - target).abs().amax(dim=1, keepdim=True) > 2 / 127.5).float()
+    changed = torch.nn.functional.adaptive_max_pool2d(changed, latent_size)
+    return 1 + (weight - 1) * changed
+
+
+def _change_weight_patch(weight: float):
+    """The loss weighs the latent pixels the edit changes `weight` times the rest (each sample's weights normalised
+    to mean 1, so a sample's loss is the weighted mean of its squared errors): does the edit fail because its
+    share of the loss is small?"""
+    from mtu.training import step, trainer
+
+    original, state = trainer.micro_step_loss, {}
+
+    class WeightedFunctional:  # torch.nn.functional, with `mse_loss` weighted per latent pixel
+        def __getattr__(self, name):
+            return getattr(torch.nn.functional, name)
+
+        @staticmethod
+        def mse_loss(prediction, target, reduction="mean"):
+            assert reduction == "none", reduction
+            weights = state["weights"].to(prediction.device)
+            errors = torch.nn.functional.mse_loss(prediction, target, reduction="none")
+            return errors * weights / weights.mean(dim=(1, 2, 3), keepdim=True)
+
+    def micro_step_loss(model, batch, **kwargs):
+        condition, target = batch["condition"][:, :3].float(), batch["target"].float()
+        state["weights"] = change_weights(condition, target, target.shape[-1] // 4, weight)
+        return original(model, batch, **kwargs)
+
+    return [(trainer, "micro_step_loss", micro_step_loss), (step, "F", WeightedFunctional())]
 
 
 def _full_reference(scene, shape) -> str:
@@ -235,6 +273,8 @@ def row_patches(row: str) -> list:
         return _refer_patch()
     if row == "mtu-region":
         return _region_patch()
+    if row == "mtu-change-x10":
+        return _change_weight_patch(10.0)
     if row == "mtu-copy":
         return _edit_fields_patch(lambda fields: {"target": fields["condition"], "prompt": "",
                                                   "output_caption": fields["input_caption"]})

@@ -69,3 +69,18 @@ def test_layer_rows_measure_entropy_and_the_named_shape():
     assert rows["flat"]["ratio"] == pytest.approx(1.0) and rows["flat"]["named_more"] == 0.0
     assert rows["peaked"]["ratio"] == pytest.approx((1 / 77 + 0.5) / (1 / 77))
     assert rows["peaked"]["named_more"] == 1.0
+
+
+def test_change_weights_mark_the_latent_pixels_of_the_removed_shape(diagnosis):
+    from mtu.toyworld.scene import render
+
+    def signed(scene):
+        return torch.tensor(np.asarray(render(scene, 32)), dtype=torch.float32).permute(2, 0, 1)[None] / 127.5 - 1
+
+    removal = Scene("gray", (SQUARE,))
+    weights = diagnosis.change_weights(signed(SCENE), signed(removal), 8, 10.0)
+    circle = torch.nn.functional.adaptive_max_pool2d(torch.tensor(shape_mask(CIRCLE), dtype=torch.float32)[None, None], 8)
+    assert weights.shape == (1, 1, 8, 8)
+    assert torch.equal(weights, 1 + 9 * circle)  # 10 exactly on the latent pixels the circle touches, 1 elsewhere
+    assert 0 < int((weights == 10).sum()) < 16
+    assert torch.equal(diagnosis.change_weights(signed(SCENE), signed(SCENE), 8, 10.0), torch.ones(1, 1, 8, 8))
