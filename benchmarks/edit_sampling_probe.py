@@ -1,7 +1,9 @@
 """Inference-side suspects of a trained edit adapter, on validation edits (training-split scenes, never held-out):
 guidance pairs (text, image) including no guidance at all, and the number of sampling steps.
 
-    python benchmarks/edit_sampling_probe.py ADAPTER [--count 128]
+    python benchmarks/edit_sampling_probe.py ADAPTER [--count 128] [--task edit|inpaint] [--pairs 3:1.0,3:1.5]
+
+ADAPTER: an adapter folder (e.g. src/mtu/toyworld/mtu_model, the shipped model) on the shipped toy base.
 """
 
 from __future__ import annotations
@@ -26,7 +28,15 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=128)
     parser.add_argument("--task", default="edit")
     parser.add_argument("--steps", default="20", help="comma-separated numbers of sampling steps")
+    parser.add_argument("--pairs", default=",".join(f"{text}:{image}" for text, image in PAIRS),
+                        help="comma-separated TEXT:IMAGE guidance pairs")
     args = parser.parse_args(argv)
+    try:
+        pairs = [tuple(float(value) for value in pair.split(":")) for pair in args.pairs.split(",")]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError
+    except ValueError:
+        parser.error(f"--pairs: expected TEXT:IMAGE pairs separated by commas, got {args.pairs!r}")
     torch.set_num_threads(1)
     pipe = MTUPipeline.from_base(str(shipped_base()), args.adapter)
     pipe.set_progress_bar_config(disable=True)
@@ -35,7 +45,7 @@ def main(argv=None) -> int:
           "position / background |")
     print("|---:|---:|---:|---|---:|---:|---|")
     for steps in (int(value) for value in args.steps.split(",")):
-        for text, image in PAIRS:
+        for text, image in pairs:
             outputs = generate_outputs(pipe, examples, 0, guidance_scale=text, image_guidance_scale=image,
                                        num_inference_steps=steps)
             summary = summarize([example_record(ex, np.asarray(out)) for ex, out in zip(examples, outputs)])
