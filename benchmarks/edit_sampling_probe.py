@@ -44,15 +44,33 @@ def main(argv=None) -> int:
     print("| steps | text guidance | image guidance | exact (95% CI) | preserved | copied | kind / colour / size / "
           "position / background |")
     print("|---:|---:|---:|---|---:|---:|---|")
+    exact = {}  # (steps, text, image) -> per-example exact outcomes, for the paired comparisons below
     for steps in (int(value) for value in args.steps.split(",")):
         for text, image in pairs:
             outputs = generate_outputs(pipe, examples, 0, guidance_scale=text, image_guidance_scale=image,
                                        num_inference_steps=steps)
-            summary = summarize([example_record(ex, np.asarray(out)) for ex, out in zip(examples, outputs)])
+            records = [example_record(ex, np.asarray(out)) for ex, out in zip(examples, outputs)]
+            exact[steps, text, image] = np.array([bool(record["exact"]) for record in records])
+            summary = summarize(records)
             print(f"| {steps} | {text} | {image} | {interval_cell(summary['exact'])} | "
                   f"{summary['preserved']['value']:.3f} | {summary['copied']['value']:.3f} | "
                   f"{attribute_cell(summary)} |", flush=True)
+    print_paired(exact)
     return 0
+
+
+def print_paired(exact: dict) -> None:
+    """Each setting's exact outcomes against the first setting's, on the same examples and seeds."""
+    from mtu.stats import paired_difference
+
+    (first, reference), *others = exact.items()
+    print(f"\nPaired against steps {first[0]}, text {first[1]}, image {first[2]} (same examples and seeds):\n")
+    print("| steps | text guidance | image guidance | exact difference (95% CI) | only this / only the first | McNemar p |")
+    print("|---:|---:|---:|---|---|---:|")
+    for (steps, text, image), outcomes in others:
+        result = paired_difference(outcomes, reference)
+        print(f"| {steps} | {text} | {image} | {result['difference']:+.3f} ({result['low']:+.3f} to "
+              f"{result['high']:+.3f}) | {result['first_only']} / {result['second_only']} | {result['p_value']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -84,3 +84,19 @@ def test_change_weights_mark_the_latent_pixels_of_the_removed_shape(diagnosis):
     assert torch.equal(weights, 1 + 9 * circle)  # 10 exactly on the latent pixels the circle touches, 1 elsewhere
     assert 0 < int((weights == 10).sum()) < 16
     assert torch.equal(diagnosis.change_weights(signed(SCENE), signed(SCENE), 8, 10.0), torch.ones(1, 1, 8, 8))
+
+
+def test_sampling_probe_pairs_each_setting_with_the_first(capsys):
+    probe = load_benchmark("edit_sampling_probe")
+    first = np.array([True, True, False, False, False])
+    other = np.array([True, False, True, True, False])  # 2 only here, 1 only in the first
+    probe.print_paired({(20, 3.0, 1.5): first, (20, 1.0, 1.0): other})
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    assert row.startswith("| 20 | 1.0 | 1.0 | +0.200 (") and "| 2 / 1 | 1.000 |" in row
+
+
+def test_sampling_probe_refuses_malformed_pairs(capsys):
+    probe = load_benchmark("edit_sampling_probe")
+    with pytest.raises(SystemExit):
+        probe.main(["ADAPTER", "--pairs", "3:1.5,7"])
+    assert "--pairs" in capsys.readouterr().err
