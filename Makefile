@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/mtu demo
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -rs  # -rs: one line per skipped test, e.g. the browser test without Chromium
+	$(VENV)/bin/python -m pytest -q -rs --durations=15  # -rs: one line per skipped test (e.g. the browser test without Chromium); the 15 slowest tests are listed, to keep the suite under 20 minutes
 	$(VENV)/bin/python -m pytest -q -m isolated
 
 test-slow: $(STAMP)
