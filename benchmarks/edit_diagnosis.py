@@ -146,13 +146,12 @@ def _change_weight_patch(weight: float):
         @staticmethod
         def mse_loss(prediction, target, reduction="mean"):
             assert reduction == "none", reduction
-            weights = state["weights"].to(prediction.device)
+            weights = change_weights(*state["images"], prediction.shape[-1], weight).to(prediction.device)
             errors = torch.nn.functional.mse_loss(prediction, target, reduction="none")
             return errors * weights / weights.mean(dim=(1, 2, 3), keepdim=True)
 
     def micro_step_loss(model, batch, **kwargs):
-        condition, target = batch["condition"][:, :3].float(), batch["target"].float()
-        state["weights"] = change_weights(condition, target, target.shape[-1] // 4, weight)
+        state["images"] = batch["condition"][:, :3].float(), batch["target"].float()
         return original(model, batch, **kwargs)
 
     return [(trainer, "micro_step_loss", micro_step_loss), (step, "F", WeightedFunctional())]
