@@ -1,6 +1,7 @@
 """How a long toy-world run is doing: scores a training checkpoint on VALIDATION examples (training-split scenes,
 never the held-out ones, so watching a run never tunes it on the test set) and appends one row per task to a
-JSON-lines log; `--table` prints the log as a markdown table.
+JSON-lines log; `--table` prints the log as a markdown table, then each step against the task's previous step
+scored on the same examples (same count and seed), paired: is the run still improving?
 
     python benchmarks/checkpoint_progress.py RUN/checkpoints/checkpoint-0004000 --count 64 --log progress.jsonl
     python benchmarks/checkpoint_progress.py --table progress.jsonl
@@ -39,9 +40,10 @@ def score_checkpoint(folder, tasks, count: int, seed: int = 0) -> list[dict]:
         examples = evaluation_set(task, count, split="validation")
         with torch.no_grad():
             outputs = generate_outputs(pipe, examples, seed, **SAMPLING[task])
-        summary = score_examples(examples, outputs, seed)["summary"]
+        scored = score_examples(examples, outputs, seed)
         rows.append({"checkpoint": str(folder), "step": int(folder.name.split("-")[-1]), "task": task,
-                     "count": count, "main": MAIN[task], "summary": summary,
+                     "count": count, "seed": seed, "main": MAIN[task], "summary": scored["summary"],
+                     "per_example": scored["main"],
                      "seconds": round(time.perf_counter() - start, 1)})
     return rows
 
@@ -63,14 +65,40 @@ def _others(summary: dict, main: str) -> str:
     return "; ".join(cells)
 
 
+def paired_steps(rows: list[dict]) -> list[str]:
+    """Table lines: per task, each step's main metric minus the previous step's on the same examples (rows of the
+    same count and seed that kept their per-example outcomes), with the paired interval (and McNemar for rates)."""
+    from mtu.stats import paired_difference
+
+    lines = []
+    previous: dict = {}
+    for row in sorted(rows, key=lambda r: (r["task"], r["step"])):
+        if "per_example" not in row:  # rows logged before the outcomes were kept
+            continue
+        key = (row["task"], row["count"], row.get("seed", 0))
+        if key in previous:
+            before = previous[key]
+            result = paired_difference(row["per_example"], before["per_example"])
+            counts = (f"{result['first_only']} / {result['second_only']} | {result['p_value']:.3f}"
+                      if "p_value" in result else "- | -")
+            lines.append(f"| {row['task']} | {before['step']} -> {row['step']} | {row['count']} | "
+                         f"{result['difference']:+.3f} ({result['low']:+.3f} to {result['high']:+.3f}) | {counts} |")
+        previous[key] = row
+    if not lines:
+        return []
+    return ["", "Each step against the task's previous one on the same examples (paired):", "",
+            "| task | steps | n | main metric difference (95% CI) | only the later / only the earlier | McNemar p |",
+            "|---|---|---:|---|---|---:|", *lines]
+
+
 def table(log) -> str:
     rows = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
     lines = ["| step | task | n | main metric (95% CI) | other scores |", "|---:|---|---:|---|---|"]
-    for row in sorted(rows, key=lambda r: (r["task"], r["step"])):
+    for row in sorted(rows, key=lambda r: (r["task"], r["step"], r["count"])):
         summary = row["summary"]
         lines.append(f"| {row['step']} | {row['task']} | {row['count']} | {row['main']} {_cell(summary[row['main']])} "
                      f"| {_others(summary, row['main'])} |")
-    return "\n".join(lines)
+    return "\n".join(lines + paired_steps(rows))
 
 
 def main() -> None:

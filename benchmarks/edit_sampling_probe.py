@@ -2,6 +2,7 @@
 guidance pairs (text, image) including no guidance at all, and the number of sampling steps.
 
     python benchmarks/edit_sampling_probe.py ADAPTER [--count 128] [--task edit|inpaint] [--pairs 3:1.0,3:1.5]
+                                             [--kind recolour]   (only the edits of one kind among the first COUNT)
 
 ADAPTER: an adapter folder (e.g. src/mtu/toyworld/mtu_model, the shipped model) on the shipped toy base.
 """
@@ -22,11 +23,13 @@ def main(argv=None) -> int:
     from mtu.toyworld.components import shipped_base
     from mtu.toyworld.evaluate import evaluation_set, generate_outputs
     from mtu.toyworld.metrics import attribute_cell, example_record, interval_cell, summarize
+    from mtu.toyworld.tasks import EDIT_KINDS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("adapter")
     parser.add_argument("--count", type=int, default=128)
     parser.add_argument("--task", default="edit")
+    parser.add_argument("--kind", default=None, help="edit only: keep the edits of this kind among the first COUNT")
     parser.add_argument("--steps", default="20", help="comma-separated numbers of sampling steps")
     parser.add_argument("--pairs", default=",".join(f"{text}:{image}" for text, image in PAIRS),
                         help="comma-separated TEXT:IMAGE guidance pairs")
@@ -37,10 +40,15 @@ def main(argv=None) -> int:
             raise ValueError
     except ValueError:
         parser.error(f"--pairs: expected TEXT:IMAGE pairs separated by commas, got {args.pairs!r}")
+    if args.kind is not None and (args.task != "edit" or args.kind not in EDIT_KINDS):
+        parser.error(f"--kind: expected one of {', '.join(EDIT_KINDS)} with --task edit, got {args.kind!r} "
+                     f"(--task {args.task})")
     torch.set_num_threads(1)
     pipe = MTUPipeline.from_base(str(shipped_base()), args.adapter)
     pipe.set_progress_bar_config(disable=True)
     examples = evaluation_set(args.task, args.count, split="validation")
+    if args.kind:  # each example keeps its own seed (its index), so these outputs equal the unfiltered run's
+        examples = [example for example in examples if example.edit.kind == args.kind]
     print("| steps | text guidance | image guidance | exact (95% CI) | preserved | copied | kind / colour / size / "
           "position / background |")
     print("|---:|---:|---:|---|---:|---:|---|")

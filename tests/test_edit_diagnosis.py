@@ -100,3 +100,11 @@ def test_sampling_probe_refuses_malformed_pairs(capsys):
     with pytest.raises(SystemExit):
         probe.main(["ADAPTER", "--pairs", "3:1.5,7"])
     assert "--pairs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments", [["--kind", "repaint"], ["--task", "inpaint", "--kind", "recolour"]])
+def test_sampling_probe_refuses_a_kind_it_cannot_filter_on(capsys, arguments):
+    probe = load_benchmark("edit_sampling_probe")
+    with pytest.raises(SystemExit):
+        probe.main(["ADAPTER", *arguments])
+    assert "--kind" in capsys.readouterr().err

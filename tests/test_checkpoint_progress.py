@@ -1,0 +1,32 @@
+"""The long run's progress log (benchmarks/checkpoint_progress.py): each step against the previous one, paired on
+the same examples, so that a plateau or a gain is told apart from sampling noise."""
+
+import json
+
+from .scripts import load_benchmark
+
+
+def _row(step, task, outcomes, count=None, seed=0):
+    value = sum(outcomes) / len(outcomes)
+    return {"step": step, "task": task, "count": count or len(outcomes), "seed": seed, "main": "success",
+            "summary": {"success": {"value": value, "low": 0.0, "high": 1.0}}, "per_example": outcomes}
+
+
+def test_paired_steps_count_the_discordant_examples_of_consecutive_steps():
+    progress = load_benchmark("checkpoint_progress")
+    rows = [_row(18000, "edit", [True, True, True, False]), _row(12000, "edit", [True, False, False, False]),
+            _row(12000, "edit", [True] * 8)]  # another count: another set of examples, never paired with these
+    lines = progress.paired_steps(rows)
+    body = [line for line in lines if line.startswith("| edit")]
+    assert body == ["| edit | 12000 -> 18000 | 4 | +0.500 (+0.000 to +1.000) | 2 / 0 | 0.500 |"]
+
+
+def test_table_reads_a_log_with_rows_from_before_the_outcomes_were_kept(tmp_path):
+    progress = load_benchmark("checkpoint_progress")
+    old = _row(7000, "edit", [True, False])
+    del old["per_example"], old["seed"]
+    log = tmp_path / "progress.jsonl"
+    log.write_text("\n".join(json.dumps(row) for row in (old, _row(9000, "edit", [True, True]))) + "\n")
+    text = progress.table(log)
+    assert "| 7000 | edit | 2 | success 0.500" in text and "| 9000 | edit | 2 | success 1.000" in text
+    assert "paired" not in text  # one step with outcomes: nothing to pair yet
