@@ -76,7 +76,7 @@ def paired_steps(rows: list[dict]) -> list[str]:
         if "per_example" not in row:  # rows logged before the outcomes were kept
             continue
         key = (row["task"], row["count"], row.get("seed", 0))
-        if key in previous:
+        if key in previous and previous[key]["step"] != row["step"]:  # a step scored twice is not paired with itself
             before = previous[key]
             result = paired_difference(row["per_example"], before["per_example"])
             counts = (f"{result['first_only']} / {result['second_only']} | {result['p_value']:.3f}"

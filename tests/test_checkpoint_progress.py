@@ -15,7 +15,8 @@ def _row(step, task, outcomes, count=None, seed=0):
 def test_paired_steps_count_the_discordant_examples_of_consecutive_steps():
     progress = load_benchmark("checkpoint_progress")
     rows = [_row(18000, "edit", [True, True, True, False]), _row(12000, "edit", [True, False, False, False]),
-            _row(12000, "edit", [True] * 8)]  # another count: another set of examples, never paired with these
+            _row(12000, "edit", [True] * 8),  # another count: another set of examples, never paired with these
+            _row(18000, "edit", [True, True, True, False])]  # a step scored twice is not paired with itself
     lines = progress.paired_steps(rows)
     body = [line for line in lines if line.startswith("| edit")]
     assert body == ["| edit | 12000 -> 18000 | 4 | +0.500 (+0.000 to +1.000) | 2 / 0 | 0.500 |"]
