@@ -69,6 +69,7 @@ def paired_steps(rows: list[dict]) -> list[str]:
     """Table lines: per task, each step's main metric minus the previous step's on the same examples (rows of the
     same count and seed that kept their per-example outcomes), with the paired interval (and McNemar for rates)."""
     from mtu.stats import paired_difference
+    from mtu.toyworld.metrics import paired_cells
 
     lines = []
     previous: dict = {}
@@ -79,10 +80,8 @@ def paired_steps(rows: list[dict]) -> list[str]:
         if key in previous and previous[key]["step"] != row["step"]:  # a step scored twice is not paired with itself
             before = previous[key]
             result = paired_difference(row["per_example"], before["per_example"])
-            counts = (f"{result['first_only']} / {result['second_only']} | {result['p_value']:.3f}"
-                      if "p_value" in result else "- | -")
             lines.append(f"| {row['task']} | {before['step']} -> {row['step']} | {row['count']} | "
-                         f"{result['difference']:+.3f} ({result['low']:+.3f} to {result['high']:+.3f}) | {counts} |")
+                         f"{paired_cells(result)} |")
         previous[key] = row
     if not lines:
         return []

@@ -70,6 +70,7 @@ def main(argv=None) -> int:
 def print_paired(exact: dict) -> None:
     """Each setting's exact outcomes against the first setting's, on the same examples and seeds."""
     from mtu.stats import paired_difference
+    from mtu.toyworld.metrics import paired_cells
 
     (first, reference), *others = exact.items()
     print(f"\nPaired against steps {first[0]}, text {first[1]}, image {first[2]} (same examples and seeds):\n")
@@ -77,8 +78,7 @@ def print_paired(exact: dict) -> None:
     print("|---:|---:|---:|---|---|---:|")
     for (steps, text, image), outcomes in others:
         result = paired_difference(outcomes, reference)
-        print(f"| {steps} | {text} | {image} | {result['difference']:+.3f} ({result['low']:+.3f} to "
-              f"{result['high']:+.3f}) | {result['first_only']} / {result['second_only']} | {result['p_value']:.3f} |")
+        print(f"| {steps} | {text} | {image} | {paired_cells(result)} |")
 
 
 if __name__ == "__main__":

@@ -124,6 +124,15 @@ def interval_cell(entry: dict) -> str:
     return f"{entry['value']:.3f} ({entry['low']:.3f}-{entry['high']:.3f})"
 
 
+def paired_cells(result: dict) -> str:
+    """A `mtu.stats.paired_difference` result as three table cells, difference (95% CI) | discordant counts |
+    McNemar p: "+0.074 (+0.031 to +0.117) | 27 / 8 | 0.002"; "- | -" in the last two for scores (no McNemar)."""
+    cells = f"{result['difference']:+.3f} ({result['low']:+.3f} to {result['high']:+.3f})"
+    if "p_value" not in result:
+        return cells + " | - | -"
+    return cells + f" | {result['first_only']} / {result['second_only']} | {result['p_value']:.3f}"
+
+
 def attribute_cell(summary: dict) -> str:
     """The per-attribute accuracies of a `summarize` result as one table cell, in the order kind / colour / size /
     position / background: "0.57 / 0.52 / 0.68 / 0.64 / 0.89"."""
