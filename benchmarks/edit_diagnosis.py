@@ -27,7 +27,9 @@ task gets a mask channel marking the cells the edit changes, in training and sco
 guidance: is finding where to edit the difficulty, or making the change there?), `mtu-change-x10` (the loss weighs
 the latent pixels the edit changes 10 times the rest: does the edit wait for samples because its share of the
 loss is small?). `--base DIR` trains from another base pipeline folder (e.g. a continued
-`mtu toyworld pretrain`). Each row's outputs (uint8
+`mtu toyworld pretrain`). `--adapter DIR` starts every MTU row from a trained MTU adapter of that base (fine-tuning
+it, e.g. `mtu-recolour` from the shipped model: is an edit kind slow to learn or at a plateau?), and with `--steps
+0` scores the adapter as it is, untrained, as the reference on the same examples. Each row's outputs (uint8
 arrays) and per-example records go to OUT/ROW.npz and OUT/diagnosis.json, rewritten after every row; the table
 is printed at the end.
 """
@@ -303,7 +305,16 @@ def _train_and_evaluate(row: str, args, examples, base: str) -> dict:
                                    seed=args.seed, log_with="none")
     if row == "mtu-snr5":
         config.snr_gamma = 5.0
+    if method == "mtu" and args.adapter:
+        config.model.adapter = args.adapter
     start = time.perf_counter()
+    if args.steps == 0:  # the adapter as it is (checked in `main`: only with --adapter)
+        from mtu.pipelines import MTUPipeline
+
+        pipe = MTUPipeline.from_base(base, args.adapter)
+        pipe.set_progress_bar_config(disable=True)
+        return {"row": row, "method": method, "lr": lr, "steps": 0, "batch": args.batch, "train_seconds": 0.0,
+                **evaluate_edit(pipe, examples, args)}
     if row == "mtu-text":
         model, text_encoder = _train_with_text_encoder(config, args.text_lr)
     else:
@@ -449,6 +460,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--base", default="", help="base pipeline folder (default: the shipped toy base)")
+    parser.add_argument("--adapter", default="", help="trained MTU adapter folder every MTU row starts from "
+                        "(with --steps 0: scored untrained)")
     parser.add_argument("--out", default="edit-diagnosis")
     parser.add_argument("--tables", default="", help="comma-separated earlier OUT folders: print their joined table "
                         "(adding partial metrics from the saved outputs) and exit")
@@ -460,6 +473,12 @@ def main(argv=None) -> int:
     unknown = [row for row in rows if row not in ROWS]
     if unknown:
         parser.error(f"--rows: unknown row(s) {unknown}; choose from {ROWS}")
+    if args.adapter and not (Path(args.adapter) / "mtu_config.json").is_file():
+        parser.error(f"--adapter: expected an MTU adapter folder (holding mtu_config.json), got {args.adapter!r}")
+    if args.adapter and any(row in ("full", "mtu-text") for row in rows):
+        parser.error(f"--adapter: rows full and mtu-text do not start from an MTU adapter, got --rows {args.rows}")
+    if args.steps < 0 or (args.steps == 0 and not args.adapter):
+        parser.error(f"--steps: expected a positive number of steps (0 only with --adapter), got {args.steps}")
     if args.threads:
         torch.set_num_threads(args.threads)
     from mtu.toyworld.components import shipped_base

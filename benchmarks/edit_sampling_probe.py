@@ -47,16 +47,16 @@ def main(argv=None) -> int:
     pipe = MTUPipeline.from_base(str(shipped_base()), args.adapter)
     pipe.set_progress_bar_config(disable=True)
     examples = evaluation_set(args.task, args.count, split="validation")
-    if args.kind:  # each example keeps its own seed (its index), so these outputs equal the unfiltered run's
-        examples = [example for example in examples if example.edit.kind == args.kind]
+    indices = [index for index, example in enumerate(examples) if args.kind in (None, example.edit.kind)]
+    examples = [examples[index] for index in indices]  # each keeps its own seed, so equals the unfiltered run's
     print("| steps | text guidance | image guidance | exact (95% CI) | preserved | copied | kind / colour / size / "
           "position / background |")
     print("|---:|---:|---:|---|---:|---:|---|")
     exact = {}  # (steps, text, image) -> per-example exact outcomes, for the paired comparisons below
     for steps in (int(value) for value in args.steps.split(",")):
         for text, image in pairs:
-            outputs = generate_outputs(pipe, examples, 0, guidance_scale=text, image_guidance_scale=image,
-                                       num_inference_steps=steps)
+            outputs = generate_outputs(pipe, examples, 0, indices=indices, guidance_scale=text,
+                                       image_guidance_scale=image, num_inference_steps=steps)
             records = [example_record(ex, np.asarray(out)) for ex, out in zip(examples, outputs)]
             exact[steps, text, image] = np.array([bool(record["exact"]) for record in records])
             summary = summarize(records)

@@ -108,3 +108,72 @@ def test_sampling_probe_refuses_a_kind_it_cannot_filter_on(capsys, arguments):
     with pytest.raises(SystemExit):
         probe.main(["ADAPTER", *arguments])
     assert "--kind" in capsys.readouterr().err
+
+
+def test_recolour_word_probe_reads_the_colour_under_the_named_shape_and_swaps_only_the_word():
+    from mtu.toyworld.evaluate import Example
+    from mtu.toyworld.scene import render
+
+    probe = load_benchmark("recolour_word_probe")
+    target = Scene("gray", (CIRCLE, Shape("square", "green", "large", "center")))
+    assert probe.read_colour(render(target), SQUARE) == "green"
+    assert probe.read_colour(render(Scene("gray", (CIRCLE,))), SQUARE) == "gray"  # the shape is gone
+    edit = Edit("recolour", "make the square green", SCENE, target, SQUARE)
+    example = Example("edit", edit.instruction, render(SCENE), render(target), target, edit)
+    variants = probe.colour_variants(example)
+    words = [variant.prompt.rsplit(" ", 1)[1] for variant in variants]
+    assert words == ["red", "green", "yellow", "purple", "white", "black"]  # not blue (its own), gray is no shape colour
+    for word, variant in zip(words, variants):
+        assert variant.prompt == f"make the square {word}" == variant.edit.instruction
+        assert variant.target_scene == variant.edit.after
+        assert {shape.colour for shape in variant.target_scene.shapes if shape.kind == "square"} == {word}
+        assert variant.edit.before == SCENE and variant.image is example.image
+
+
+def test_recolour_word_probe_tally_separates_reading_the_word_from_ignoring_it():
+    probe = load_benchmark("recolour_word_probe")
+    follows = [[(word, word, "blue", "gray") for word in ("red", "green", "black")]]
+    ignores = [[(word, "blue", "blue", "gray") for word in ("red", "green", "black")]]
+    counts = probe.tally(follows)
+    assert (counts["asked"], counts["original"], counts["chance"], counts["distinct"]) == (3, 0, 0.0, 3.0)
+    counts = probe.tally(ignores)
+    assert (counts["asked"], counts["original"], counts["chance"], counts["distinct"]) == (0, 3, 0.0, 1.0)
+    always_red = [[(word, "red", "blue", "gray") for word in ("red", "green", "black")]]
+    counts = probe.tally(always_red)  # right once, by luck: exactly what chance says
+    assert counts["asked"] == 1 and counts["chance"] == pytest.approx(2 / 6) and counts["other"] == 2
+
+
+def test_generate_outputs_seeds_each_example_by_its_index_in_the_whole_set():
+    from mtu.toyworld.evaluate import evaluation_set, generate_outputs
+
+    seeds = []
+
+    class RecordingPipe:
+        def __call__(self, generator, **kwargs):
+            seeds.extend(g.initial_seed() for g in generator)
+            return type("Output", (), {"images": [None] * len(generator)})()
+
+    examples = evaluation_set("edit", 6, split="validation")
+    generate_outputs(RecordingPipe(), examples, seed=1, batch_size=4)
+    whole = list(seeds)
+    seeds.clear()
+    generate_outputs(RecordingPipe(), [examples[1], examples[4], examples[4]], seed=1, indices=[1, 4, 4],
+                     batch_size=2)
+    assert seeds == [whole[1], whole[4], whole[4]] and len(set(whole)) == 6
+    with pytest.raises(ValueError, match="indices"):
+        generate_outputs(RecordingPipe(), examples, indices=[0])
+
+
+@pytest.mark.parametrize("arguments, named", [
+    (["--steps", "0"], "--steps"),
+    (["--adapter", "no-such-folder"], "--adapter"),
+    (["--adapter", "src/mtu/toyworld/mtu_model", "--rows", "mtu,full"], "--adapter"),
+])
+def test_diagnosis_refuses_bad_adapter_arguments_before_any_work(diagnosis, capsys, arguments, named):
+    from mtu.toyworld.components import shipped_base
+
+    shipped_adapter = str(shipped_base().parent / "mtu_model")
+    arguments = [shipped_adapter if value == "src/mtu/toyworld/mtu_model" else value for value in arguments]
+    with pytest.raises(SystemExit):
+        diagnosis.main(arguments)
+    assert named in capsys.readouterr().err

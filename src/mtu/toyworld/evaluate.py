@@ -72,15 +72,22 @@ def evaluation_set(task: str, count: int, size: int = 32, sr_scale: int = 2, spl
 
 @torch.no_grad()
 def generate_outputs(pipe, examples: list[Example], seed: int = 0, batch_size: int = 32, stock: bool = False,
-                     **call_kwargs) -> list:
+                     indices: list[int] | None = None, **call_kwargs) -> list:
     """Outputs of `pipe(task=...)` for `examples`, in batches, one generator per example seeded (seed, index).
-    `stock`: `pipe` is a stock diffusers pipeline of the examples' task, called without `task`."""
+    `stock`: `pipe` is a stock diffusers pipeline of the examples' task, called without `task`.
+    `indices`: each example's index in the evaluation set it was taken from (default: its place in `examples`),
+    so that a subset of a set, or several variants of one example, keep the noise of the whole set's run."""
+    if indices is None:
+        indices = list(range(len(examples)))
+    if len(indices) != len(examples):
+        raise ValueError(f"`indices` must hold one index per example ({len(examples)}), got {len(indices)}.")
     outputs = []
     for begin in range(0, len(examples), batch_size):
         chunk = examples[begin:begin + batch_size]
         task = chunk[0].task
         spec = task_plugin(task).spec
-        generators = [torch.Generator().manual_seed(seed * 1_000_003 + begin + i) for i in range(len(chunk))]
+        generators = [torch.Generator().manual_seed(seed * 1_000_003 + index)
+                      for index in indices[begin:begin + batch_size]]
         kwargs = dict(call_kwargs)
         if spec.uses_prompt:
             kwargs["prompt"] = [example.prompt for example in chunk]
