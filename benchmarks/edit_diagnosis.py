@@ -70,17 +70,26 @@ def _scaled_condition_patch(factor: float):
     return [(module, "condition_channels", scaled) for module in (conditioning, common, cache, step)]
 
 
+def _toy_pair_patch(toy_pair):
+    """Makes the toy-world data source draw the edit task's training pairs with `toy_pair(scene, size, rng)`
+    (the held-out examples are drawn by the task's evaluation, which this leaves alone)."""
+    from mtu.tasks import base as plugins
+
+    edit_task = replace(plugins.task_plugin("edit"), toy_pair=toy_pair)
+    return [(plugins, "_PLUGINS", {**plugins._PLUGINS, "edit": edit_task})]
+
+
 def _edit_fields_patch(rewrite):
     """Makes the toy-world edit source pass every edit's fields through `rewrite` (fields -> overrides)."""
-    from mtu.toyworld import source
+    from mtu.tasks import base as plugins
 
-    original = source.edit_pair
+    original = plugins.task_plugin("edit").toy_pair
 
-    def edit_pair(edit, size=32):
-        fields = original(edit, size)
+    def toy_pair(scene, size, rng):
+        fields = original(scene, size, rng)
         return {**fields, **rewrite(fields)}
 
-    return [(source, "edit_pair", edit_pair)]
+    return _toy_pair_patch(toy_pair)
 
 
 def _null_edit(example):
@@ -92,15 +101,13 @@ def _null_edit(example):
 def _single_kind_patch(kind: str):
     """Makes the toy-world edit source draw only edits of `kind` (any kind for the few scenes it does not apply to,
     e.g. a background change of a gray scene with a black and a white shape)."""
-    from mtu.toyworld import source
-    from mtu.toyworld.tasks import EDIT_KINDS, possible_edits
+    from mtu.toyworld.tasks import EDIT_KINDS, edit_pair, possible_edits, sample_edit
 
-    original = source.sample_edit
+    def toy_pair(scene, size, rng):
+        kinds = (kind,) if kind in possible_edits(scene) else EDIT_KINDS
+        return edit_pair(sample_edit(scene, rng, kinds=kinds), size)
 
-    def sample_edit(scene, rng, kinds=None):
-        return original(scene, rng, kinds=(kind,) if kind in possible_edits(scene) else EDIT_KINDS)
-
-    return [(source, "sample_edit", sample_edit)]
+    return _toy_pair_patch(toy_pair)
 
 
 def _of_kind(examples, kind: str):

@@ -177,3 +177,30 @@ def test_diagnosis_refuses_bad_adapter_arguments_before_any_work(diagnosis, caps
     with pytest.raises(SystemExit):
         diagnosis.main(arguments)
     assert named in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("row", ["mtu-recolour", "mtu-copy", "mtu-caption"])
+def test_diagnosis_rows_change_the_training_pairs_and_not_the_held_out_edits(diagnosis, row):
+    from contextlib import ExitStack
+    from unittest import mock
+
+    from mtu.tasks.base import task_plugin
+    from mtu.toyworld.evaluate import evaluation_set
+    from mtu.toyworld.scene import make_scenes
+
+    scenes = make_scenes(0, 24, "train")
+    plain = [task_plugin("edit").toy_pair(scene, 32, np.random.default_rng(i)) for i, scene in enumerate(scenes)]
+    held_out = [example.prompt for example in evaluation_set("edit", 16)]
+    with ExitStack() as stack:
+        for module, name, value in diagnosis.row_patches(row):
+            stack.enter_context(mock.patch.object(module, name, value))
+        pairs = [task_plugin("edit").toy_pair(scene, 32, np.random.default_rng(i)) for i, scene in enumerate(scenes)]
+        assert [example.prompt for example in evaluation_set("edit", 16)] == held_out
+    if row == "mtu-recolour":
+        assert all(pair["prompt"].startswith("make ") for pair in pairs)
+        assert not all(pair["prompt"].startswith("make ") for pair in plain)
+    elif row == "mtu-copy":
+        assert all(pair["prompt"] == "" and pair["target"] is pair["condition"] for pair in pairs)
+    else:
+        assert [pair["prompt"] for pair in pairs] == [pair["output_caption"] for pair in plain]
+    assert task_plugin("edit").toy_pair(scenes[0], 32, np.random.default_rng(0))["prompt"] == plain[0]["prompt"]
