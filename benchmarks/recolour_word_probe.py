@@ -7,7 +7,8 @@ was is read (the majority palette colour of that shape's pixels):
 
 If the model reads the word, the shape takes the asked colour whatever the word; if it ignores it, the shape's
 colour does not change with the word, and "takes the asked colour" falls to what the same outputs score against
-the example's *other* words (the chance row). ADAPTER: an adapter folder on the shipped toy base (e.g.
+the example's *other* words (the chance column). Intervals: bootstrap over the examples (an example's variants
+share its scene and noise, so they are not independent outputs). ADAPTER: an adapter folder on the shipped toy base (e.g.
 src/mtu/toyworld/mtu_model).
 """
 
@@ -51,10 +52,25 @@ def colour_variants(example) -> list:
     return variants
 
 
+def pooled_interval(hits, counts) -> tuple[float, float]:
+    """95% interval of sum(hits) / sum(counts) by the bootstrap over examples (each example's variants share its
+    scene and noise, so they are resampled together, not as independent outputs)."""
+    from mtu.stats import bootstrap_interval
+
+    hits, counts = np.asarray(hits, dtype=np.float64), np.asarray(counts, dtype=np.float64)
+
+    def ratio(indices, axis):
+        indices = indices.astype(int)
+        return hits[indices].sum(axis=axis) / counts[indices].sum(axis=axis)
+
+    return bootstrap_interval(np.arange(len(hits)), statistic=ratio)
+
+
 def tally(groups: list[list[tuple[str, str, str, str]]]) -> dict:
     """Counts over the outputs: `groups` holds, per example, one (asked, read, original, background) colour
     tuple per variant. "chance" is the share of (output, another variant's word) pairs that match: what "takes
-    the asked colour" would be if the output did not depend on the word."""
+    the asked colour" would be if the output did not depend on the word; "asked_interval" is the bootstrap
+    interval over examples of the share that takes the asked colour."""
     asked = original = background = other = 0
     chance_hits = chance_pairs = 0
     distinct = []
@@ -68,13 +84,14 @@ def tally(groups: list[list[tuple[str, str, str, str]]]) -> dict:
             chance_pairs += len(group) - 1
         distinct.append(len({read for _, read, *_ in group}))
     outputs = sum(len(group) for group in groups)
+    per_example = [sum(read == word for word, read, *_ in group) for group in groups]
     return {"outputs": outputs, "asked": asked, "original": original, "background": background, "other": other,
-            "chance": chance_hits / max(chance_pairs, 1), "distinct": float(np.mean(distinct)) if distinct else 0.0}
+            "chance": chance_hits / max(chance_pairs, 1), "distinct": float(np.mean(distinct)) if distinct else 0.0,
+            "asked_interval": pooled_interval(per_example, [len(group) for group in groups])}
 
 
 def main(argv=None) -> int:
     from mtu.pipelines import MTUPipeline
-    from mtu.stats import wilson_interval
     from mtu.toyworld.components import shipped_base
     from mtu.toyworld.evaluate import evaluation_set, generate_outputs
     from mtu.toyworld.metrics import example_record
@@ -112,16 +129,17 @@ def main(argv=None) -> int:
         outputs = generate_outputs(pipe, variants, 0, indices=indices, guidance_scale=text,
                                    image_guidance_scale=image)
         groups = [[] for _ in chosen]
-        exact = 0
+        exact = np.zeros(len(chosen))
         for owner, variant, output in zip(owners, variants, outputs):
             shape = variant.edit.shape
             word = variant.prompt.rsplit(" ", 1)[1]
             groups[owner].append((word, read_colour(output, shape), shape.colour, variant.edit.before.background))
-            exact += bool(example_record(variant, np.asarray(output))["exact"])
+            exact[owner] += bool(example_record(variant, np.asarray(output))["exact"])
         counts = tally(groups)
         n = counts["outputs"]
-        low, high = wilson_interval(counts["asked"], n)
-        exact_low, exact_high = wilson_interval(exact, n)
+        low, high = counts["asked_interval"]
+        exact_low, exact_high = pooled_interval(exact, [len(group) for group in groups])
+        exact = exact.sum()
         print(f"| {text} : {image} | {counts['asked'] / n:.3f} ({low:.3f}-{high:.3f}) | {counts['chance']:.3f} | "
               f"{counts['original'] / n:.3f} | {counts['background'] / n:.3f} | {counts['other'] / n:.3f} | "
               f"{counts['distinct']:.2f} | {exact / n:.3f} ({exact_low:.3f}-{exact_high:.3f}) |", flush=True)

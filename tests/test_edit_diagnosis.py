@@ -204,3 +204,13 @@ def test_diagnosis_rows_change_the_training_pairs_and_not_the_held_out_edits(dia
     else:
         assert [pair["prompt"] for pair in pairs] == [pair["output_caption"] for pair in plain]
     assert task_plugin("edit").toy_pair(scenes[0], 32, np.random.default_rng(0))["prompt"] == plain[0]["prompt"]
+
+
+def test_recolour_word_probe_intervals_resample_whole_examples():
+    probe = load_benchmark("recolour_word_probe")
+    low, high = probe.pooled_interval([5, 5, 5], [5, 5, 5])
+    assert low == high == 1.0
+    low, high = probe.pooled_interval([6, 0], [6, 6])  # one example always right, one never: 0, 0.5 or 1
+    assert low == 0.0 and high == 1.0
+    low, high = probe.pooled_interval([3] * 40 + [0] * 40, [6] * 80)
+    assert 0.15 < low < 0.25 < high < 0.35
