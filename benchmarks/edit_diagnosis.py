@@ -307,6 +307,13 @@ def _train_and_evaluate(row: str, args, examples, base: str) -> dict:
 
     method = "full" if row == "full" else "mtu"
     lr = args.full_lr if method == "full" else args.lr
+    if args.steps == 0:  # the adapter as it is (checked in `main`: only with --adapter)
+        from mtu.pipelines import MTUPipeline
+
+        pipe = MTUPipeline.from_base(base, args.adapter)
+        pipe.set_progress_bar_config(disable=True)
+        return {"row": row, "method": method, "lr": lr, "steps": 0, "batch": args.batch, "train_seconds": 0.0,
+                **evaluate_edit(pipe, examples, args)}
     config = toyworld_train_config(base, Path(args.out) / f"run-{row}", tasks=("edit",), method=method,
                                    mtu={"num_experts": 4}, steps=args.steps, batch_size=args.batch, lr=lr,
                                    seed=args.seed, log_with="none")
@@ -315,13 +322,6 @@ def _train_and_evaluate(row: str, args, examples, base: str) -> dict:
     if method == "mtu" and args.adapter:
         config.model.adapter = args.adapter
     start = time.perf_counter()
-    if args.steps == 0:  # the adapter as it is (checked in `main`: only with --adapter)
-        from mtu.pipelines import MTUPipeline
-
-        pipe = MTUPipeline.from_base(base, args.adapter)
-        pipe.set_progress_bar_config(disable=True)
-        return {"row": row, "method": method, "lr": lr, "steps": 0, "batch": args.batch, "train_seconds": 0.0,
-                **evaluate_edit(pipe, examples, args)}
     if row == "mtu-text":
         model, text_encoder = _train_with_text_encoder(config, args.text_lr)
     else:

@@ -214,3 +214,16 @@ def test_recolour_word_probe_intervals_resample_whole_examples():
     assert low == 0.0 and high == 1.0
     low, high = probe.pooled_interval([3] * 40 + [0] * 40, [6] * 80)
     assert 0.15 < low < 0.25 < high < 0.35
+
+
+def test_diagnosis_scores_an_adapter_untrained_with_steps_0(diagnosis, tmp_path, capsys):
+    import json
+
+    from mtu.toyworld.components import shipped_base
+
+    adapter = str(shipped_base().parent / "mtu_model")
+    assert diagnosis.main(["--rows", "mtu-recolour", "--adapter", adapter, "--steps", "0", "--eval-count", "2",
+                           "--threads", "1", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "diagnosis.json").read_text())["results"][0]
+    assert result["steps"] == 0 and result["kinds"] == ["recolour", "recolour"]
+    assert not (tmp_path / "run-mtu-recolour").exists()  # nothing trained
