@@ -10,6 +10,17 @@ import torch
 from mtu.architectures import build_unet
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Puts torch's thread count back after every test: a test that runs a script's `main` with `--threads 1`
+    (torch.set_num_threads is process-wide) once made a later in-process training run use one thread while its
+    subprocess twin used two, and the bitwise resume test failed on the different float sums."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_base():
     """A 7-block UNet2DConditionModel (dims 32 and 64, d_ffn 128 and 256) at seeded random init."""
