@@ -18,6 +18,17 @@ import torch
 PAIRS = ((1.0, 1.0), (7.5, 1.6), (7.5, 3.0), (3.0, 1.6), (3.0, 3.0), (1.0, 3.0), (3.0, 5.0))
 
 
+def parse_pairs(parser: argparse.ArgumentParser, text: str) -> list[tuple[float, float]]:
+    """`--pairs` "3:1.6,7.5:1.6" as [(3.0, 1.6), (7.5, 1.6)]; anything else is a one-line `parser.error`."""
+    try:
+        pairs = [tuple(float(value) for value in pair.split(":")) for pair in text.split(",")]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError
+    except ValueError:
+        parser.error(f"--pairs: expected TEXT:IMAGE pairs separated by commas, got {text!r}")
+    return pairs
+
+
 def main(argv=None) -> int:
     from mtu.pipelines import MTUPipeline
     from mtu.toyworld.components import shipped_base
@@ -34,12 +45,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pairs", default=",".join(f"{text}:{image}" for text, image in PAIRS),
                         help="comma-separated TEXT:IMAGE guidance pairs")
     args = parser.parse_args(argv)
-    try:
-        pairs = [tuple(float(value) for value in pair.split(":")) for pair in args.pairs.split(",")]
-        if any(len(pair) != 2 for pair in pairs):
-            raise ValueError
-    except ValueError:
-        parser.error(f"--pairs: expected TEXT:IMAGE pairs separated by commas, got {args.pairs!r}")
+    pairs = parse_pairs(parser, args.pairs)
     if args.kind is not None and (args.task != "edit" or args.kind not in EDIT_KINDS):
         parser.error(f"--kind: expected one of {', '.join(EDIT_KINDS)} with --task edit, got {args.kind!r} "
                      f"(--task {args.task})")

@@ -17,9 +17,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # edit_sampling_probe, beside this file
+from edit_sampling_probe import parse_pairs  # noqa: E402
 
 
 def read_colour(output, shape) -> str:
@@ -101,12 +105,7 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=320, help="validation edits to take the recolourings from")
     parser.add_argument("--pairs", default="3:1.6", help="comma-separated TEXT:IMAGE guidance pairs")
     args = parser.parse_args(argv)
-    try:
-        pairs = [tuple(float(value) for value in pair.split(":")) for pair in args.pairs.split(",")]
-        if any(len(pair) != 2 for pair in pairs):
-            raise ValueError
-    except ValueError:
-        parser.error(f"--pairs: expected TEXT:IMAGE pairs separated by commas, got {args.pairs!r}")
+    pairs = parse_pairs(parser, args.pairs)
     if args.count < 1:
         parser.error(f"--count: expected a positive number of validation edits, got {args.count}")
     torch.set_num_threads(1)

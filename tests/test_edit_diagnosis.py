@@ -227,3 +227,11 @@ def test_diagnosis_scores_an_adapter_untrained_with_steps_0(diagnosis, tmp_path,
     result = json.loads((tmp_path / "diagnosis.json").read_text())["results"][0]
     assert result["steps"] == 0 and result["kinds"] == ["recolour", "recolour"]
     assert not (tmp_path / "run-mtu-recolour").exists()  # nothing trained
+
+
+def test_recolour_word_probe_refuses_malformed_pairs_and_counts(capsys):
+    probe = load_benchmark("recolour_word_probe")
+    for arguments, named in ((["--pairs", "3"], "--pairs"), (["--count", "0"], "--count")):
+        with pytest.raises(SystemExit):
+            probe.main(["ADAPTER", *arguments])
+        assert named in capsys.readouterr().err
