@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     pipe = MTUPipeline.from_base(str(shipped_base()), args.adapter)
     pipe.set_progress_bar_config(disable=True)
     examples = evaluation_set(args.task, args.count, split="validation")
-    indices = [index for index, example in enumerate(examples) if args.kind in (None, example.edit.kind)]
+    indices = [index for index, example in enumerate(examples) if args.kind is None or example.edit.kind == args.kind]
     examples = [examples[index] for index in indices]  # each keeps its own seed, so equals the unfiltered run's
     print("| steps | text guidance | image guidance | exact (95% CI) | preserved | copied | kind / colour / size / "
           "position / background |")

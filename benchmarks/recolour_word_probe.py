@@ -128,17 +128,17 @@ def main(argv=None) -> int:
         outputs = generate_outputs(pipe, variants, 0, indices=indices, guidance_scale=text,
                                    image_guidance_scale=image)
         groups = [[] for _ in chosen]
-        exact = np.zeros(len(chosen))
+        exact_per_example = np.zeros(len(chosen))
         for owner, variant, output in zip(owners, variants, outputs):
             shape = variant.edit.shape
             word = variant.prompt.rsplit(" ", 1)[1]
             groups[owner].append((word, read_colour(output, shape), shape.colour, variant.edit.before.background))
-            exact[owner] += bool(example_record(variant, np.asarray(output))["exact"])
+            exact_per_example[owner] += bool(example_record(variant, np.asarray(output))["exact"])
         counts = tally(groups)
         n = counts["outputs"]
         low, high = counts["asked_interval"]
-        exact_low, exact_high = pooled_interval(exact, [len(group) for group in groups])
-        exact = exact.sum()
+        exact_low, exact_high = pooled_interval(exact_per_example, [len(group) for group in groups])
+        exact = exact_per_example.sum()
         print(f"| {text} : {image} | {counts['asked'] / n:.3f} ({low:.3f}-{high:.3f}) | {counts['chance']:.3f} | "
               f"{counts['original'] / n:.3f} | {counts['background'] / n:.3f} | {counts['other'] / n:.3f} | "
               f"{counts['distinct']:.2f} | {exact / n:.3f} ({exact_low:.3f}-{exact_high:.3f}) |", flush=True)
