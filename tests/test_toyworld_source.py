@@ -62,3 +62,22 @@ def test_trainer_runs_on_the_toy_world(tmp_path):
     summary = train(config_from_dict(config))
     assert summary["steps"] == 2 and summary["nonfinite_skipped"] == 0
     assert summary["data_failures"]["toyworld:train:seed=0"]["failed"] == 0
+
+
+def test_edit_kind_weights_choose_the_training_edits():
+    dataset = ToyWorldDataset(ToyWorldConfig.from_dict(
+        {"format": "toyworld", "task": "edit", "count": 40, "edit_kind_weights": {"recolour": 1, "add": 0, "remove": 0,
+                                                                                  "move": 0, "background": 0}}))
+    assert all(dataset[index]["prompt"].startswith("make ") for index in range(len(dataset)))  # "make the X red"
+    assert dataset.config.to_dict()["edit_kind_weights"] == {"recolour": 1.0, "add": 0.0, "remove": 0.0, "move": 0.0,
+                                                             "background": 0.0}
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"task": "t2i", "edit_kind_weights": {"move": 2}}, "edit_kind_weights: must be null for task 't2i'"),
+    ({"task": "edit", "edit_kind_weights": {"mvoe": 2}}, "edit_kind_weights: unknown edit kind 'mvoe'"),
+    ({"task": "edit", "edit_kind_weights": {"move": -2}}, "edit_kind_weights: the weight of edit kind 'move'"),
+])
+def test_edit_kind_weights_validation_names_field(options, message):
+    with pytest.raises(ValueError, match=message):
+        ToyWorldConfig.from_dict({"format": "toyworld", **options})

@@ -1,12 +1,14 @@
 """Toy world task pairs: every edit changes exactly the pixels its instruction names, and nothing else."""
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from mtu.toyworld.scene import Scene, Shape, caption, make_scenes, shape_mask
-from mtu.toyworld.tasks import (EDIT_KINDS, edit_pair, inpaint_pair, refer, sample_edit, sample_removal, sr_input,
-                                sr_pair, t2i_pair)
+from mtu.toyworld.tasks import (EDIT_KINDS, edit_pair, inpaint_pair, kind_weights, possible_edits, refer, sample_edit,
+                                sample_removal, sr_input, sr_pair, t2i_pair)
 
 SIZE = 32
 
@@ -74,3 +76,44 @@ def test_t2i_and_sr_pairs():
 def test_sample_edit_rejects_unknown_kind():
     with pytest.raises(ValueError, match="kinds"):
         sample_edit(make_scenes(0, 1)[0], np.random.default_rng(0), kinds=("explode",))
+
+
+def test_unweighted_edit_draws_are_unchanged():
+    """Kind weights came after the long run started: without them the draw is the one that run's data used."""
+    scenes = make_scenes(0, 24)
+    kinds = "".join(sample_edit(scene, np.random.default_rng(i)).kind[0] for i, scene in enumerate(scenes))
+    assert kinds == "brbbmmrbmrbrmbrbmmbrbamr"
+
+
+def test_kind_weights_set_the_mix():
+    scenes = [scene for scene in make_scenes(1, 3000) if len(possible_edits(scene)) == len(EDIT_KINDS)]
+    rng = np.random.default_rng(0)
+    kinds = [sample_edit(scene, rng, weights={"recolour": 3, "move": 3, "background": 0}).kind for scene in scenes]
+    counts = {kind: kinds.count(kind) for kind in EDIT_KINDS}
+    n = len(kinds)
+    assert n > 1000 and counts["background"] == 0
+    for kind, share in {"recolour": 3 / 8, "move": 3 / 8, "add": 1 / 8, "remove": 1 / 8}.items():
+        assert abs(counts[kind] / n - share) < 5 * np.sqrt(share * (1 - share) / n), (kind, counts)
+
+
+def test_kind_weights_fall_back_to_the_applicable_kinds():
+    full = Scene("white", tuple(Shape("circle", "red", "small", position) for position in
+                                ("top left", "top right", "bottom left")))  # MAX_SHAPES: nothing can be added
+    assert "add" not in possible_edits(full)
+    rng = np.random.default_rng(0)
+    kinds = {sample_edit(full, rng, weights={kind: 0 for kind in EDIT_KINDS if kind != "add"}).kind
+             for _ in range(200)}
+    assert kinds == set(possible_edits(full))  # only "add" weighs, and it cannot apply: uniform over the rest
+
+
+@pytest.mark.parametrize("weights, message", [
+    ({"explode": 1}, "unknown edit kind 'explode'"),
+    ({"move": -1}, "'move' must be a finite number >= 0, got -1"),
+    ({"move": float("nan")}, "'move' must be a finite number"),
+    ({"move": "3"}, "'move' must be a finite number"),
+    (dict.fromkeys(EDIT_KINDS, 0), "at least one edit kind needs a weight > 0"),
+    ([3, 3], "must be a mapping"),
+])
+def test_kind_weights_reject_bad_values(weights, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        kind_weights(weights)

@@ -108,7 +108,8 @@ class Task:
         spec: The model's view of the task (name, prompt, image inputs; saved with every adapter).
         schemas: Names of the data schemas that feed it (`mtu.data.schemas`); the first is the toy world's.
         toy_pair: `(scene, size, rng) -> fields`, the role -> value dict of one toy-world training pair
-            (`mtu.toyworld.tasks`); None: the task has no toy world.
+            (`mtu.toyworld.tasks`); None: the task has no toy world. The "edit" task's also takes `kind_weights`
+            (a source's `edit_kind_weights`).
         evaluation: The toy world's scoring of the task; None: not scored there.
         defaults: Sampling defaults per model family ("sd", "sdxl"); a family left out samples like the built-in
             task of the same guidance kind.

@@ -40,7 +40,8 @@ def identity(example):
 TASK = register(Task(
     TaskSpec("edit", "instruction-driven image editing (InstructPix2Pix)", image_inputs=("image",)),
     schemas=("instructpix2pix",),
-    toy_pair=lambda scene, size, rng: edit_pair(sample_edit(scene, rng), size),
+    toy_pair=lambda scene, size, rng, kind_weights=None: edit_pair(sample_edit(scene, rng, weights=kind_weights),
+                                                                   size),
     evaluation=Evaluation(heldout_example, score, record, main_metric="success", main_record="success",
                           baseline_name="identity (input unchanged)", baseline=identity,
                           card_fields=("success", "preserved", "fidelity_psnr"), seed_index=1),

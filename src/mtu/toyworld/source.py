@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..configuration import JsonConfig, is_int, is_number, must_be
+from ..errors import InputError
 from ..data.config import degradation_from
 from ..data.dataset import ExampleDataset
 from ..data.degradation import DegradationConfig
@@ -26,7 +27,7 @@ from ..data.schemas import get_schema
 from ..tasks.base import task_plugin
 from ..upcycling.tasks import available_tasks
 from .scene import MAX_SIZE, MIN_SIZE, make_scenes
-from .tasks import TOY_DEGRADATION
+from .tasks import TOY_DEGRADATION, kind_weights
 
 
 class _ToySchemas(Mapping):
@@ -64,6 +65,9 @@ class ToyWorldConfig(JsonConfig):
         max_failure_fraction: Highest tolerated fraction of failed items (`check_failure_rate`).
         degradation: Ranges of the SR degradation (default `TOY_DEGRADATION`, scaled to toy image sizes).
         weight: Mixing ratio of this source relative to the others (> 0); used by the trainer's sampler.
+        edit_kind_weights: Task "edit" only: relative weights of the edit kinds drawn, e.g. `{recolour: 3, move: 3}`
+            (a kind left out weighs 1, weight 0 leaves it out; `mtu.toyworld.tasks.sample_edit`); None: uniform
+            over the kinds that apply to each scene, as before the option existed.
         format: Always "toyworld" (the registry's name of this config class).
     """
 
@@ -76,6 +80,7 @@ class ToyWorldConfig(JsonConfig):
     max_failure_fraction: float = 0.01
     degradation: DegradationConfig = field(default_factory=lambda: copy.deepcopy(TOY_DEGRADATION))
     weight: float = 1.0
+    edit_kind_weights: dict[str, float] | None = None
     format: Literal["toyworld"] = "toyworld"
 
     def __post_init__(self):
@@ -100,6 +105,14 @@ class ToyWorldConfig(JsonConfig):
         if not is_number(self.weight) or not self.weight > 0:
             raise must_be("weight", "a finite number > 0", self.weight)
         self.weight = float(self.weight)
+        if self.edit_kind_weights is not None:
+            if self.task != "edit":
+                raise must_be("edit_kind_weights", f"null for task {self.task!r} (edit kinds weigh only the 'edit' "
+                                                   f"task's pairs)", self.edit_kind_weights)
+            try:
+                self.edit_kind_weights = kind_weights(self.edit_kind_weights)
+            except ValueError as error:
+                raise InputError(str(error), field="edit_kind_weights") from None
         self.degradation = degradation_from(self.degradation)
 
     @property
@@ -146,7 +159,8 @@ class ToyWorldDataset(ExampleDataset):
     def load_fields(self, index: int, epoch: int) -> tuple[dict, torch.Generator]:
         """The role -> PIL image / str fields of item `index` in `epoch`, and the generator of the SR degradation."""
         rng = np.random.default_rng([self.config.seed, epoch, index])
-        fields = self.plugin.toy_pair(self.scenes[index], self.config.resolution, rng)
+        options = {} if self.config.edit_kind_weights is None else {"kind_weights": self.config.edit_kind_weights}
+        fields = self.plugin.toy_pair(self.scenes[index], self.config.resolution, rng, **options)
         return fields, torch.Generator().manual_seed(int(rng.integers(2 ** 63)))
 
 

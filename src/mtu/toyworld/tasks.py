@@ -127,15 +127,44 @@ def possible_edits(scene: Scene) -> tuple[str, ...]:
     return tuple(kind for kind in EDIT_KINDS if applies[kind])
 
 
-def sample_edit(scene: Scene, rng: np.random.Generator, kinds: tuple[str, ...] = EDIT_KINDS) -> Edit:
-    """A random edit of `scene`, of a kind drawn uniformly among `kinds` that apply to it."""
+def sample_edit(scene: Scene, rng: np.random.Generator, kinds: tuple[str, ...] = EDIT_KINDS,
+                weights: dict[str, float] | None = None) -> Edit:
+    """A random edit of `scene`, of a kind drawn among `kinds` that apply to it: uniformly, or with `weights`
+    ({kind: relative weight}, a kind left out weighs 1, see `kind_weights`) in proportion to them. Weight 0 leaves
+    a kind out, unless no kind of nonzero weight applies to the scene: then every applicable kind is drawn
+    uniformly (a training source never stops on a scene). Without `weights` the draw is the same as before they
+    existed (one `rng.integers`), so earlier runs' data are unchanged."""
     unknown = [kind for kind in kinds if kind not in EDIT_KINDS]
     if unknown or not kinds:
         raise ValueError(f"`kinds` must be a non-empty subset of {EDIT_KINDS}, got {kinds!r}.")
     usable = [kind for kind in possible_edits(scene) if kind in kinds]
     if not usable:
         raise ValueError(f"none of `kinds` {kinds!r} applies to the scene {caption(scene)!r}.")
-    return _BUILDERS[_pick(rng, usable)](scene, rng)
+    if weights is None:
+        return _BUILDERS[_pick(rng, usable)](scene, rng)
+    resolved = kind_weights(weights)
+    chances = np.array([resolved[kind] for kind in usable])
+    if chances.sum() == 0:
+        chances = np.ones(len(usable))
+    kind = usable[int(rng.choice(len(usable), p=chances / chances.sum()))]
+    return _BUILDERS[kind](scene, rng)
+
+
+def kind_weights(weights: dict[str, float]) -> dict[str, float]:
+    """{kind: weight} over all `EDIT_KINDS` from a partial mapping (a kind left out weighs 1); raises ValueError
+    naming the bad kind or weight (weights are finite numbers >= 0, at least one of them > 0)."""
+    if not isinstance(weights, dict):
+        raise ValueError(f"edit kind weights must be a mapping {{kind: weight}}, got {weights!r}.")
+    unknown = [kind for kind in weights if kind not in EDIT_KINDS]
+    if unknown:
+        raise ValueError(f"unknown edit kind {unknown[0]!r}; the kinds are {EDIT_KINDS}.")
+    resolved = {kind: weights.get(kind, 1.0) for kind in EDIT_KINDS}
+    for kind, weight in resolved.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not np.isfinite(weight) or weight < 0:
+            raise ValueError(f"the weight of edit kind {kind!r} must be a finite number >= 0, got {weight!r}.")
+    if not any(resolved.values()):
+        raise ValueError(f"at least one edit kind needs a weight > 0, got {weights!r}.")
+    return {kind: float(weight) for kind, weight in resolved.items()}
 
 
 def sample_removal(scene: Scene, rng: np.random.Generator) -> Edit:
