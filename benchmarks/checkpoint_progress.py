@@ -5,6 +5,7 @@ scored on the same examples (same count and seed), paired: is the run still impr
 
     python benchmarks/checkpoint_progress.py RUN/checkpoints/checkpoint-0004000 --count 64 --log progress.jsonl
     python benchmarks/checkpoint_progress.py --table progress.jsonl
+    python benchmarks/checkpoint_progress.py --compare first.jsonl second.jsonl   # two runs (arms), same steps
 
 Guidance is the shipped model's (sampling.json, chosen on validation edits and inpaints): t2i text 7.5, edit
 text 7.5 / image 3.0, inpaint text 3.0 / image 1.5, sr none; EMA weights when the run keeps an EMA (as final/).
@@ -90,8 +91,40 @@ def paired_steps(rows: list[dict]) -> list[str]:
             "|---|---|---:|---|---|---:|", *lines]
 
 
+def _rows(log) -> list[dict]:
+    return [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
+
+
+def compare_logs(first_log, second_log) -> str:
+    """Table lines: per task and step scored in both logs on the same examples (same count and seed), the second
+    run's main metric minus the first's, paired (and McNemar for rates); for edit also per edit kind."""
+    from mtu.stats import paired_difference
+    from mtu.toyworld.evaluate import evaluation_set
+    from mtu.toyworld.metrics import paired_cells
+
+    def keyed(log):
+        return {(row["task"], row["step"], row["count"], row.get("seed", 0)): row for row in _rows(log)
+                if "per_example" in row}
+
+    first, second = keyed(first_log), keyed(second_log)
+    lines = ["| task | step | subset | n | second - first (95% CI) | only second / only first | McNemar p |",
+             "|---|---:|---|---:|---|---|---:|"]
+    for key in sorted(first.keys() & second.keys()):
+        task, step, count, _ = key
+        a, b = first[key]["per_example"], second[key]["per_example"]
+        subsets = {"all": list(range(len(a)))}
+        if task == "edit":
+            kinds = [example.edit.kind for example in evaluation_set("edit", count, split="validation")]
+            for kind in dict.fromkeys(kinds):
+                subsets[kind] = [i for i, k in enumerate(kinds) if k == kind]
+        for name, indices in subsets.items():
+            result = paired_difference([b[i] for i in indices], [a[i] for i in indices])
+            lines.append(f"| {task} | {step} | {name} | {len(indices)} | {paired_cells(result)} |")
+    return "\n".join(lines)
+
+
 def table(log) -> str:
-    rows = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
+    rows = _rows(log)
     lines = ["| step | task | n | main metric (95% CI) | other scores |", "|---:|---|---:|---|---|"]
     for row in sorted(rows, key=lambda r: (r["task"], r["step"], r["count"])):
         summary = row["summary"]
@@ -109,9 +142,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--log", default=None, help="JSON-lines file to append the rows to")
     parser.add_argument("--table", default=None, help="print the log at this path as a table and exit")
+    parser.add_argument("--compare", nargs=2, default=None, metavar=("FIRST", "SECOND"),
+                        help="print the second log's rows against the first's (same task, step, examples) and exit")
     args = parser.parse_args()
     if args.table:
         print(table(args.table))
+        return
+    if args.compare:
+        print(compare_logs(*args.compare))
         return
     import torch
 

@@ -31,3 +31,21 @@ def test_table_reads_a_log_with_rows_from_before_the_outcomes_were_kept(tmp_path
     text = progress.table(log)
     assert "| 7000 | edit | 2 | success 0.500" in text and "| 9000 | edit | 2 | success 1.000" in text
     assert "paired" not in text  # one step with outcomes: nothing to pair yet
+
+
+def test_compare_logs_pairs_two_runs_per_step_and_per_edit_kind(tmp_path):
+    from mtu.toyworld.evaluate import evaluation_set
+
+    progress = load_benchmark("checkpoint_progress")
+    kinds = [example.edit.kind for example in evaluation_set("edit", 8, split="validation")]
+    moved = [kind == "move" for kind in kinds]  # three of the first eight
+    assert 0 < sum(moved) < 8
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text(json.dumps(_row(25000, "edit", [False] * 8)) + "\n" + json.dumps(_row(24000, "sr", [1.0, 2.0])))
+    second.write_text(json.dumps(_row(25000, "edit", moved)) + "\n" + json.dumps(_row(26000, "sr", [3.0, 3.0])))
+    lines = progress.compare_logs(first, second).splitlines()
+    n = sum(moved)
+    assert f"| edit | 25000 | all | 8 | {n / 8:+.3f}" in lines[2]
+    assert any(line.startswith(f"| edit | 25000 | move | {n} | +1.000 (+1.000 to +1.000) | {n} / 0 |")
+               for line in lines)
+    assert not any("| sr |" in line for line in lines)  # sr's steps differ: nothing to pair
