@@ -3,7 +3,11 @@
 # it is committed here (run/), since a session may start on a fresh machine. This script puts it back where the
 # run lives (/work/longrun) and starts the run again (resume: auto, exact); on a machine that still has
 # /work/longrun it only starts the run. Afterwards: `tail -c 300 /work/longrun/train.log`.
+# `restore.sh kinds` does the same for the kind-weighted branch (run-kinds/, run-kinds.sh; log train-kinds.log),
+# `restore.sh both` for both arms (one thread each).
 set -euo pipefail
+ARMS=${1:-big}
+case "$ARMS" in big|kinds|both) ;; *) echo "restore.sh: the arm must be big, kinds or both, not '$ARMS'" >&2; exit 2 ;; esac
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../../.." && pwd)
 LONGRUN=${LONGRUN:-/work/longrun}  # another folder only to check this script, with NO_START=1
@@ -15,8 +19,28 @@ mkdir -p "$RUN/checkpoints"
 for checkpoint in "$HERE"/run/checkpoints/checkpoint-*; do
   [ -d "$RUN/checkpoints/$(basename "$checkpoint")" ] || cp -r "$checkpoint" "$RUN/checkpoints/"
 done
-cp "$HERE/run.sh" "$LONGRUN/run.sh"
+cp "$HERE/run.sh" "$HERE/run-kinds.sh" "$LONGRUN/"
+if [ "$ARMS" != big ]; then
+  KINDS=$LONGRUN/runs/toyworld-mtu-kinds
+  [ -d "$LONGRUN/wt-kinds" ] || git -C "$REPO" worktree add --detach "$LONGRUN/wt-kinds" 22b032d  # edit_kind_weights
+  [ -f "$LONGRUN/train-kinds.yaml" ] || cp "$REPO/benchmarks/recipes/toyworld-mtu-long-kinds.yaml" "$LONGRUN/train-kinds.yaml"
+  if [ -d "$HERE/run-kinds" ]; then
+    mkdir -p "$KINDS/checkpoints"  # (an empty output_dir is refused by mtu train: only with checkpoints)
+    [ -f "$KINDS/config.yaml" ] || cp "$HERE/run-kinds/config.yaml" "$HERE/run-kinds/.mtu-output.json" "$KINDS/"
+    for checkpoint in "$HERE"/run-kinds/checkpoints/checkpoint-*; do
+      [ -d "$KINDS/checkpoints/$(basename "$checkpoint")" ] || cp -r "$checkpoint" "$KINDS/checkpoints/"
+    done
+  fi
+fi
 [ -z "${NO_START:-}" ] || exit 0
-pgrep -f "$LONGRUN/train.yaml" > /dev/null && { echo "the long run is running already"; exit 0; }
-(cd "$LONGRUN" && setsid nohup ./run.sh > /dev/null 2>&1 &)
-echo "long run started from $(ls "$RUN/checkpoints" | tail -1); log: $LONGRUN/train.log"
+start() {  # start ARM's script unless its config is in use already
+  local script=$1 config=$2 log=$3
+  if pgrep -f "$LONGRUN/$config" > /dev/null; then echo "$script is running already"; return; fi
+  (cd "$LONGRUN" && setsid nohup "./$script" > /dev/null 2>&1 &)
+  echo "$script started; log: $LONGRUN/$log"
+}
+case "$ARMS" in
+  big) start run.sh train.yaml train.log ;;
+  kinds) start run-kinds.sh train-kinds.yaml train-kinds.log ;;
+  both) start run.sh train.yaml train.log; start run-kinds.sh train-kinds.yaml train-kinds.log ;;
+esac
