@@ -215,16 +215,12 @@ def _region_patch():
         edit = sample_edit(scene, rng)
         return {**edit_pair(edit, size), "mask": edit_region(edit, size)}
 
-    def generate_outputs(pipe, examples, seed=0, batch_size=32, stock=False, **call_kwargs):
+    scene_outputs = evaluate.generate_outputs
+
+    def generate_outputs(pipe, examples, seed=0, batch_size=32, stock=False, indices=None, **call_kwargs):
         call_kwargs.pop("image_guidance_scale", None)  # a task with a mask takes text guidance (SD inpainting)
-        outputs = []
-        for begin in range(0, len(examples), batch_size):
-            chunk = examples[begin:begin + batch_size]
-            generators = [torch.Generator().manual_seed(seed * 1_000_003 + begin + i) for i in range(len(chunk))]
-            outputs += pipe(task="edit", prompt=[ex.prompt for ex in chunk], image=[ex.image for ex in chunk],
-                            mask_image=[edit_region(ex.edit) for ex in chunk], generator=generators,
-                            **call_kwargs).images
-        return outputs
+        return scene_outputs(pipe, examples, seed, batch_size, stock, indices, **call_kwargs,
+                             chunk_kwargs=lambda chunk: {"mask_image": [edit_region(ex.edit) for ex in chunk]})
 
     edit_task = replace(plugins.task_plugin("edit"), spec=spec, toy_pair=toy_pair)
     return [(registry.TASK_REGISTRY, "items", {**registry.TASK_REGISTRY.items, "edit": spec}),

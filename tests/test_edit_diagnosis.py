@@ -164,6 +164,39 @@ def test_generate_outputs_seeds_each_example_by_its_index_in_the_whole_set():
         generate_outputs(RecordingPipe(), examples, indices=[0])
 
 
+def test_region_row_passes_each_edit_region_as_mask_with_the_whole_sets_seeds(diagnosis):
+    from contextlib import ExitStack
+    from unittest import mock
+
+    from mtu.toyworld import evaluate
+
+    calls = []
+
+    class RecordingPipe:
+        def __call__(self, generator, **kwargs):
+            calls.append(([g.initial_seed() for g in generator], kwargs))
+            return type("Output", (), {"images": [None] * len(generator)})()
+
+    examples = evaluate.evaluation_set("edit", 5, split="validation")
+    evaluate.generate_outputs(RecordingPipe(), examples, seed=2, batch_size=2)
+    plain = [seed for seeds, _ in calls for seed in seeds]
+    calls.clear()
+    with ExitStack() as stack:
+        for module, name, value in diagnosis.row_patches("mtu-region"):
+            stack.enter_context(mock.patch.object(module, name, value))
+        evaluate.generate_outputs(RecordingPipe(), examples, seed=2, batch_size=2, image_guidance_scale=1.5)
+        assert [seed for seeds, _ in calls for seed in seeds] == plain
+        calls.clear()
+        evaluate.generate_outputs(RecordingPipe(), [examples[3], examples[1]], seed=2, indices=[3, 1])
+        assert calls[0][0] == [plain[3], plain[1]] and "indices" not in calls[0][1]
+        calls.clear()
+        evaluate.generate_outputs(RecordingPipe(), examples, seed=2, batch_size=2, image_guidance_scale=1.5)
+    masks = [mask for _, kwargs in calls for mask in kwargs["mask_image"]]
+    assert [np.asarray(mask).tolist() for mask in masks] == [
+        np.asarray(diagnosis.edit_region(example.edit)).tolist() for example in examples]
+    assert all("image_guidance_scale" not in kwargs and kwargs["task"] == "edit" for _, kwargs in calls)
+
+
 @pytest.mark.parametrize("arguments, named", [
     (["--steps", "0"], "--steps"),
     (["--adapter", "no-such-folder"], "--adapter"),

@@ -72,11 +72,12 @@ def evaluation_set(task: str, count: int, size: int = 32, sr_scale: int = 2, spl
 
 @torch.no_grad()
 def generate_outputs(pipe, examples: list[Example], seed: int = 0, batch_size: int = 32, stock: bool = False,
-                     indices: list[int] | None = None, **call_kwargs) -> list:
+                     indices: list[int] | None = None, chunk_kwargs=None, **call_kwargs) -> list:
     """Outputs of `pipe(task=...)` for `examples`, in batches, one generator per example seeded (seed, index).
     `stock`: `pipe` is a stock diffusers pipeline of the examples' task, called without `task`.
     `indices`: each example's index in the evaluation set it was taken from (default: its place in `examples`),
-    so that a subset of a set, or several variants of one example, keep the noise of the whole set's run."""
+    so that a subset of a set, or several variants of one example, keep the noise of the whole set's run.
+    `chunk_kwargs`: a function of a batch's examples giving more per-example call arguments (e.g. `mask_image`)."""
     if indices is None:
         indices = list(range(len(examples)))
     if len(indices) != len(examples):
@@ -95,6 +96,8 @@ def generate_outputs(pipe, examples: list[Example], seed: int = 0, batch_size: i
             kwargs["image"] = [example.image for example in chunk]
         if not stock:
             kwargs["task"] = task
+        if chunk_kwargs is not None:
+            kwargs.update(chunk_kwargs(chunk))
         outputs += pipe(generator=generators, **kwargs).images
     return outputs
 
