@@ -7,8 +7,9 @@ scored on the same examples (same count and seed), paired: is the run still impr
     python benchmarks/checkpoint_progress.py --table progress.jsonl
     python benchmarks/checkpoint_progress.py --compare first.jsonl second.jsonl   # two runs (arms), same steps
 
-Guidance is the shipped model's (sampling.json, chosen on validation edits and inpaints): t2i text 7.5, edit
-text 7.5 / image 3.0, inpaint text 3.0 / image 1.5, sr none; EMA weights when the run keeps an EMA (as final/).
+Guidance is fixed, so that every step of a run is scored alike: t2i text 7.5, edit text 7.5 / image 3.0, inpaint
+text 3.0 / image 1.5, sr none (the pairs the first long-run model shipped with; packaging chooses its own pairs on
+validation, lately edit 3 / 1.6 and inpaint 4 / 1.5); EMA weights when the run keeps an EMA (as final/).
 """
 
 from __future__ import annotations
