@@ -11,27 +11,22 @@ case "$ARMS" in big|kinds|both) ;; *) echo "restore.sh: the arm must be big, kin
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../../.." && pwd)
 LONGRUN=${LONGRUN:-/work/longrun}  # another folder only to check this script, with NO_START=1
-RUN=$LONGRUN/runs/toyworld-mtu-big
-mkdir -p "$RUN/checkpoints"
-[ -d "$LONGRUN/wt" ] || git -C "$REPO" worktree add --detach "$LONGRUN/wt" d0a2330  # the code the run started with
-[ -f "$LONGRUN/train.yaml" ] || cp "$REPO/benchmarks/recipes/toyworld-mtu-long.yaml" "$LONGRUN/train.yaml"
-[ -f "$RUN/config.yaml" ] || cp "$HERE/run/config.yaml" "$HERE/run/.mtu-output.json" "$RUN/"
-for checkpoint in "$HERE"/run/checkpoints/checkpoint-*; do
-  [ -d "$RUN/checkpoints/$(basename "$checkpoint")" ] || cp -r "$checkpoint" "$RUN/checkpoints/"
-done
+restore() {  # STATE RUN_NAME WORKTREE COMMIT RECIPE CONFIG: one arm's code, config and committed run folder
+  local state=$HERE/$1 run=$LONGRUN/runs/$2
+  [ -d "$LONGRUN/$3" ] || git -C "$REPO" worktree add --detach "$LONGRUN/$3" "$4"
+  [ -f "$LONGRUN/$6" ] || cp "$REPO/benchmarks/recipes/$5" "$LONGRUN/$6"
+  # An arm with no committed state is left to its script (mtu train refuses an output_dir with an empty checkpoints/).
+  [ -d "$state" ] || return 0
+  mkdir -p "$run/checkpoints"
+  [ -f "$run/config.yaml" ] || cp "$state/config.yaml" "$state/.mtu-output.json" "$run/"
+  for checkpoint in "$state"/checkpoints/checkpoint-*; do
+    [ -d "$run/checkpoints/$(basename "$checkpoint")" ] || cp -r "$checkpoint" "$run/checkpoints/"
+  done
+}
+# the code each arm started with: d0a2330 for the run, 22b032d (edit_kind_weights) for the branch
+restore run toyworld-mtu-big wt d0a2330 toyworld-mtu-long.yaml train.yaml
+[ "$ARMS" = big ] || restore run-kinds toyworld-mtu-kinds wt-kinds 22b032d toyworld-mtu-long-kinds.yaml train-kinds.yaml
 cp "$HERE/run.sh" "$HERE/run-kinds.sh" "$LONGRUN/"
-if [ "$ARMS" != big ]; then
-  KINDS=$LONGRUN/runs/toyworld-mtu-kinds
-  [ -d "$LONGRUN/wt-kinds" ] || git -C "$REPO" worktree add --detach "$LONGRUN/wt-kinds" 22b032d  # edit_kind_weights
-  [ -f "$LONGRUN/train-kinds.yaml" ] || cp "$REPO/benchmarks/recipes/toyworld-mtu-long-kinds.yaml" "$LONGRUN/train-kinds.yaml"
-  if [ -d "$HERE/run-kinds" ]; then
-    mkdir -p "$KINDS/checkpoints"  # (an empty output_dir is refused by mtu train: only with checkpoints)
-    [ -f "$KINDS/config.yaml" ] || cp "$HERE/run-kinds/config.yaml" "$HERE/run-kinds/.mtu-output.json" "$KINDS/"
-    for checkpoint in "$HERE"/run-kinds/checkpoints/checkpoint-*; do
-      [ -d "$KINDS/checkpoints/$(basename "$checkpoint")" ] || cp -r "$checkpoint" "$KINDS/checkpoints/"
-    done
-  fi
-fi
 [ -z "${NO_START:-}" ] || exit 0
 start() {  # start ARM's script unless its config is in use already
   local script=$1 config=$2 log=$3
