@@ -67,9 +67,10 @@ def _others(summary: dict, main: str) -> str:
     return "; ".join(cells)
 
 
-def paired_steps(rows: list[dict]) -> list[str]:
+def paired_steps(rows: list[dict], since: int | None = None) -> list[str]:
     """Table lines: per task, each step's main metric minus the previous step's on the same examples (rows of the
-    same count and seed that kept their per-example outcomes), with the paired interval (and McNemar for rates)."""
+    same count and seed that kept their per-example outcomes), with the paired interval (and McNemar for rates).
+    `since`: each step against that step instead (for example the shipped model's), when it was scored."""
     from mtu.stats import paired_difference
     from mtu.toyworld.metrics import paired_cells
 
@@ -84,10 +85,12 @@ def paired_steps(rows: list[dict]) -> list[str]:
             result = paired_difference(row["per_example"], before["per_example"])
             lines.append(f"| {row['task']} | {before['step']} -> {row['step']} | {row['count']} | "
                          f"{paired_cells(result)} |")
-        previous[key] = row
+        if since is None or row["step"] == since:
+            previous[key] = row
     if not lines:
         return []
-    return ["", "Each step against the task's previous one on the same examples (paired):", "",
+    against = "the task's previous one" if since is None else f"step {since}"
+    return ["", f"Each step against {against} on the same examples (paired):", "",
             "| task | steps | n | main metric difference (95% CI) | only the later / only the earlier | McNemar p |",
             "|---|---|---:|---|---|---:|", *lines]
 
@@ -124,14 +127,14 @@ def compare_logs(first_log, second_log) -> str:
     return "\n".join(lines)
 
 
-def table(log) -> str:
+def table(log, since: int | None = None) -> str:
     rows = _rows(log)
     lines = ["| step | task | n | main metric (95% CI) | other scores |", "|---:|---|---:|---|---|"]
     for row in sorted(rows, key=lambda r: (r["task"], r["step"], r["count"])):
         summary = row["summary"]
         lines.append(f"| {row['step']} | {row['task']} | {row['count']} | {row['main']} {_cell(summary[row['main']])} "
                      f"| {_others(summary, row['main'])} |")
-    return "\n".join(lines + paired_steps(rows))
+    return "\n".join(lines + paired_steps(rows, since))
 
 
 def main() -> None:
@@ -143,11 +146,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--log", default=None, help="JSON-lines file to append the rows to")
     parser.add_argument("--table", default=None, help="print the log at this path as a table and exit")
+    parser.add_argument("--since", type=int, default=None, metavar="STEP",
+                        help="with --table: pair each step with STEP (for example the shipped one), not the previous")
     parser.add_argument("--compare", nargs=2, default=None, metavar=("FIRST", "SECOND"),
                         help="print the second log's rows against the first's (same task, step, examples) and exit")
     args = parser.parse_args()
     if args.table:
-        print(table(args.table))
+        print(table(args.table, args.since))
         return
     if args.compare:
         print(compare_logs(*args.compare))

@@ -22,6 +22,16 @@ def test_paired_steps_count_the_discordant_examples_of_consecutive_steps():
     assert body == ["| edit | 12000 -> 18000 | 4 | +0.500 (+0.000 to +1.000) | 2 / 0 | 0.500 |"]
 
 
+def test_paired_steps_since_pairs_every_later_step_with_that_one():
+    progress = load_benchmark("checkpoint_progress")
+    rows = [_row(12000, "edit", [False, False, False, True]), _row(18000, "edit", [True, False, False, True]),
+            _row(22000, "edit", [True, True, False, True]), _row(29000, "edit", [True, True, True, True])]
+    body = [line for line in progress.paired_steps(rows, since=18000) if line.startswith("| edit")]
+    assert body == ["| edit | 18000 -> 22000 | 4 | +0.250 (+0.000 to +0.750) | 1 / 0 | 1.000 |",
+                    "| edit | 18000 -> 29000 | 4 | +0.500 (+0.000 to +1.000) | 2 / 0 | 0.500 |"]
+    assert progress.paired_steps(rows, since=5000) == []  # a step never scored pairs nothing
+
+
 def test_table_reads_a_log_with_rows_from_before_the_outcomes_were_kept(tmp_path):
     progress = load_benchmark("checkpoint_progress")
     old = _row(7000, "edit", [True, False])
