@@ -10,20 +10,21 @@ import argparse
 import collections
 
 import diffusers
-import numpy as np
 import torch
 from PIL import Image
 
 from mtu.pipelines import MTUPipeline
+from mtu.pipelines.inputs import image_to_tensor
 from mtu.toyworld.evaluate import evaluation_set, generate_outputs
 from mtu.toyworld.oracle import try_parse
 
 
-def vae_round_trip(vae, image: Image.Image) -> Image.Image:
-    array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
-    with torch.no_grad():
-        decoded = vae.decode(vae.encode(array).latent_dist.mode()).sample[0]
-    return Image.fromarray(((decoded.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy())
+@torch.no_grad()
+def vae_round_trip(pipe, images: list[Image.Image]) -> list[Image.Image]:
+    """`images` encoded (posterior mode) and decoded by the pipeline's own VAE, through its own pre- and
+    post-processing."""
+    latents = pipe.vae.encode(image_to_tensor(images, pipe.vae_scale_factor)).latent_dist.mode()
+    return pipe.decode(latents * pipe.vae.config.scaling_factor, "pil")
 
 
 def confusion(examples, images) -> tuple[int, collections.Counter]:
@@ -64,7 +65,7 @@ def main():
     pipe.set_progress_bar_config(disable=True)
     sources = {f"model ({type(pipe.scheduler).__name__})": generate_outputs(pipe, examples, args.seed),
                "bicubic input": [e.image.resize(e.target.size, Image.BICUBIC) for e in examples],
-               "VAE round trip of the target": [vae_round_trip(pipe.vae, e.target) for e in examples]}
+               "VAE round trip of the target": vae_round_trip(pipe, [e.target for e in examples])}
     for name, images in sources.items():
         print_confusion(name, args.count, *confusion(examples, images))
     config = pipe.scheduler.config
