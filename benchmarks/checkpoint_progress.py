@@ -137,7 +137,7 @@ def table(log, since: int | None = None) -> str:
     return "\n".join(lines + paired_steps(rows, since))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", nargs="?")
     parser.add_argument("--tasks", default="edit,inpaint,sr,t2i")
@@ -150,8 +150,12 @@ def main() -> None:
                         help="with --table: pair each step with STEP (for example the shipped one), not the previous")
     parser.add_argument("--compare", nargs=2, default=None, metavar=("FIRST", "SECOND"),
                         help="print the second log's rows against the first's (same task, step, examples) and exit")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.since is not None and not args.table:
+        parser.error(f"--since {args.since}: only with --table LOG")
     if args.table:
+        if args.since is not None and args.since not in {row["step"] for row in _rows(args.table)}:
+            parser.error(f"--since {args.since}: no row of {args.table} is at that step")
         print(table(args.table, args.since))
         return
     if args.compare:

@@ -53,13 +53,17 @@ def print_confusion(name: str, count: int, exact: int, counts: collections.Count
             print(f"| {size} {kind} | {sum(cells.values())} | {cells.get('right', 0)} | {wrong or '-'} |")
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="toyworld")
     parser.add_argument("--count", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--schedulers", default="", help="comma-separated diffusers scheduler classes to try")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    schedulers = [name for name in args.schedulers.split(",") if name]
+    for name in schedulers:  # before the model loads
+        if not (isinstance(getattr(diffusers, name, None), type) and name.endswith("Scheduler")):
+            parser.error(f"--schedulers: {name!r} is not a diffusers scheduler class (e.g. EulerDiscreteScheduler)")
     examples = evaluation_set("sr", args.count, split="validation")
     pipe = MTUPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
@@ -69,7 +73,7 @@ def main():
     for name, images in sources.items():
         print_confusion(name, args.count, *confusion(examples, images))
     config = pipe.scheduler.config
-    for scheduler in filter(None, args.schedulers.split(",")):
+    for scheduler in schedulers:
         pipe.scheduler = getattr(diffusers, scheduler).from_config(config)
         print_confusion(f"model ({scheduler})", args.count,
                         *confusion(examples, generate_outputs(pipe, examples, args.seed)))

@@ -59,3 +59,17 @@ def test_compare_logs_pairs_two_runs_per_step_and_per_edit_kind(tmp_path):
     assert any(line.startswith(f"| edit | 25000 | move | {n} | +1.000 (+1.000 to +1.000) | {n} / 0 |")
                for line in lines)
     assert not any("| sr |" in line for line in lines)  # sr's steps differ: nothing to pair
+
+
+def test_since_without_table_or_at_a_step_never_scored_is_refused_in_one_line(tmp_path, capsys):
+    import pytest
+
+    progress = load_benchmark("checkpoint_progress")
+    log = tmp_path / "progress.jsonl"
+    log.write_text(json.dumps(_row(9000, "edit", [True, False])) + "\n")
+    for argv, message in ((["--since", "9000"], "--since 9000: only with --table LOG"),
+                          (["--table", str(log), "--since", "5000"], "--since 5000: no row of")):
+        with pytest.raises(SystemExit):
+            progress.main(argv)
+        assert message in capsys.readouterr().err
+
