@@ -23,11 +23,14 @@ from mtu.toyworld.tasks import TASKS
 from mtu.training.trainer import Trainer
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100, help="training steps timed (default 100)")
     parser.add_argument("--count", type=int, default=32, help="examples per task timed (default 32)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    for name in ("steps", "count"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
     demo, base = DemoConfig(), str(shipped_base())
     rows = []  # (part, measured at, seconds, scaled to, scaled seconds)
 
