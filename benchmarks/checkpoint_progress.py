@@ -6,6 +6,10 @@ scored on the same examples (same count and seed), paired: is the run still impr
     python benchmarks/checkpoint_progress.py RUN/checkpoints/checkpoint-0004000 --count 64 --log progress.jsonl
     python benchmarks/checkpoint_progress.py --table progress.jsonl
     python benchmarks/checkpoint_progress.py --compare first.jsonl second.jsonl   # two runs (arms), same steps
+    python benchmarks/checkpoint_progress.py RESTART/checkpoints/checkpoint-0002000 --step-offset 32000 --log L
+
+`--step-offset N`: a run that continues another one's final weights (a restart) logs its steps after that run's, as
+N + its own step, so that `--table LOG --since N` pairs it with the model it started from (that row copied in).
 
 Guidance is fixed, so that every step of a run is scored alike: t2i text 7.5, edit text 7.5 / image 3.0, inpaint
 text 3.0 / image 1.5, sr none (the pairs the first long-run model shipped with; packaging chooses its own pairs on
@@ -24,9 +28,10 @@ SAMPLING = {"t2i": {"guidance_scale": 7.5}, "edit": {"guidance_scale": 7.5, "ima
 MAIN = {"t2i": "exact", "edit": "success", "sr": "psnr", "inpaint": "success"}
 
 
-def score_checkpoint(folder, tasks, count: int, seed: int = 0) -> list[dict]:
+def score_checkpoint(folder, tasks, count: int, seed: int = 0, step_offset: int = 0) -> list[dict]:
     """One row per task: the checkpoint's step, the task's main metric with its 95% interval and the partial
-    scores that show progress before exact success does (`metrics.summarize`)."""
+    scores that show progress before exact success does (`metrics.summarize`); the step is the checkpoint's plus
+    `step_offset`."""
     import torch
 
     from mtu.toyworld.evaluate import evaluation_set, generate_outputs, score_examples
@@ -43,7 +48,8 @@ def score_checkpoint(folder, tasks, count: int, seed: int = 0) -> list[dict]:
         with torch.no_grad():
             outputs = generate_outputs(pipe, examples, seed, **SAMPLING[task])
         scored = score_examples(examples, outputs, seed)
-        rows.append({"checkpoint": str(folder), "step": int(folder.name.split("-")[-1]), "task": task,
+        rows.append({"checkpoint": str(folder), "step": step_offset + int(folder.name.split("-")[-1]),
+                     "task": task,
                      "count": count, "seed": seed, "main": MAIN[task], "summary": scored["summary"],
                      "per_example": scored["main"],
                      "seconds": round(time.perf_counter() - start, 1)})
@@ -148,11 +154,15 @@ def main(argv=None) -> None:
     parser.add_argument("--table", default=None, help="print the log at this path as a table and exit")
     parser.add_argument("--since", type=int, default=None, metavar="STEP",
                         help="with --table: pair each step with STEP (for example the shipped one), not the previous")
+    parser.add_argument("--step-offset", type=int, default=0, metavar="N",
+                        help="log the checkpoint's step as N + its step (a run restarted from another's final/)")
     parser.add_argument("--compare", nargs=2, default=None, metavar=("FIRST", "SECOND"),
                         help="print the second log's rows against the first's (same task, step, examples) and exit")
     args = parser.parse_args(argv)
     if args.since is not None and not args.table:
         parser.error(f"--since {args.since}: only with --table LOG")
+    if args.step_offset < 0:
+        parser.error(f"--step-offset {args.step_offset}: must be 0 or more")
     if args.table:
         if args.since is not None and args.since not in {row["step"] for row in _rows(args.table)}:
             parser.error(f"--since {args.since}: no row of {args.table} is at that step")
@@ -164,7 +174,7 @@ def main(argv=None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    rows = score_checkpoint(args.checkpoint, args.tasks.split(","), args.count, args.seed)
+    rows = score_checkpoint(args.checkpoint, args.tasks.split(","), args.count, args.seed, args.step_offset)
     if args.log:
         with open(args.log, "a") as handle:
             for row in rows:

@@ -73,3 +73,36 @@ def test_since_without_table_or_at_a_step_never_scored_is_refused_in_one_line(tm
             progress.main(argv)
         assert message in capsys.readouterr().err
 
+
+
+def test_step_offset_logs_a_restart_after_the_run_it_continues(tmp_path, monkeypatch, capsys):
+    """A restart's checkpoint-0002000 scored with --step-offset 32000 is logged at step 34000 and pairs with the
+    copied step-32000 row under --table --since 32000 (the model, here an oracle that returns every target)."""
+    import types
+
+    import pytest
+
+    import mtu.toyworld.evaluate as evaluate
+    import mtu.toyworld.experiment as experiment
+    import mtu.training.export as export
+
+    progress = load_benchmark("checkpoint_progress")
+    monkeypatch.setattr(export, "checkpoint_run_config",
+                        lambda folder: types.SimpleNamespace(model=types.SimpleNamespace(base="toyworld-base")))
+    monkeypatch.setattr(export, "model_from_checkpoint", lambda folder: None)
+    monkeypatch.setattr(experiment, "pipeline_for", lambda model, base: None)
+    monkeypatch.setattr(evaluate, "generate_outputs", lambda pipe, examples, seed, **kwargs: [
+        example.target for example in examples])
+    log = tmp_path / "restart.jsonl"
+    log.write_text(json.dumps(_row(32000, "edit", [False] * 4)) + "\n")
+    checkpoint = tmp_path / "checkpoints" / "checkpoint-0002000"
+    progress.main([str(checkpoint), "--tasks", "edit", "--count", "4", "--step-offset", "32000", "--log", str(log)])
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [row["step"] for row in logged] == [32000, 34000]
+    assert logged[1]["per_example"] == [True] * 4  # the oracle's outputs are every example's target
+    capsys.readouterr()
+    progress.main(["--table", str(log), "--since", "32000"])
+    assert "| edit | 32000 -> 34000 | 4 | +1.000" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        progress.main([str(checkpoint), "--step-offset", "-1"])
+    assert "--step-offset -1: must be 0 or more" in capsys.readouterr().err

@@ -4,10 +4,14 @@
 # run lives (/work/longrun) and starts the run again (resume: auto, exact); on a machine that still has
 # /work/longrun it only starts the run. Afterwards: `tail -c 300 /work/longrun/train.log`.
 # `restore.sh kinds` does the same for the kind-weighted branch (run-kinds/, run-kinds.sh; log train-kinds.log),
-# `restore.sh both` for both arms (one thread each).
+# `restore.sh both` for both arms (one thread each). `restore.sh restart` starts the tenth round's restart
+# (benchmarks/recipes/toyworld-mtu-restart.yaml: the run's final/ trained on with a new cosine cycle; run-restart/,
+# run-restart.sh; log train-restart.log) and not the run, which has ended.
 set -euo pipefail
 ARMS=${1:-big}
-case "$ARMS" in big|kinds|both) ;; *) echo "restore.sh: the arm must be big, kinds or both, not '$ARMS'" >&2; exit 2 ;; esac
+case "$ARMS" in big|kinds|both|restart) ;;
+  *) echo "restore.sh: the arm must be big, kinds, both or restart, not '$ARMS'" >&2; exit 2 ;;
+esac
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../../.." && pwd)
 LONGRUN=${LONGRUN:-/work/longrun}  # another folder only to check this script, with NO_START=1
@@ -19,14 +23,19 @@ restore() {  # STATE RUN_NAME WORKTREE COMMIT RECIPE CONFIG: one arm's code, con
   [ -d "$state" ] || return 0
   mkdir -p "$run/checkpoints"
   [ -f "$run/config.yaml" ] || cp "$state/config.yaml" "$state/.mtu-output.json" "$run/"
+  # the run's end (final/: the EMA weights the restart starts from), once it is committed
+  [ ! -d "$state/final" ] || [ -d "$run/final" ] || cp -r "$state/final" "$run/"
   for checkpoint in "$state"/checkpoints/checkpoint-*; do
+    [ -d "$checkpoint" ] || continue
     [ -d "$run/checkpoints/$(basename "$checkpoint")" ] || cp -r "$checkpoint" "$run/checkpoints/"
   done
 }
 # the code each arm started with: d0a2330 for the run, 22b032d (edit_kind_weights) for the branch
 restore run toyworld-mtu-big wt d0a2330 toyworld-mtu-long.yaml train.yaml
-[ "$ARMS" = big ] || restore run-kinds toyworld-mtu-kinds wt-kinds 22b032d toyworld-mtu-long-kinds.yaml train-kinds.yaml
-cp "$HERE/run.sh" "$HERE/run-kinds.sh" "$LONGRUN/"
+case "$ARMS" in kinds|both) restore run-kinds toyworld-mtu-kinds wt-kinds 22b032d toyworld-mtu-long-kinds.yaml train-kinds.yaml ;; esac
+# the restart's code: 30a342d (main when the restart started)
+[ "$ARMS" != restart ] || restore run-restart toyworld-mtu-restart wt-restart 30a342d toyworld-mtu-restart.yaml train-restart.yaml
+cp "$HERE/run.sh" "$HERE/run-kinds.sh" "$HERE/run-restart.sh" "$LONGRUN/"
 [ -z "${NO_START:-}" ] || exit 0
 start() {  # start ARM's script unless its config is in use already
   local script=$1 config=$2 log=$3
@@ -38,4 +47,5 @@ case "$ARMS" in
   big) start run.sh train.yaml train.log ;;
   kinds) start run-kinds.sh train-kinds.yaml train-kinds.log ;;
   both) start run.sh train.yaml train.log; start run-kinds.sh train-kinds.yaml train-kinds.log ;;
+  restart) start run-restart.sh train-restart.yaml train-restart.log ;;
 esac
