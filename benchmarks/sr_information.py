@@ -12,6 +12,16 @@ For held-out scenes, each degradation setting makes the low-resolution (LR) inpu
   model, so this bounds SR's scene read-back from above (up to the decoder's knowledge of the kernel).
 
     python benchmarks/sr_information.py [--count 150]
+    python benchmarks/sr_information.py --latent [--count 256] [--model toyworld]
+
+`--latent` asks the second question again, on the held-out sr examples' own inputs, where the model reads them: the
+SR condition channels, i.e. the LR image upsampled bicubically to the output size and VAE-encoded (the shipped base's VAE, `latent_dist.mode()`, as
+`mtu.conditioning` does in training and sampling), input and templates alike, for the toy degradation at 16 -> 32.
+Beside the whole neighbourhood it asks it for the small circle / square swaps alone (the shipped model's SR
+read-back failures, docs/DIAGNOSIS.md): among the scene and the scenes with one small circle made a square or one
+small square a circle, is the true one nearest? In pixels and in the condition latents, on the same scenes: if the
+latents lose what the pixels keep, the conditioning path, not the training, bounds the read-back. `--model`
+splits that model's read-back of the same examples (its recorded sampling) by whether their latents decode.
 """
 
 from __future__ import annotations
@@ -84,11 +94,126 @@ def measure(config: DegradationConfig, size: int, count: int, scale: int = 2) ->
     return {"oracle": float(np.mean(oracle)), "decodable": float(np.mean(decodable))}
 
 
+def small_swaps(scene: Scene) -> list[Scene]:
+    """The scenes with one small circle made a square or one small square made a circle."""
+    swap = {"circle": "square", "square": "circle"}
+    return [Scene(scene.background, scene.shapes[:index] + (replace(shape, kind=swap[shape.kind]),)
+                  + scene.shapes[index + 1:])
+            for index, shape in enumerate(scene.shapes) if shape.size == "small" and shape.kind in swap]
+
+
+def measure_latent(examples, size: int = 32, scale: int = 2, upsample: str = "bicubic") -> dict[str, list[bool]]:
+    """Nearest-template decoding of held-out SR examples' own inputs in pixels and in the condition latents (module
+    docstring), per example: "pixels", "latents" (the whole neighbourhood); "pixels_swaps", "latents_swaps" (the
+    small circle / square swaps alone; None for an example without a small circle or square). `examples`:
+    `evaluation_set("sr", n)`, whose example i was degraded with the seed EVAL_SEED + i (`tasks.sr.heldout_example`),
+    so the templates repeat its blur and downscale. `upsample`: the mode that brings the LR image to the output
+    size before the VAE (bicubic: `mtu.conditioning.upsample_for_sr`, what training and sampling use)."""
+    from diffusers import AutoencoderKL
+
+    from mtu.conditioning import upsample_for_sr
+    from mtu.shipped import shipped_base
+    from mtu.toyworld.evaluate import EVAL_SEED
+
+    vae = AutoencoderKL.from_pretrained(shipped_base(), subfolder="vae").eval()
+    config = TOY_DEGRADATION
+
+    def latents(lows: torch.Tensor) -> torch.Tensor:  # (B, 3, h, w) in [0, 1] -> the condition channels
+        pixels = lows * 2 - 1
+        if upsample == "bicubic":
+            pixels = upsample_for_sr(pixels, (size, size))
+        else:
+            pixels = torch.nn.functional.interpolate(pixels, size=(size, size), mode=upsample).clamp(-1, 1)
+        with torch.no_grad():
+            return vae.encode(pixels).latent_dist.mode()
+
+    def nearest_is_first(templates: torch.Tensor, target: torch.Tensor) -> bool:
+        return int(((templates - target) ** 2).flatten(1).sum(1).argmin()) == 0
+
+    found: dict[str, list] = {key: [] for key in ("pixels", "latents", "pixels_swaps", "latents_swaps")}
+    for index, example in enumerate(examples):
+        scene, seed = example.target_scene, EVAL_SEED + index
+        low = torch.from_numpy(np.asarray(example.image, dtype=np.float32) / 255).permute(2, 0, 1)
+        encoded_low = latents(low[None])[0]
+        for key, pool in (("", [scene] + neighbours(scene)), ("_swaps", [scene] + small_swaps(scene))):
+            if len(pool) == 1:  # no small circle or square to swap
+                found["pixels" + key].append(None)
+                found["latents" + key].append(None)
+                continue
+            templates = torch.stack([_template(candidate, size, seed, config, scale) for candidate in pool])
+            found["pixels" + key].append(nearest_is_first(templates, low))
+            found["latents" + key].append(nearest_is_first(latents(templates), encoded_low))
+    return found
+
+
+def model_read_back(model: str, examples, seed: int = 0) -> list[bool]:
+    """Whether the oracle reads each example's output of `model` (sr, its recorded sampling) as the scene."""
+    from mtu.pipelines import MTUPipeline
+    from mtu.toyworld.evaluate import generate_outputs, score_examples
+
+    pipe = MTUPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        outputs = generate_outputs(pipe, examples, seed)
+    return [bool(record["read_back"]) for record in score_examples(examples, outputs, seed)["records"]]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=150, help="held-out scenes per cell")
+    parser.add_argument("--model", default=None,
+                        help="with --latent: also this model's read-back of the same examples (e.g. toyworld)")
+    parser.add_argument("--seed", type=int, default=0, help="with --model: the sampling noise's seed")
+    parser.add_argument("--upsample", default="bicubic", choices=("bicubic", "bilinear", "nearest"),
+                        help="with --latent: how the LR image reaches the output size before the VAE (the model's "
+                             "is bicubic)")
+    parser.add_argument("--latent", action="store_true",
+                        help="the toy degradation in pixels and in the SR condition latents (module docstring)")
     args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error(f"--count {args.count}: must be 1 or more")
+    if args.model and not args.latent:
+        parser.error(f"--model {args.model}: only with --latent")
     torch.set_num_threads(1)
+    if args.latent:
+        from mtu.stats import wilson_interval
+
+        from mtu.stats import paired_difference
+        from mtu.toyworld.metrics import paired_cells
+
+        from mtu.toyworld.evaluate import evaluation_set
+
+        examples = evaluation_set("sr", args.count)
+        found = measure_latent(examples, upsample=args.upsample)
+
+        def rate(values):
+            values = [value for value in values if value is not None]
+            low, high = wilson_interval(sum(values), len(values))
+            return f"{np.mean(values):.3f} ({low:.3f}-{high:.3f})", len(values)
+
+        swaps = rate(found["pixels_swaps"])[1]
+        print(f"| decoded from | decodable among 1-attribute neighbours, {args.count} examples (95% CI) | against "
+              f"the small circle / square swaps alone, {swaps} examples (95% CI) |")
+        print("|---|---|---|")
+        for space, name in (("pixels", "LR input"), ("latents", f"condition latents ({args.upsample} up, VAE mode)")):
+            print(f"| {name} | {rate(found[space])[0]} | {rate(found[space + '_swaps'])[0]} |")
+        print("\n| test | latents - pixels, same examples (95% CI) | only latents / only pixels | McNemar p |")
+        print("|---|---|---|---:|")
+        for key, name in (("", "1-attribute neighbours"), ("_swaps", "small circle / square swaps")):
+            pairs = [(a, b) for a, b in zip(found["latents" + key], found["pixels" + key]) if a is not None]
+            result = paired_difference(np.array([a for a, _ in pairs]), np.array([b for _, b in pairs]))
+            print(f"| {name} | {paired_cells(result)} |", flush=True)
+        if args.model:
+            read = model_read_back(args.model, examples, args.seed)
+            print(f"\n{args.model}: scenes read back from its sr outputs, by whether the condition latents decode "
+                  f"(1-attribute neighbours)\n")
+            print("| latents decode | examples | model reads the scene back (95% CI) |")
+            print("|---|---:|---|")
+            for decodes in (True, False, None):
+                chosen = [r for r, d in zip(read, found["latents"]) if decodes is None or d == decodes]
+                label = {True: "yes", False: "no", None: "all"}[decodes]
+                print(f"| {label} | {len(chosen)} | {rate(chosen)[0] if chosen else '-'} |", flush=True)
+        return 0
     print("| degradation | LR -> HR | oracle reads LR (bicubic up) | decodable among 1-attribute neighbours |")
     print("|---|---|---:|---:|")
     for name, config in SETTINGS.items():

@@ -42,3 +42,34 @@ def test_chroma_subsampling_is_what_hides_small_shapes(info):
                  info.SETTINGS["downscale, JPEG 4:2:0 at quality 100"])
     assert info.measure(full, 32, count=12)["decodable"] == 1.0
     assert info.measure(sub, 32, count=12)["decodable"] < 0.9
+
+
+def test_small_swaps_turn_one_small_circle_or_square_into_the_other(info):
+    scene = Scene("gray", (Shape("circle", "red", "small", "top left"), Shape("square", "blue", "small", "center"),
+                           Shape("circle", "green", "large", "bottom right")))
+    found = info.small_swaps(scene)  # the large circle stays
+    assert [tuple(shape.kind for shape in other.shapes) for other in found] == [
+        ("square", "square", "circle"), ("circle", "circle", "circle")]
+    assert all(_differences(scene, other) == 1 for other in found)
+    assert info.small_swaps(Scene("gray", (Shape("triangle", "red", "small", "center"),))) == []
+
+
+def test_latent_decoding_of_the_first_examples_is_paired_with_their_pixels(info):
+    """Each example gets a pixel and a latent verdict for the whole neighbourhood, and one for the swaps exactly
+    when it holds a small circle or square (None otherwise)."""
+    from mtu.toyworld.evaluate import evaluation_set
+
+    examples = evaluation_set("sr", 10)  # the first nine hold a small circle or square, the tenth does not
+    found = info.measure_latent(examples)
+    assert {key: len(value) for key, value in found.items()} == dict.fromkeys(found, 10)
+    assert found["pixels_swaps"][9] is None and found["pixels_swaps"][8] is not None
+    assert all(isinstance(value, bool) for value in found["pixels"] + found["latents"])
+    for index, example in enumerate(examples):
+        has_swaps = bool(info.small_swaps(example.target_scene))
+        assert (found["pixels_swaps"][index] is not None) == has_swaps == (found["latents_swaps"][index] is not None)
+
+
+def test_model_without_latent_is_refused_in_one_line(info, capsys):
+    with pytest.raises(SystemExit):
+        info.main(["--model", "toyworld"])
+    assert "--model toyworld: only with --latent" in capsys.readouterr().err
