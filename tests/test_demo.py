@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from mtu.cli import main
+from mtu.demo import DEMO_GUIDANCE
 from mtu.pipelines import MTUPipeline
 from mtu.toyworld import components
 from mtu.toyworld.evaluate import evaluation_set, generate_outputs
@@ -84,9 +85,11 @@ def test_short_demo_writes_a_complete_report(tmp_path, capsys, monkeypatch):
 
 
 def test_demo_shows_the_shipped_model_beside_the_live_one(tmp_path, capsys, monkeypatch, packaged):
+    """Also the default guidance: without --tune-count the live model samples edit and inpaint with the pairs chosen
+    for the default recipe (`DEMO_GUIDANCE`), none tried."""
     monkeypatch.setattr(components, "shipped_model", lambda: packaged)
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), *SHORT]) == 0
+    assert main(["demo", "--out", str(out), *SHORT[:-2]]) == 0
     recipe = json.loads((packaged / "recipe.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["shipped_model"] == {"folder": str(packaged), "eval_count": 4, "command": recipe["command"]}
@@ -112,6 +115,14 @@ def test_demo_shows_the_shipped_model_beside_the_live_one(tmp_path, capsys, monk
     expected = generate_outputs(pipe, evaluation_set("edit", 2), recipe["seed"])
     side = rows["edit"][2][0].shape[0]
     for cell, image in zip(rows["edit"][2], expected):
+        assert np.array_equal(cell, np.asarray(image.convert("RGB").resize((side, side), Image.NEAREST)))
+    # The live model's edit row: its adapter sampled with DEMO_GUIDANCE's edit pair.
+    assert metrics["guidance_choice"] == {task: {"chosen": DEMO_GUIDANCE[task], "tried": []} for task in DEMO_GUIDANCE}
+    assert metrics["tasks"][1]["guidance"] == DEMO_GUIDANCE["edit"] and "the pair chosen for this recipe" in page
+    live = MTUPipeline.from_pretrained(out / "adapter")
+    live.set_progress_bar_config(disable=True)
+    expected = generate_outputs(live, evaluation_set("edit", 2), 0, **DEMO_GUIDANCE["edit"])
+    for cell, image in zip(rows["edit"][1], expected):
         assert np.array_equal(cell, np.asarray(image.convert("RGB").resize((side, side), Image.NEAREST)))
 
 

@@ -467,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     _plugin_argument(schemas)
     schemas.set_defaults(func=cmd_data_schemas)
 
-    from .demo import DemoConfig
+    from .demo import DEMO_GUIDANCE, DemoConfig
 
     demo = sub.add_parser("demo", help="the embedded end-to-end demo on the toy world (make demo)",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -479,7 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--experts", type=int, default=DemoConfig.num_experts, help="experts N")
     demo.add_argument("--seed", type=int, default=DemoConfig.seed, help="seed")
     demo.add_argument("--tune-count", type=int, default=DemoConfig.tune_count,
-                      help="validation examples for choosing edit/inpaint guidance (0: paper defaults)")
+                      help="validation examples on which to choose edit/inpaint guidance again (0: the pairs chosen "
+                           "for the default recipe, " + ", ".join(
+                               f"{task} {pair['guidance_scale']:g}/{pair['image_guidance_scale']:g}"
+                               for task, pair in DEMO_GUIDANCE.items()) + ")")
     demo.add_argument("--base", default=DemoConfig.base,
                       help="base pipeline folder; None: the shipped toy-world base")
     demo.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
@@ -505,7 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--out", default=None, help="folder to write (default: the shipped model's, in the package)")
     pack.add_argument("--eval-count", type=int, default=256, help="held-out examples per task for the scores")
     pack.add_argument("--tune-count", type=int, default=32,
-                      help="validation examples for choosing edit/inpaint guidance (0: paper defaults)")
+                      help="validation examples on which to choose edit/inpaint guidance again (0: the pairs chosen "
+                           "for the default recipe, " + ", ".join(
+                               f"{task} {pair['guidance_scale']:g}/{pair['image_guidance_scale']:g}"
+                               for task, pair in DEMO_GUIDANCE.items()) + ")")
     pack.add_argument("--seed", type=int, default=0, help="seed of the sampling noise and the intervals")
     pack.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _plugin_argument(pack)

@@ -34,6 +34,14 @@ from .progress import step
 # The tasks the demo trains and scores (its choice; what each task is and how it is scored is looked up, `mtu.tasks`).
 TASKS = ("t2i", "edit", "sr", "inpaint")
 
+# Edit's and inpaint's (text, image) guidance for the demo's default recipe when it does not choose again
+# (`tune_count` 0, the default): what `tune_count=32` chooses for that recipe on 32 validation examples (training-
+# split scenes; `benchmarks/demo_guidance.py`, 2026-12-03). On 256 held-out edits the pair gives 0.070 against the
+# paper's 7.5 / 1.6's 0.016 (paired +0.055, p 0.003); inpaint's choice is the paper's own pair. Fixing it saves
+# the choice's 384 generations, a fifth of the demo's time (docs/BENCHMARKS.md, "Where `mtu demo`'s minutes go").
+DEMO_GUIDANCE = {"edit": {"guidance_scale": 3.0, "image_guidance_scale": 5.0},
+                 "inpaint": {"guidance_scale": 4.0, "image_guidance_scale": 1.5}}
+
 
 def _main_record(task: str) -> str:
     """The per-example field of `toyworld.metrics.example_record` that the task's main metric averages."""
@@ -44,7 +52,7 @@ def _main_record(task: str) -> str:
 
 @dataclass
 class DemoConfig:
-    """Knobs of the demo; the defaults are what `make demo` runs (about 8 minutes on 2 CPU cores).
+    """Knobs of the demo; the defaults are what `make demo` runs (about 8-10 minutes on 2 CPU cores).
 
     Args:
         out: Report folder: new, empty or an earlier demo report (its files are replaced).
@@ -55,7 +63,8 @@ class DemoConfig:
         num_experts: N (granularity 1/N: same parameter count and FLOPs as the base).
         seed: Seeds training and sampling.
         tune_count: Validation examples (training-split scenes, not the held-out ones) on which edit's and
-            inpaint's (text, image) guidance is chosen before the held-out evaluation; 0 keeps the paper's defaults.
+            inpaint's (text, image) guidance is chosen again before the held-out evaluation (6 pairs each); 0 uses
+            `DEMO_GUIDANCE`, the pairs that choice makes for the default recipe on 32 examples.
         base: Base pipeline folder; default the shipped toy-world base.
         overwrite: Write into an existing `out` that holds other files too (only the demo's files are replaced;
             nothing else there is removed).
@@ -69,7 +78,7 @@ class DemoConfig:
     num_experts: int = 4
     seed: int = 0
     base: str | None = None
-    tune_count: int = 32
+    tune_count: int = 0
     overwrite: bool = False
 
     def __post_init__(self):
@@ -190,16 +199,19 @@ def build_report(config: DemoConfig, base: str, staging: Path, start: float) -> 
         base_scores, base_outputs = score_base(base, examples["t2i"], config.seed, config.num_experts)
     print(f"      base t2i faithfulness {base_scores['faithfulness']:.3f}", file=sys.stderr)
 
+    choosing = (f"choosing edit/inpaint guidance on {config.tune_count} validation examples" if config.tune_count
+                else "edit/inpaint guidance as chosen for this recipe (--tune-count 32 chooses again)")
     with step(f"[2/4] upcycling (N={config.num_experts}), training on {', '.join(TASKS)} for {config.steps} steps "
-              f"of {config.batch_size}, choosing edit/inpaint guidance on {config.tune_count} validation examples, "
-              f"generating {config.eval_count} held-out examples per task"):
+              f"of {config.batch_size}, {choosing}, generating {config.eval_count} held-out examples per task"):
         run_config = toyworld_train_config(base, staging / "run", TASKS, mtu={"num_experts": config.num_experts},
                                            steps=config.steps, batch_size=config.batch_size, lr=config.lr,
                                            seed=config.seed)
-        result = train_and_score(run_config, examples, config.seed, tune_guidance=config.tune_count)
+        result = train_and_score(run_config, examples, config.seed, tune_guidance=config.tune_count,
+                                 guidance=None if config.tune_count else DEMO_GUIDANCE)
         summary, outputs = result["summary"], result["outputs"]
     for task, value in result["guidance"].items():
-        print(f"      {task} guidance chosen on validation: text {value['chosen']['guidance_scale']}, image "
+        how = "chosen on validation" if value["tried"] else "as chosen for this recipe"
+        print(f"      {task} guidance {how}: text {value['chosen']['guidance_scale']}, image "
               f"{value['chosen']['image_guidance_scale']}", file=sys.stderr)
 
     shown = min(8, config.eval_count)

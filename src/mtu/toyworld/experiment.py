@@ -72,15 +72,17 @@ def score_tasks(pipe, examples: dict[str, list[Example]], seed: int = 0,
 
 
 def train_and_score(config, examples: dict[str, list[Example]], seed: int = 0, tune_guidance: int = 0,
-                    records: bool = False) -> dict:
+                    records: bool = False, guidance: dict[str, dict] | None = None) -> dict:
     """Trains `config` and scores the trained model on `examples` (only the tasks it was trained on).
 
     `tune_guidance`: when > 0, each dual-guidance task's guidance is first chosen on that many validation
-    examples (`choose_guidance`), then used on `examples`. `records`: also keep the per-example scores.
+    examples (`choose_guidance`), then used on `examples`; otherwise `guidance` ({task: call kwargs}, pairs chosen
+    before) is used where given, the pipeline's defaults elsewhere. `records`: also keep the per-example scores.
 
     Returns {"scores": {task: scores}, "outputs": {task: images}, "summary": the trainer's summary,
     "model": the trained model (EMA weights if any, on CPU), "trainable": trainable parameter count,
-    "guidance": {task: {"chosen": call kwargs, "tried": rows}} for the tuned tasks}; with `records` also
+    "guidance": {task: {"chosen": call kwargs, "tried": rows}} for the tuned tasks (rows empty for a task whose
+    pair `guidance` gave)}; with `records` also
     "records": {task: `evaluate.score_examples`} (per-example main metric, example records and their summary).
     """
     from ..training.trainer import Trainer
@@ -91,12 +93,14 @@ def train_and_score(config, examples: dict[str, list[Example]], seed: int = 0, t
     del trainer
     pipe = pipeline_for(model, config.model.base)
     tasks = {task: examples[task] for task in model.task_names if task in examples}
-    guidance = {}
+    given, guidance = guidance or {}, {}
     if tune_guidance:
         for task in tasks:
             chosen, tried = choose_guidance(pipe, task, tune_guidance, seed)
             if tried:
                 guidance[task] = {"chosen": chosen, "tried": tried}
+    else:
+        guidance = {task: {"chosen": dict(given[task]), "tried": []} for task in tasks if task in given}
     scores, outputs = score_tasks(pipe, tasks, seed, {task: value["chosen"] for task, value in guidance.items()})
     result = {"scores": scores, "outputs": outputs, "summary": summary, "model": model, "trainable": trainable,
               "guidance": guidance}
