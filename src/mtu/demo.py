@@ -52,7 +52,7 @@ def _main_record(task: str) -> str:
 
 @dataclass
 class DemoConfig:
-    """Knobs of the demo; the defaults are what `make demo` runs (about 8-10 minutes on 2 CPU cores).
+    """Knobs of the demo; the defaults are what `make demo` runs (about 9-12 minutes on 2 CPU cores).
 
     Args:
         out: Report folder: new, empty or an earlier demo report (its files are replaced).
