@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from mtu.demo import DemoConfig
+from mtu.demo import DEMO_TUNE_COUNT, DemoConfig
 from mtu.toyworld.components import shipped_base
 from mtu.toyworld.evaluate import evaluation_set, generate_outputs, score
 from mtu.toyworld.experiment import choose_guidance, pipeline_for, toyworld_train_config
@@ -60,23 +60,23 @@ def main(argv=None):
     _, tried = choose_guidance(pipe, "edit", args.count, demo.seed)
     seconds = time.perf_counter() - start
     # Since 2026-12-03 the default demo uses the pairs this choice makes for its recipe (`DEMO_GUIDANCE`) and chooses
-    # again only with --tune-count: the row is the cost of `--tune-count 32`, outside the default's total.
-    tune = demo.tune_count or 32
-    label = f"guidance choice ({len(tried)} pairs)" + ("" if demo.tune_count else ", only with --tune-count 32")
-    rows.append((label, f"edit, {args.count}", seconds, f"edit + inpaint, {tune}",
-                 seconds / args.count * tune * 2))
+    # again only with --tune-count: then the row is the cost of `--tune-count DEMO_TUNE_COUNT`, outside the total.
+    tune = demo.tune_count or DEMO_TUNE_COUNT
+    choice = (f"guidance choice ({len(tried)} pairs)" + ("" if demo.tune_count else f", only with --tune-count {tune}"),
+              f"edit, {args.count}", seconds, f"edit + inpaint, {tune}", seconds / args.count * tune * 2)
+    if demo.tune_count:
+        rows.append(choice)
 
-    def counted(part: str) -> bool:
-        return bool(demo.tune_count) or not part.startswith("guidance choice")
-
-    total = sum(row[4] for row in rows if counted(row[0]))
+    total = sum(row[4] for row in rows)
     print(f"torch threads {torch.get_num_threads()}; the demo's stage 2 at its own counts, estimated\n")
     print("| part | timed at | seconds | demo's count | demo's seconds (est.) | share |")
     print("|---|---|---:|---|---:|---:|")
     for part, at, seconds, scaled_to, scaled in rows:
-        share = f"{scaled / total:.0%}" if counted(part) else "-"
-        print(f"| {part} | {at} | {seconds:.1f} | {scaled_to} | {scaled:.0f} | {share} |")
+        print(f"| {part} | {at} | {seconds:.1f} | {scaled_to} | {scaled:.0f} | {scaled / total:.0%} |")
     print(f"| total | | | | {total:.0f} | |")
+    if not demo.tune_count:  # after the total, which it is not part of
+        part, at, seconds, scaled_to, scaled = choice
+        print(f"| {part} | {at} | {seconds:.1f} | {scaled_to} | {scaled:.0f} | - |")
 
 
 if __name__ == "__main__":

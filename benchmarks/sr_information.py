@@ -15,13 +15,14 @@ For held-out scenes, each degradation setting makes the low-resolution (LR) inpu
     python benchmarks/sr_information.py --latent [--count 256] [--model toyworld]
 
 `--latent` asks the second question again, on the held-out sr examples' own inputs, where the model reads them: the
-SR condition channels, i.e. the LR image upsampled bicubically to the output size and VAE-encoded (the shipped base's VAE, `latent_dist.mode()`, as
-`mtu.conditioning` does in training and sampling), input and templates alike, for the toy degradation at 16 -> 32.
-Beside the whole neighbourhood it asks it for the small circle / square swaps alone (the shipped model's SR
-read-back failures, docs/DIAGNOSIS.md): among the scene and the scenes with one small circle made a square or one
-small square a circle, is the true one nearest? In pixels and in the condition latents, on the same scenes: if the
-latents lose what the pixels keep, the conditioning path, not the training, bounds the read-back. `--model`
-splits that model's read-back of the same examples (its recorded sampling) by whether their latents decode.
+SR condition channels, i.e. the LR image upsampled bicubically to the output size and VAE-encoded (the shipped
+base's VAE through `mtu.conditioning.condition_channels`, as in training and sampling), input and templates
+alike, for the toy degradation at 16 -> 32. Beside the whole neighbourhood it asks it for the small circle / square
+swaps alone (the shipped model's SR read-back failures, docs/DIAGNOSIS.md): among the scene and the scenes with one
+small circle made a square or one small square a circle, is the true one nearest? In pixels and in the condition
+latents, on the same scenes: if the latents lose what the pixels keep, the conditioning path, not the training,
+bounds the read-back. `--model` splits that model's read-back of the same examples (its recorded sampling) by
+whether their latents decode.
 """
 
 from __future__ import annotations
@@ -111,12 +112,13 @@ def measure_latent(examples, size: int = 32, scale: int = 2, upsample: str = "bi
     size before the VAE (bicubic: `mtu.conditioning.upsample_for_sr`, what training and sampling use)."""
     from diffusers import AutoencoderKL
 
-    from mtu.conditioning import upsample_for_sr
+    from mtu.conditioning import condition_channels, upsample_for_sr
     from mtu.shipped import shipped_base
     from mtu.toyworld.evaluate import EVAL_SEED
+    from mtu.upcycling.tasks import get_task
 
     vae = AutoencoderKL.from_pretrained(shipped_base(), subfolder="vae").eval()
-    config = TOY_DEGRADATION
+    config, spec = TOY_DEGRADATION, get_task("sr")
 
     def latents(lows: torch.Tensor) -> torch.Tensor:  # (B, 3, h, w) in [0, 1] -> the condition channels
         pixels = lows * 2 - 1
@@ -125,7 +127,7 @@ def measure_latent(examples, size: int = 32, scale: int = 2, upsample: str = "bi
         else:
             pixels = torch.nn.functional.interpolate(pixels, size=(size, size), mode=upsample).clamp(-1, 1)
         with torch.no_grad():
-            return vae.encode(pixels).latent_dist.mode()
+            return condition_channels(vae, spec, pixels)
 
     def nearest_is_first(templates: torch.Tensor, target: torch.Tensor) -> bool:
         return int(((templates - target) ** 2).flatten(1).sum(1).argmin()) == 0
@@ -176,12 +178,9 @@ def main(argv=None) -> int:
         parser.error(f"--model {args.model}: only with --latent")
     torch.set_num_threads(1)
     if args.latent:
-        from mtu.stats import wilson_interval
-
-        from mtu.stats import paired_difference
-        from mtu.toyworld.metrics import paired_cells
-
+        from mtu.stats import paired_difference, wilson_interval
         from mtu.toyworld.evaluate import evaluation_set
+        from mtu.toyworld.metrics import paired_cells
 
         examples = evaluation_set("sr", args.count)
         found = measure_latent(examples, upsample=args.upsample)

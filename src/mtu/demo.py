@@ -41,6 +41,7 @@ TASKS = ("t2i", "edit", "sr", "inpaint")
 # the choice's 384 generations, a fifth of the demo's time (docs/BENCHMARKS.md, "Where `mtu demo`'s minutes go").
 DEMO_GUIDANCE = {"edit": {"guidance_scale": 3.0, "image_guidance_scale": 5.0},
                  "inpaint": {"guidance_scale": 4.0, "image_guidance_scale": 1.5}}
+DEMO_TUNE_COUNT = 32  # the validation examples DEMO_GUIDANCE was chosen on
 
 
 def _main_record(task: str) -> str:
@@ -200,7 +201,7 @@ def build_report(config: DemoConfig, base: str, staging: Path, start: float) -> 
     print(f"      base t2i faithfulness {base_scores['faithfulness']:.3f}", file=sys.stderr)
 
     choosing = (f"choosing edit/inpaint guidance on {config.tune_count} validation examples" if config.tune_count
-                else "edit/inpaint guidance as chosen for this recipe (--tune-count 32 chooses again)")
+                else f"edit/inpaint guidance as chosen for this recipe (--tune-count {DEMO_TUNE_COUNT} chooses again)")
     with step(f"[2/4] upcycling (N={config.num_experts}), training on {', '.join(TASKS)} for {config.steps} steps "
               f"of {config.batch_size}, {choosing}, generating {config.eval_count} held-out examples per task"):
         run_config = toyworld_train_config(base, staging / "run", TASKS, mtu={"num_experts": config.num_experts},
@@ -282,7 +283,9 @@ def build_report(config: DemoConfig, base: str, staging: Path, start: float) -> 
                  f"task; {seconds:.0f} s in all.</p>")
         report.write_html(staging / "report.html", "mtu demo: multi-task upcycling on the toy world", [
             ("Summary", intro + (shipped_html(shipped, config.eval_count) if shipped else "")
-             + report.metrics_table_html(rows) + report.guidance_html(result["guidance"])),
+             + report.metrics_table_html(rows) + report.guidance_html(result["guidance"], given=(
+                f"the pair chosen for this recipe on {DEMO_TUNE_COUNT} validation examples (<code>--tune-count "
+                f"{DEMO_TUNE_COUNT}</code> chooses again among 6 pairs)"))),
             *grid_sections,
             ("Router: expert weights per task (cf. the paper's Fig. 5)",
              "<img src='router_heatmap.png'>" + report.heatmap_html(weights)),

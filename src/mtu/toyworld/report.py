@@ -153,16 +153,15 @@ def metrics_table_html(rows: list[dict]) -> str:
     return f"<table class='metrics'>{header}{''.join(body)}</table>"
 
 
-def guidance_html(guidance: dict) -> str:
+def guidance_html(guidance: dict, given: str = "chosen before this run") -> str:
     """The guidance pairs tried per task on the validation split, the chosen one in bold; for a task whose pair was
-    chosen before (none tried in this run), that pair."""
+    chosen before (none tried in this run), that pair and `given` (HTML: where it comes from)."""
     parts = []
     for task, value in guidance.items():
         if not value["tried"]:
             chosen = value["chosen"]
             parts.append(f"<p>{html.escape(task)}: guidance text {chosen['guidance_scale']}, image "
-                         f"{chosen['image_guidance_scale']}, the pair chosen for this recipe on 32 validation examples "
-                         f"(<code>--tune-count 32</code> chooses again among 6 pairs)</p>")
+                         f"{chosen['image_guidance_scale']}, {given}</p>")
             continue
         metrics = [k for k in value["tried"][0] if k not in ("guidance_scale", "image_guidance_scale")]
         header = "<tr><th>text</th><th>image</th>" + "".join(f"<th>{html.escape(k)}</th>" for k in metrics) + "</tr>"
