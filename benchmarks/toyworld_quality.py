@@ -270,7 +270,7 @@ def paired(first: list[dict], second: list[dict], task: str) -> dict | str:
 def comparisons(results: dict[str, list[dict]]) -> list[tuple[str, str, str]]:
     """(first row, second row, task) of every paired comparison the rows in `results` allow: each target MTU row
     against single:TASK on TASK and against its peers on every task, then `OTHER_COMPARISONS` (mtu-n4 against
-    mtu-n4-shard, the MTU rows against the shared-adapter rows)."""
+    mtu-n1/n2/n8/top4of8 (Table 4) and mtu-n4-shard, the MTU rows against the shared-adapter rows)."""
     pairs = [(mtu_row, other) for mtu_row, peers in TARGET_ROWS.items() for other in
              [f"single:{task}" for task in TASKS] + list(peers)] + OTHER_COMPARISONS
     return [(one, other, task) for one, other in pairs if one in results and other in results
@@ -337,8 +337,10 @@ def table(results: dict[str, list[dict]]) -> str:
 
 # The MTU rows judged against the issue's target, each with the rows it must be ahead of (same task mixing).
 TARGET_ROWS = {"mtu-n4": ("lora", "ia3"), "mtu-n4-sr2": ("lora-sr2", "ia3-sr2")}
-# Further paired comparisons, made when both rows are there (ours, not the issue's target).
-OTHER_COMPARISONS = [("mtu-n4", "mtu-n4-shard"), ("mtu-n4", "lora-shared"), ("mtu-n4", "ia3-shared"),
+# Further paired comparisons, made when both rows are there: Table 4's experts (N=4 against N=1, 2, 8 and top-4
+# of 8 at the same parameters), then ours (not the issue's target).
+OTHER_COMPARISONS = [("mtu-n4", "mtu-n1"), ("mtu-n4", "mtu-n2"), ("mtu-n4", "mtu-n8"), ("mtu-n4", "mtu-top4of8"),
+                     ("mtu-n4", "mtu-n4-shard"), ("mtu-n4", "lora-shared"), ("mtu-n4", "ia3-shared"),
                      ("mtu-n4-sr2", "lora-shared-sr2"), ("mtu-n4-sr2", "ia3-shared-sr2")]
 
 

@@ -279,3 +279,18 @@ def test_the_paper_rows_of_issue_12_build_their_models(quality):
             mtu = spec["mtu"]
             assert model.mtu_config.num_experts == mtu["num_experts"], name
             assert model.mtu_config.granularity == pytest.approx(mtu.get("granularity", 1 / mtu["num_experts"]))
+
+
+def test_table4_rows_are_paired_against_mtu_n4(quality):
+    """Table 4's question (how many experts) gets its paired comparisons: mtu-n4 against mtu-n1 (and n2, n8,
+    top-4 of 8 when present), on each task both rows scored."""
+    results = {"mtu-n4": [_kept(0, 2e-3, t2i=_hits(*range(40)), edit=_hits(*range(12)))],
+               "mtu-n1": [_kept(0, 2e-3, t2i=_hits(*range(30)), edit=_hits(*range(12)))],
+               "mtu-n8": [_kept(0, 2e-3, t2i=_hits(*range(40)))]}
+    assert [entry for entry in quality.comparisons(results)] == [
+        ("mtu-n4", "mtu-n1", "t2i"), ("mtu-n4", "mtu-n1", "edit"), ("mtu-n4", "mtu-n8", "t2i")]
+    text = quality.table(results)
+    n1 = quality.paired(results["mtu-n4"], results["mtu-n1"], "t2i")
+    assert (n1["difference"], n1["first_only"], n1["second_only"]) == (pytest.approx(10 / 256), 10, 0)
+    assert "  mtu-n4 vs mtu-n1, t2i faithfulness: +0.039 [" in text
+    assert "  mtu-n4 vs mtu-n1, edit success: +0.000 [+0.000, +0.000] tie" in text
