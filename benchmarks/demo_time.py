@@ -68,15 +68,18 @@ def main(argv=None):
         rows.append(choice)
 
     total = sum(row[4] for row in rows)
+
+    def line(part, at, seconds, scaled_to, scaled, share: str) -> str:
+        return f"| {part} | {at} | {seconds:.1f} | {scaled_to} | {scaled:.0f} | {share} |"
+
     print(f"torch threads {torch.get_num_threads()}; the demo's stage 2 at its own counts, estimated\n")
     print("| part | timed at | seconds | demo's count | demo's seconds (est.) | share |")
     print("|---|---|---:|---|---:|---:|")
-    for part, at, seconds, scaled_to, scaled in rows:
-        print(f"| {part} | {at} | {seconds:.1f} | {scaled_to} | {scaled:.0f} | {scaled / total:.0%} |")
+    for row in rows:
+        print(line(*row, f"{row[4] / total:.0%}"))
     print(f"| total | | | | {total:.0f} | |")
     if not demo.tune_count:  # after the total, which it is not part of
-        part, at, seconds, scaled_to, scaled = choice
-        print(f"| {part} | {at} | {seconds:.1f} | {scaled_to} | {scaled:.0f} | - |")
+        print(line(*choice, "-"))
 
 
 if __name__ == "__main__":

@@ -287,7 +287,7 @@ def test_table4_rows_are_paired_against_mtu_n4(quality):
     results = {"mtu-n4": [_kept(0, 2e-3, t2i=_hits(*range(40)), edit=_hits(*range(12)))],
                "mtu-n1": [_kept(0, 2e-3, t2i=_hits(*range(30)), edit=_hits(*range(12)))],
                "mtu-n8": [_kept(0, 2e-3, t2i=_hits(*range(40)))]}
-    assert [entry for entry in quality.comparisons(results)] == [
+    assert quality.comparisons(results) == [
         ("mtu-n4", "mtu-n1", "t2i"), ("mtu-n4", "mtu-n1", "edit"), ("mtu-n4", "mtu-n8", "t2i")]
     text = quality.table(results)
     n1 = quality.paired(results["mtu-n4"], results["mtu-n1"], "t2i")
