@@ -63,6 +63,7 @@ def test_the_folder_holds_the_adapter_recipe_and_card(packaged, run):
         f"mtu toyworld package --run {run} --out {out} --eval-count 5 --tune-count 2 --seed 0")}
     assert recipe["config"] == read_yaml((run / "config.yaml").read_text())
     assert (recipe["base"], recipe["seed"], recipe["train_summary"]["steps"]) == (SHIPPED_BASE_NAME, 0, 2)
+    assert recipe["starts_from"] is None
     assert set(recipe["versions"]) == {"mtu", "torch", "diffusers", "transformers"} and recipe["seconds"] > 0
     card = (out / "README.md").read_text()
     for task in TASKS:
@@ -137,12 +138,32 @@ def test_a_checkpoint_of_a_run_is_packaged_with_its_step(run, tmp_path):
     assert recipe["checkpoint"] == {"folder": f"checkpoints/{checkpoint.name}", "step": 2}
     assert "to step 2: the model is checkpoints/checkpoint-0000002's EMA weights" in recipe["command"]["train"]
     assert recipe["train_summary"] is None
-    assert ("trained 2 of its recipe's 2 steps (the EMA weights of its checkpoints/checkpoint-0000002: the run had "
-            "not ended)") in " ".join((out / "README.md").read_text().split())
+    card = " ".join((out / "README.md").read_text().split())
+    assert "trained 2 of its recipe's 2 steps (the EMA weights of its checkpoints/checkpoint-0000002) on the toy world" in card
+    assert "the run had not ended" not in card  # its last checkpoint: said only of a step before max_steps
+    earlier = {**recipe, "checkpoint": {"folder": "checkpoints/checkpoint-0000001", "step": 1}}
+    adapter_config = json.loads((out / CONFIG_NAME).read_text())["config"]
+    assert ("trained 1 of its recipe's 2 steps (the EMA weights of its checkpoints/checkpoint-0000001: the run had "
+            "not ended)") in " ".join(packaging.model_card(earlier, adapter_config).split())
     packaged, final = load_file(out / WEIGHTS_NAME), load_file(run / "final" / WEIGHTS_NAME)
     assert packaged.keys() == final.keys()  # the run's last checkpoint holds what final/ was written from
     assert all(packaged[name].equal(final[name]) for name in final)
     assert (out / "train.yaml").read_bytes() == (run / "config.yaml").read_bytes()
+
+
+def test_a_run_that_continues_another_adapter_records_where_it_started(run, tmp_path):
+    """A run trained on from another run's adapter (`model.adapter`, e.g. a restart with a new schedule) is not
+    reproduced by its train.yaml alone: recipe.json, its train command and the card name the adapter it started
+    from. A run from scratch records none (checked on `packaged` above)."""
+    continued = tmp_path / "continued"
+    Trainer(toyworld_train_config(str(shipped_base()), continued, steps=1, batch_size=4, log_with="none",
+                                  adapter=str(run / "final"))).train()
+    recipe = package_model(continued, out=tmp_path / "model", eval_count=2, tune_count=0, seed=0, first_count=2)
+    assert recipe["starts_from"] == str(run / "final")
+    assert recipe["command"]["train"] == (f"mtu train --config train.yaml  # continuing the adapter at {run}/final "
+                                          "(model.adapter)")
+    assert (f"trained 1 steps, continuing the adapter at {run}/final (its recipe's model.adapter),"
+            in " ".join((tmp_path / "model" / "README.md").read_text().split()))
 
 
 def test_a_checkpoint_of_another_method_is_refused_before_its_weights_are_read(run, tmp_path, monkeypatch):

@@ -184,10 +184,13 @@ def model_card(recipe: dict, adapter_config: dict) -> str:
     tasks = list(recipe["scores"])
     checkpoint = recipe.get("checkpoint")
     if checkpoint:
-        trained = (f"trained {checkpoint['step']} of its recipe's {recipe['config'].get('max_steps')} steps (the EMA "
-                   f"weights of its {checkpoint['folder']}: the run had not ended)")
+        max_steps = recipe["config"].get("max_steps")
+        trained = (f"trained {checkpoint['step']} of its recipe's {max_steps} steps (the EMA weights of its "
+                   f"{checkpoint['folder']}" + (": the run had not ended)" if checkpoint["step"] < max_steps else ")"))
     else:
         trained = f"trained {(recipe.get('train_summary') or {}).get('steps', recipe['config'].get('max_steps'))} steps"
+    if recipe.get("starts_from"):
+        trained += f", continuing the adapter at {recipe['starts_from']} (its recipe's model.adapter),"
     count = next(iter(recipe["scores"].values()))["exact"]["count"]
     name = "toyworld" if recipe["base"] == SHIPPED_BASE_NAME else "path/to/this/folder"
     lines = [
@@ -314,14 +317,16 @@ def _package(source: Path, scratch: Path, out, eval_count: int, tune_count: int,
     result = evaluate_adapter(pipeline_for(model, base), base, model.task_names, eval_count, tune_count, seed,
                               first_count)
     summary_path = run_dir / "train_summary.json"
-    train_command = f"mtu train --config {TRAIN_CONFIG_NAME}"
-    if checkpoint:
-        train_command += f"  # to step {checkpoint['step']}: the model is {checkpoint['folder']}'s EMA weights"
+    starts_from = (config.get("model") or {}).get("adapter")  # a run that continued another run's adapter
+    notes = [f"to step {checkpoint['step']}: the model is {checkpoint['folder']}'s EMA weights"] if checkpoint else []
+    notes += [f"continuing the adapter at {starts_from} (model.adapter)"] if starts_from else []
+    train_command = f"mtu train --config {TRAIN_CONFIG_NAME}" + ("  # " + "; ".join(notes) if notes else "")
     recipe = {
         "command": {"train": train_command,
                     "package": _package_command(source, out, eval_count, tune_count, seed)},
         "config": config, "base": SHIPPED_BASE_NAME if shipped_base else base, "seed": seed,
         "eval_count": eval_count, "tune_count": tune_count, "first_count": first_count, "checkpoint": checkpoint,
+        "starts_from": starts_from,
         "train_summary": (json.loads(summary_path.read_text()) if summary_path.is_file() and not checkpoint
                           else None),
         **{key: result[key] for key in ("sampling", "scores", "first32", "baselines", "guidance")},
