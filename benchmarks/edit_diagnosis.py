@@ -427,6 +427,41 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def paired_rows(results: list[dict]) -> list[str]:
+    """Table lines: each later row's exact success minus the first row's on the examples they share, over all of
+    them and per edit kind, paired (interval and McNemar): e.g. a fine-tuned row against `--steps 0`, the adapter
+    it started from. A one-kind row (`mtu-recolour`) is paired with the first row's edits of that kind (the same
+    examples: `row_examples` keeps their order); a row over other examples is left out."""
+    from mtu.stats import paired_difference
+    from mtu.toyworld.metrics import paired_cells
+
+    first = results[0]
+    first_exact, first_kinds = first["records"]["normal"]["exact"], first["kinds"]
+    lines = []
+    for result in results[1:]:
+        exact, kinds = result["records"]["normal"]["exact"], result["kinds"]
+        if result["row"] in KIND_ROWS and first["row"] not in KIND_ROWS:
+            indices = [i for i, kind in enumerate(first_kinds) if kind == KIND_ROWS[result["row"]]]
+        else:
+            indices = list(range(len(first_kinds)))
+        if [first_kinds[i] for i in indices] != kinds:
+            continue
+        subsets = {"all": list(range(len(kinds))), **{kind: [i for i, k in enumerate(kinds) if k == kind]
+                                                       for kind in dict.fromkeys(kinds)}}
+        for name, subset in subsets.items():
+            if name == "all" and len(subsets) == 2:  # one kind: "all" is that kind
+                continue
+            difference = paired_difference([bool(exact[i]) for i in subset],
+                                           [bool(first_exact[indices[i]]) for i in subset])
+            lines.append(f"| {result['row']} ({result['steps']} steps) | {name} | {len(subset)} | "
+                         f"{paired_cells(difference)} |")
+    if not lines:
+        return []
+    return ["", f"Each row against the first ({first['row']}, {first['steps']} steps) on the same examples, exact "
+            "success (paired):", "", "| row | kind | n | difference (95% CI) | only this row / only the first | "
+            "McNemar p |", "|---|---|---:|---|---|---:|", *lines]
+
+
 def _partial_cells(result: dict) -> str:
     from mtu.toyworld.metrics import attribute_cell, interval_cell
 
@@ -467,10 +502,11 @@ def main(argv=None) -> int:
                         "(with --steps 0: scored untrained)")
     parser.add_argument("--out", default="edit-diagnosis")
     parser.add_argument("--tables", default="", help="comma-separated earlier OUT folders: print their joined table "
-                        "(adding partial metrics from the saved outputs) and exit")
+                        "(adding partial metrics from the saved outputs), each row paired with the first, and exit")
     args = parser.parse_args(argv)
     if args.tables:
-        print(table([result for folder in args.tables.split(",") for result in rescore(Path(folder))]))
+        results = [result for folder in args.tables.split(",") for result in rescore(Path(folder))]
+        print("\n".join([table(results), *paired_rows(results)]))
         return 0
     rows = [row for row in args.rows.split(",") if row]
     unknown = [row for row in rows if row not in ROWS]

@@ -268,3 +268,27 @@ def test_recolour_word_probe_refuses_malformed_pairs_and_counts(capsys):
         with pytest.raises(SystemExit):
             probe.main(["ADAPTER", *arguments])
         assert named in capsys.readouterr().err
+
+
+def _result(row, steps, kinds, exact):
+    return {"row": row, "steps": steps, "kinds": kinds, "records": {"normal": {"exact": exact}}}
+
+
+def test_rows_are_paired_with_the_first_on_the_examples_they_share(diagnosis):
+    """A fine-tuned row against the untrained adapter: all edits and each kind; a one-kind row against the first
+    row's edits of that kind, in order; a row over other examples is left out."""
+    kinds = ["recolour", "move", "recolour", "add", "recolour"]
+    reference = _result("mtu", 0, kinds, [False, True, False, True, False])
+    trained = _result("mtu", 2000, kinds, [True, True, True, False, False])
+    recolour = _result("mtu-recolour", 400, ["recolour"] * 3, [True, False, False])
+    other = _result("mtu", 10, kinds[:4], [True] * 4)
+    lines = diagnosis.paired_rows([reference, trained, recolour, other])
+    rows = [line for line in lines if line.startswith("| mtu")]
+    assert rows[0] == "| mtu (2000 steps) | all | 5 | +0.200 (-0.400 to +0.800) | 2 / 1 | 1.000 |"
+    assert rows[1] == "| mtu (2000 steps) | recolour | 3 | +0.667 (+0.000 to +1.000) | 2 / 0 | 0.500 |"
+    assert rows[2].startswith("| mtu (2000 steps) | move | 1 | +0.000") and rows[3].startswith(
+        "| mtu (2000 steps) | add | 1 | -1.000")
+    # examples 0, 2, 4 of the reference (none exact there): one gained
+    assert rows[4] == "| mtu-recolour (400 steps) | recolour | 3 | +0.333 (+0.000 to +1.000) | 1 / 0 | 1.000 |"
+    assert len(rows) == 5  # the row over 4 other examples is not paired
+    assert diagnosis.paired_rows([reference]) == []
