@@ -430,8 +430,10 @@ def table(results: list[dict]) -> str:
 def paired_rows(results: list[dict]) -> list[str]:
     """Table lines: each later row's exact success minus the first row's on the examples they share, over all of
     them and per edit kind, paired (interval and McNemar): e.g. a fine-tuned row against `--steps 0`, the adapter
-    it started from. A one-kind row (`mtu-recolour`) is paired with the first row's edits of that kind (the same
-    examples: `row_examples` keeps their order); a row over other examples is left out."""
+    it started from. A one-kind row (`mtu-recolour`) is paired with the first row's edits of that kind: its
+    examples (`_of_kind`) are the held-out list's edits of that kind in order, so its first ones are the first row's
+    (the same scenes and instructions; the sampling noise follows each list's positions, so it is drawn anew). A
+    row over other examples is left out."""
     from mtu.stats import paired_difference
     from mtu.toyworld.metrics import paired_cells
 
@@ -442,6 +444,7 @@ def paired_rows(results: list[dict]) -> list[str]:
         exact, kinds = result["records"]["normal"]["exact"], result["kinds"]
         if result["row"] in KIND_ROWS and first["row"] not in KIND_ROWS:
             indices = [i for i, kind in enumerate(first_kinds) if kind == KIND_ROWS[result["row"]]]
+            exact, kinds = exact[:len(indices)], kinds[:len(indices)]
         else:
             indices = list(range(len(first_kinds)))
         if [first_kinds[i] for i in indices] != kinds:

@@ -280,7 +280,7 @@ def test_rows_are_paired_with_the_first_on_the_examples_they_share(diagnosis):
     kinds = ["recolour", "move", "recolour", "add", "recolour"]
     reference = _result("mtu", 0, kinds, [False, True, False, True, False])
     trained = _result("mtu", 2000, kinds, [True, True, True, False, False])
-    recolour = _result("mtu-recolour", 400, ["recolour"] * 3, [True, False, False])
+    recolour = _result("mtu-recolour", 400, ["recolour"] * 4, [True, False, False, True])  # 4th: not shared
     other = _result("mtu", 10, kinds[:4], [True] * 4)
     lines = diagnosis.paired_rows([reference, trained, recolour, other])
     rows = [line for line in lines if line.startswith("| mtu")]
