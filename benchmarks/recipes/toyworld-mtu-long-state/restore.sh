@@ -6,11 +6,13 @@
 # `restore.sh kinds` does the same for the kind-weighted branch (run-kinds/, run-kinds.sh; log train-kinds.log),
 # `restore.sh both` for both arms (one thread each). `restore.sh restart` starts the tenth round's restart
 # (benchmarks/recipes/toyworld-mtu-restart.yaml: the run's final/ trained on with a new cosine cycle; run-restart/,
-# run-restart.sh; log train-restart.log) and not the run, which has ended.
+# run-restart.sh; log train-restart.log) and not the run, which has ended. `restore.sh restart2` starts or continues
+# the third cycle (toyworld-mtu-restart2.yaml, from the restart's end: the shipped model's weights, byte for byte
+# the restart's final/, put there when missing; run-restart2/ once a checkpoint is committed; log train-restart2.log).
 set -euo pipefail
 ARMS=${1:-big}
-case "$ARMS" in big|kinds|both|restart) ;;
-  *) echo "restore.sh: the arm must be big, kinds, both or restart, not '$ARMS'" >&2; exit 2 ;;
+case "$ARMS" in big|kinds|both|restart|restart2) ;;
+  *) echo "restore.sh: the arm must be big, kinds, both, restart or restart2, not '$ARMS'" >&2; exit 2 ;;
 esac
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../../.." && pwd)
@@ -35,7 +37,16 @@ restore run toyworld-mtu-big wt d0a2330 toyworld-mtu-long.yaml train.yaml
 case "$ARMS" in kinds|both) restore run-kinds toyworld-mtu-kinds wt-kinds 22b032d toyworld-mtu-long-kinds.yaml train-kinds.yaml ;; esac
 # the restart's code: 30a342d (main when the restart started)
 [ "$ARMS" != restart ] || restore run-restart toyworld-mtu-restart wt-restart 30a342d toyworld-mtu-restart.yaml train-restart.yaml
-cp "$HERE/run.sh" "$HERE/run-kinds.sh" "$HERE/run-restart.sh" "$LONGRUN/"
+# the third cycle's code: cfc6c0e; it starts from the restart's end, which the package ships (src/mtu/toyworld/mtu_model)
+if [ "$ARMS" = restart2 ]; then
+  restart_final=$LONGRUN/runs/toyworld-mtu-restart/final
+  if [ ! -d "$restart_final" ]; then
+    mkdir -p "$restart_final"
+    cp "$REPO/src/mtu/toyworld/mtu_model/mtu_config.json" "$REPO/src/mtu/toyworld/mtu_model/mtu_model.safetensors" "$restart_final/"
+  fi
+  restore run-restart2 toyworld-mtu-restart2 wt-restart2 cfc6c0e toyworld-mtu-restart2.yaml train-restart2.yaml
+fi
+cp "$HERE/run.sh" "$HERE/run-kinds.sh" "$HERE/run-restart.sh" "$HERE/run-restart2.sh" "$LONGRUN/"
 [ -z "${NO_START:-}" ] || exit 0
 start() {  # start ARM's script unless its config is in use already
   local script=$1 config=$2 log=$3
@@ -48,4 +59,5 @@ case "$ARMS" in
   kinds) start run-kinds.sh train-kinds.yaml train-kinds.log ;;
   both) start run.sh train.yaml train.log; start run-kinds.sh train-kinds.yaml train-kinds.log ;;
   restart) start run-restart.sh train-restart.yaml train-restart.log ;;
+  restart2) start run-restart2.sh train-restart2.yaml train-restart2.log ;;
 esac
