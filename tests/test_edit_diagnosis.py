@@ -292,3 +292,11 @@ def test_rows_are_paired_with_the_first_on_the_examples_they_share(diagnosis):
     assert rows[4] == "| mtu-recolour (400 steps) | recolour | 3 | +0.333 (+0.000 to +1.000) | 1 / 0 | 1.000 |"
     assert len(rows) == 5  # the row over 4 other examples is not paired
     assert diagnosis.paired_rows([reference]) == []
+
+
+def test_guidance_choice_refuses_a_count_below_one_before_loading_a_model(capsys):
+    choice = load_benchmark("guidance_choice")
+    for count, named in (("0", "got 0"), ("many", "invalid int value: 'many'")):
+        with pytest.raises(SystemExit):
+            choice.main(["toyworld", count])
+        assert named in capsys.readouterr().err
