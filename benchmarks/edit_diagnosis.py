@@ -26,7 +26,13 @@ the circle": can the model find a shape by where it is when it cannot by what it
 task gets a mask channel marking the cells the edit changes, in training and scoring, with SD-inpainting's text
 guidance: is finding where to edit the difficulty, or making the change there?), `mtu-change-x10` (the loss weighs
 the latent pixels the edit changes 10 times the rest: does the edit wait for samples because its share of the
-loss is small?). `--base DIR` trains from another base pipeline folder (e.g. a continued
+loss is small?), and the twelfth round's remedies for binding a new colour to the named shape, each one change
+to `mtu-recolour` (recolourings alone) or to `mtu` (all kinds): `mtu-recolour-distractor` / `mtu-distractor`
+(every training recolouring in a scene with another shape of the named shape's kind or colour,
+`distractor_recolouring`), `mtu-recolour-keep-x10` (the loss weighs the latent pixels of the shapes the edit
+keeps 10 times, `keep_weights`), `mtu-recolour-xattn` / `mtu-xattn` (the UNet's cross-attention value/output
+projections trained too, a diagnosis-only change: MTU freezes attention; they are not in the saved adapter).
+`--tables` also prints, for recolour rows, where the asked colour went (`recolour_binding`). `--base DIR` trains from another base pipeline folder (e.g. a continued
 `mtu toyworld pretrain`). `--adapter DIR` starts every MTU row from a trained MTU adapter of that base (fine-tuning
 it, e.g. `mtu-recolour` from the shipped model: is an edit kind slow to learn or at a plateau?), and with `--steps
 0` scores the adapter as it is, untrained, as the reference on the same examples. Each row's outputs (uint8
@@ -48,9 +54,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # recolour_word_probe, beside this file
+
 KIND_ROWS = {f"mtu-{kind}": kind for kind in ("recolour", "add", "remove", "move", "background")}
+# Rows trained and scored on recolourings alone, each with one change to `mtu-recolour` (the eleventh round's
+# remedies for binding the new colour to the named shape).
+KIND_ROWS.update({"mtu-recolour-distractor": "recolour", "mtu-recolour-keep-x10": "recolour",
+                  "mtu-recolour-xattn": "recolour"})
+XATTN_ROWS = ("mtu-xattn", "mtu-recolour-xattn")  # the cross-attention's value/output projections trained too
 ROWS = ("mtu", "full", "mtu-caption", "mtu-text", "mtu-mode", "mtu-copy", "mtu-image-x5", "mtu-snr5", "mtu-image-init",
-        "mtu-refer-position", "mtu-region", "mtu-change-x10", *KIND_ROWS)
+        "mtu-refer-position", "mtu-region", "mtu-change-x10", "mtu-distractor", "mtu-xattn", *KIND_ROWS)
 
 
 # Each `_*_patch` returns [(module, attribute, replacement)]; `run_row` applies them for that row only.
@@ -110,6 +123,56 @@ def _single_kind_patch(kind: str):
     return _toy_pair_patch(toy_pair)
 
 
+def distractor_recolouring(scene, rng):
+    """A recolouring of a shape that has a distractor: another shape of its kind or of its colour in the scene,
+    which the edit keeps. When the drawn scene has none, one is put in (in a free cell, or in place of another
+    shape when the scene is full), of the named shape's kind in another colour or of its colour as another kind
+    (even odds), redrawn until the scene stays in the train split (else the scene as it is). The contrast a
+    plain recolouring lacks: "make the circle red" in a scene with one circle is solved by reddening every shape,
+    "make the blue circle red" beside a green circle is not."""
+    from mtu.toyworld.scene import KINDS, MAX_SHAPES, SHAPE_COLOURS, SIZES, Scene, Shape, scene_split
+    from mtu.toyworld.tasks import Edit, refer
+
+    def pick(options):
+        return options[int(rng.integers(len(options)))]
+
+    shape = pick(list(scene.shapes))
+    others = [other for other in scene.shapes if other != shape]
+    if not any(other.kind == shape.kind or other.colour == shape.colour for other in others):
+        for _ in range(8):
+            if rng.random() < 0.5:
+                kind, colour = shape.kind, pick([c for c in SHAPE_COLOURS if c not in (shape.colour, scene.background)])
+            else:
+                kind, colour = pick([k for k in KINDS if k != shape.kind]), shape.colour
+            kept = list(others)
+            if len(scene.shapes) == MAX_SHAPES:
+                kept.pop(int(rng.integers(len(kept))))
+            free = [cell for cell in Scene(scene.background, (shape, *kept)).free_positions()]
+            distractor = Shape(kind, colour, pick(list(SIZES)), pick(free))
+            candidate = Scene(scene.background, (shape, *kept, distractor))
+            if scene_split(candidate) == "train":
+                scene = candidate
+                break
+    colour = pick([c for c in SHAPE_COLOURS if c not in (shape.colour, scene.background)])
+    after = Scene(scene.background, tuple(other for other in scene.shapes if other != shape)
+                  + (replace(shape, colour=colour),))
+    return Edit("recolour", f"make {refer(scene, shape)} {colour}", scene, after, shape)
+
+
+def _distractor_patch(only_recolourings: bool):
+    """Makes the toy-world edit source draw its recolourings with a distractor (`distractor_recolouring`): only
+    recolourings, or every kind as before with each recolouring drawn that way."""
+    from mtu.toyworld.tasks import edit_pair, sample_edit
+
+    def toy_pair(scene, size, rng):
+        edit = None if only_recolourings else sample_edit(scene, rng)
+        if edit is None or edit.kind == "recolour":
+            edit = distractor_recolouring(scene, rng)
+        return edit_pair(edit, size)
+
+    return _toy_pair_patch(toy_pair)
+
+
 def _of_kind(examples, kind: str):
     """Held-out edits of one kind, as many as `examples` (drawn from a longer prefix of the same fixed list)."""
     from mtu.toyworld.evaluate import evaluation_set
@@ -140,10 +203,21 @@ def change_weights(condition: torch.Tensor, target: torch.Tensor, latent_size: i
     return 1 + (weight - 1) * changed
 
 
-def _change_weight_patch(weight: float):
+def keep_weights(condition: torch.Tensor, target: torch.Tensor, latent_size: int, weight: float) -> torch.Tensor:
+    """(B, 1, h, w) loss weights: `weight` on the latent pixels whose patch holds a shape the edit keeps (a pixel
+    unchanged between input and target, within 2/255, that differs from the input's background, read at its
+    top-left pixel, which no shape reaches), 1 elsewhere. The reverse of `change_weights`: it weighs what a
+    spilling edit breaks."""
+    unchanged = (condition - target).abs().amax(dim=1, keepdim=True) <= 2 / 127.5
+    shape = (condition - condition[:, :, :1, :1]).abs().amax(dim=1, keepdim=True) > 2 / 127.5
+    kept = torch.nn.functional.adaptive_max_pool2d((unchanged & shape).float(), latent_size)
+    return 1 + (weight - 1) * kept
+
+
+def _change_weight_patch(weight: float, weights_of=change_weights):
     """The loss weighs the latent pixels the edit changes `weight` times the rest (each sample's weights normalised
     to mean 1, so a sample's loss is the weighted mean of its squared errors): does the edit fail because its
-    share of the loss is small?"""
+    share of the loss is small? With `weights_of=keep_weights`, the pixels of the shapes it keeps instead."""
     from mtu.training import step, trainer
 
     original, state = trainer.micro_step_loss, {}
@@ -155,7 +229,7 @@ def _change_weight_patch(weight: float):
         @staticmethod
         def mse_loss(prediction, target, reduction="mean"):
             assert reduction == "none", reduction
-            weights = change_weights(*state["images"], prediction.shape[-1], weight).to(prediction.device)
+            weights = weights_of(*state["images"], prediction.shape[-1], weight).to(prediction.device)
             errors = torch.nn.functional.mse_loss(prediction, target, reduction="none")
             return errors * weights / weights.mean(dim=(1, 2, 3), keepdim=True)
 
@@ -282,7 +356,11 @@ def row_patches(row: str) -> list:
     if row == "mtu-copy":
         return _edit_fields_patch(lambda fields: {"target": fields["condition"], "prompt": "",
                                                   "output_caption": fields["input_caption"]})
-    if row in KIND_ROWS:
+    if row in ("mtu-recolour-distractor", "mtu-distractor"):
+        return _distractor_patch(only_recolourings=row == "mtu-recolour-distractor")
+    if row == "mtu-recolour-keep-x10":
+        return _single_kind_patch("recolour") + _change_weight_patch(10.0, keep_weights)
+    if row in KIND_ROWS:  # mtu-recolour-xattn too: its own change is in `_train_with_cross_attention`
         return _single_kind_patch(KIND_ROWS[row])
     if row == "mtu-caption":
         return _edit_fields_patch(lambda fields: {"prompt": fields["output_caption"]})
@@ -320,6 +398,8 @@ def _train_and_evaluate(row: str, args, examples, base: str) -> dict:
     start = time.perf_counter()
     if row == "mtu-text":
         model, text_encoder = _train_with_text_encoder(config, args.text_lr)
+    elif row in XATTN_ROWS:
+        model, text_encoder = _train_with_cross_attention(config, lr), None
     else:
         model, text_encoder = train_and_score(config, {}, args.seed)["model"], None  # no examples: training only
     seconds = time.perf_counter() - start
@@ -354,6 +434,29 @@ def _train_with_text_encoder(config, text_lr: float):
     trainer.encode_text = encode_text
     trainer.train()
     return trainer.trained_model(ema=True), text_encoder.eval().requires_grad_(False)
+
+
+def cross_attention_projections(unet) -> list[torch.nn.Parameter]:
+    """The value and output projections (`to_v`, `to_out.0`; weights and biases) of every cross-attention."""
+    return [param for name, module in unet.named_modules() if name.endswith("attn2")
+            for part in (module.to_v, module.to_out[0]) for param in part.parameters()]
+
+
+def _train_with_cross_attention(config, lr: float):
+    """Trains `config` with the UNet's cross-attention value/output projections made trainable too (their own Adam
+    group at `lr`, on the run's schedule; outside the trainer's gradient clipping): a diagnosis-only change, since
+    MTU freezes attention. Shared by every task, which is moot in a one-task row."""
+    from mtu.training.trainer import Trainer
+
+    trainer = Trainer(config)
+    unet = trainer.accelerator.unwrap_model(trainer.model).unet
+    params = [param.requires_grad_(True) for param in cross_attention_projections(unet)]
+    schedule = trainer.lr_scheduler.lr_lambdas[0]  # the MTU group's warm-up and cosine
+    trainer.optimizer.optimizer.add_param_group({"params": params, "lr": lr * schedule(trainer.lr_scheduler.last_epoch)})
+    trainer.lr_scheduler.lr_lambdas.append(schedule)
+    trainer.lr_scheduler.base_lrs.append(lr)
+    trainer.train()
+    return trainer.trained_model(ema=True)
 
 
 def evaluate_edit(pipe, examples, args) -> dict:
@@ -474,6 +577,54 @@ def _partial_cells(result: dict) -> str:
     return f"{attribute_cell(partial)} | {interval_cell(partial['preserved'])}"
 
 
+BINDING_OUTCOMES = ("bound", "spilled", "kept", "other")
+
+
+def recolour_binding(example, output) -> str:
+    """Where a recolouring's output puts the asked colour, read under each input shape's pixels (majority palette
+    colour): "bound" (the named shape takes it, every other shape keeps its own colour), "spilled" (the named shape
+    takes it and another shape's colour changes too), "kept" (the named shape keeps its own colour), "other" (it
+    shows neither). Separates binding the colour to the named shape from committing to a change at all."""
+    from recolour_word_probe import read_colour
+
+    edit = example.edit
+    if edit.kind != "recolour":
+        raise ValueError(f"`example` must be a recolouring, got a {edit.kind!r} edit.")
+    asked = next(shape for shape in edit.after.shapes if shape.position == edit.shape.position).colour
+    named = read_colour(output, edit.shape)
+    if named == edit.shape.colour:
+        return "kept"
+    if named != asked:
+        return "other"
+    others = [shape for shape in edit.before.shapes if shape != edit.shape]
+    return "bound" if all(read_colour(output, shape) == shape.colour for shape in others) else "spilled"
+
+
+def binding_rows(folders: list[Path]) -> list[str]:
+    """Table lines: each recolour row's `recolour_binding` outcomes, over all its recolourings and over those whose
+    scene holds another shape (where spill is possible), with Wilson intervals."""
+    from mtu.stats import wilson_interval
+    from mtu.toyworld.evaluate import evaluation_set
+
+    lines = ["| row | steps | scenes | " + " | ".join(BINDING_OUTCOMES) + " |", "|---|---:|---|" + "---|" * 4]
+    for folder in folders:
+        for result in json.loads((folder / "diagnosis.json").read_text())["results"]:
+            if KIND_ROWS.get(result["row"]) != "recolour":
+                continue
+            outputs = np.load(folder / f"{result['row']}.npz")["normal"]
+            examples = row_examples(result["row"], evaluation_set("edit", len(outputs)))
+            outcomes = [recolour_binding(ex, out) for ex, out in zip(examples, outputs)]
+            crowded = [o for o, ex in zip(outcomes, examples) if len(ex.edit.before.shapes) > 1]
+            for name, subset in (("all", outcomes), ("with another shape", crowded)):
+                cells = []
+                for outcome in BINDING_OUTCOMES:
+                    hits = sum(o == outcome for o in subset)
+                    low, high = wilson_interval(hits, len(subset))
+                    cells.append(f"{hits / len(subset):.3f} ({low:.3f}-{high:.3f})")
+                lines.append(f"| {result['row']} | {result['steps']} | {name} ({len(subset)}) | " + " | ".join(cells) + " |")
+    return lines
+
+
 def rescore(folder: Path) -> list[dict]:
     """Adds the partial metrics to an earlier run's results from its saved outputs (OUT/ROW.npz)."""
     from mtu.toyworld.evaluate import evaluation_set
@@ -509,7 +660,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.tables:
         results = [result for folder in args.tables.split(",") for result in rescore(Path(folder))]
-        print("\n".join([table(results), *paired_rows(results)]))
+        print("\n".join([table(results), *paired_rows(results), "", *binding_rows(
+            [Path(folder) for folder in args.tables.split(",")])]))
         return 0
     rows = [row for row in args.rows.split(",") if row]
     unknown = [row for row in rows if row not in ROWS]

@@ -300,3 +300,80 @@ def test_guidance_choice_refuses_a_count_below_one_before_loading_a_model(capsys
         with pytest.raises(SystemExit):
             choice.main(["toyworld", count])
         assert named in capsys.readouterr().err
+
+
+def test_keep_weights_mark_the_shapes_a_recolouring_keeps(diagnosis):
+    from dataclasses import replace
+
+    from mtu.toyworld.scene import render
+
+    def signed(scene):
+        return torch.tensor(np.asarray(render(scene, 32)), dtype=torch.float32).permute(2, 0, 1)[None] / 127.5 - 1
+
+    recoloured = Scene("gray", (replace(CIRCLE, colour="green"), SQUARE))
+    weights = diagnosis.keep_weights(signed(SCENE), signed(recoloured), 8, 10.0)
+    square = torch.nn.functional.adaptive_max_pool2d(torch.tensor(shape_mask(SQUARE), dtype=torch.float32)[None, None], 8)
+    assert torch.equal(weights, 1 + 9 * square)  # the kept square weighs 10, the recoloured circle and background 1
+    assert torch.equal(diagnosis.keep_weights(signed(SCENE), signed(Scene("white", SCENE.shapes)), 8, 10.0),
+                       1 + 9 * torch.maximum(square, torch.nn.functional.adaptive_max_pool2d(
+                           torch.tensor(shape_mask(CIRCLE), dtype=torch.float32)[None, None], 8)))
+
+
+def test_distractor_recolourings_name_a_shape_beside_one_of_its_kind_or_colour(diagnosis):
+    from dataclasses import replace
+
+    from mtu.toyworld.scene import make_scenes, scene_split
+
+    scenes = make_scenes(0, 300)
+    lone = sum(len(scene.shapes) == 1 for scene in scenes)
+    assert lone > 50  # the plain draw has many scenes where naming needs no contrast
+    with_distractor = 0
+    for index, scene in enumerate(scenes):
+        edit = diagnosis.distractor_recolouring(scene, np.random.default_rng(index))
+        assert edit.kind == "recolour" and scene_split(edit.before) == "train"
+        others = [shape for shape in edit.before.shapes if shape != edit.shape]
+        changed = [shape for shape in edit.after.shapes if shape not in others]
+        assert len(changed) == 1 and changed[0] == replace(edit.shape, colour=changed[0].colour) != edit.shape
+        assert edit.after.background == edit.before.background and len(edit.after.shapes) == len(edit.before.shapes)
+        with_distractor += any(o.kind == edit.shape.kind or o.colour == edit.shape.colour for o in others)
+    assert with_distractor >= 290  # all but the few whose every redraw fell in the test split
+
+
+def test_recolour_binding_tells_bound_from_spilled_kept_and_other(diagnosis):
+    from dataclasses import replace
+
+    from mtu.toyworld.evaluate import Example
+    from mtu.toyworld.scene import render
+
+    after = Scene("gray", (replace(CIRCLE, colour="green"), SQUARE))
+    edit = Edit("recolour", "make the circle green", SCENE, after, CIRCLE)
+    example = Example(task="edit", prompt=edit.instruction, target=render(after), target_scene=after,
+                      image=render(SCENE), edit=edit)
+    spilled = Scene("gray", (replace(CIRCLE, colour="green"), replace(SQUARE, colour="green")))
+    other = Scene("gray", (replace(CIRCLE, colour="yellow"), SQUARE))
+    outcomes = [diagnosis.recolour_binding(example, np.asarray(render(scene))) for scene in (after, spilled, SCENE, other)]
+    assert outcomes == ["bound", "spilled", "kept", "other"]
+    with pytest.raises(ValueError, match="recolouring"):
+        diagnosis.recolour_binding(replace(example, edit=replace(edit, kind="remove")), np.asarray(render(SCENE)))
+
+
+def test_distractor_mixture_keeps_the_kinds_and_draws_recolourings_with_a_distractor(diagnosis):
+    from mtu.tasks import base as plugins
+    from mtu.toyworld.scene import make_scenes
+    from mtu.toyworld.tasks import EDIT_KINDS
+
+    patches = diagnosis._distractor_patch(only_recolourings=False)
+    (module, name, value), = patches
+    toy_pair = value["edit"].toy_pair
+    plain = plugins.task_plugin("edit").toy_pair
+    kinds, changed = set(), 0
+    for index, scene in enumerate(make_scenes(0, 120)):
+        fields = toy_pair(scene, 32, np.random.default_rng(index))
+        reference = plain(scene, 32, np.random.default_rng(index))
+        kind = fields["prompt"].split()[0]
+        kinds.add(kind)
+        if kind != "make":  # every other kind is drawn exactly as before
+            assert fields["prompt"] == reference["prompt"]
+        changed += fields["input_caption"] != reference["input_caption"]
+    assert kinds == {"make", "add", "remove", "move", "change"} and len(EDIT_KINDS) == 5
+    assert changed > 0  # some recolourings got a distractor put into their scene
