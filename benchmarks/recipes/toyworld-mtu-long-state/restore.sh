@@ -7,8 +7,9 @@
 # `restore.sh both` for both arms (one thread each). `restore.sh restart` starts the tenth round's restart
 # (benchmarks/recipes/toyworld-mtu-restart.yaml: the run's final/ trained on with a new cosine cycle; run-restart/,
 # run-restart.sh; log train-restart.log) and not the run, which has ended. `restore.sh restart2` starts or continues
-# the third cycle (toyworld-mtu-restart2.yaml, from the restart's end: the shipped model's weights, byte for byte
-# the restart's final/, put there when missing; run-restart2/ once a checkpoint is committed; log train-restart2.log).
+# the third cycle (toyworld-mtu-restart2.yaml, from the restart's end: the weights the package shipped at a71d31c, byte for byte
+# the restart's final/, put there when missing; run-restart2/ holds its end, step 8000, shipped since 2026-12-04;
+# log train-restart2.log).
 set -euo pipefail
 ARMS=${1:-big}
 case "$ARMS" in big|kinds|both|restart|restart2) ;;
@@ -42,7 +43,10 @@ if [ "$ARMS" = restart2 ]; then
   restart_final=$LONGRUN/runs/toyworld-mtu-restart/final
   if [ ! -d "$restart_final" ]; then
     mkdir -p "$restart_final"
-    cp "$REPO/src/mtu/toyworld/mtu_model/mtu_config.json" "$REPO/src/mtu/toyworld/mtu_model/mtu_model.safetensors" "$restart_final/"
+    # the package shipped the restart's end until 2026-12-04 (a71d31c); it ships the third cycle's end since
+    for file in mtu_config.json mtu_model.safetensors; do
+      git -C "$REPO" show "a71d31c:src/mtu/toyworld/mtu_model/$file" > "$restart_final/$file"
+    done
   fi
   restore run-restart2 toyworld-mtu-restart2 wt-restart2 cfc6c0e toyworld-mtu-restart2.yaml train-restart2.yaml
 fi
