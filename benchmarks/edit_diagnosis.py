@@ -60,10 +60,11 @@ KIND_ROWS = {f"mtu-{kind}": kind for kind in ("recolour", "add", "remove", "move
 # Rows trained and scored on recolourings alone, each with one change to `mtu-recolour` (the eleventh round's
 # remedies for binding the new colour to the named shape).
 KIND_ROWS.update({"mtu-recolour-distractor": "recolour", "mtu-recolour-keep-x10": "recolour",
-                  "mtu-recolour-xattn": "recolour"})
+                  "mtu-recolour-xattn": "recolour", "mtu-recolour-order": "recolour"})
 XATTN_ROWS = ("mtu-xattn", "mtu-recolour-xattn")  # the cross-attention's value/output projections trained too
 ROWS = ("mtu", "full", "mtu-caption", "mtu-text", "mtu-mode", "mtu-copy", "mtu-image-x5", "mtu-snr5", "mtu-image-init",
-        "mtu-refer-position", "mtu-region", "mtu-change-x10", "mtu-distractor", "mtu-xattn", *KIND_ROWS)
+        "mtu-refer-position", "mtu-region", "mtu-change-x10", "mtu-distractor", "mtu-xattn", "mtu-order", *KIND_ROWS)
+ORDER_ROWS = ("mtu-order", "mtu-recolour-order")  # recolourings phrased with the colour before the kind
 
 
 # Each `_*_patch` returns [(module, attribute, replacement)]; `run_row` applies them for that row only.
@@ -171,6 +172,30 @@ def _distractor_patch(only_recolourings: bool):
         return edit_pair(edit, size)
 
     return _toy_pair_patch(toy_pair)
+
+
+def colour_first(edit) -> str:
+    """A recolouring's instruction with the new colour before the kind, as in the captions the base learnt: "make
+    the circle a red circle" for "make the circle red". The frozen text encoder is causal, so in "make the circle
+    red" the kind's token has not seen the colour; in "a red circle" it has, as in every caption."""
+    from mtu.toyworld.tasks import refer
+
+    if edit.kind != "recolour":
+        raise ValueError(f"`edit` must be a recolouring, got a {edit.kind!r} edit.")
+    colour = next(shape for shape in edit.after.shapes if shape.position == edit.shape.position).colour
+    return f"make {refer(edit.before, edit.shape)} a {colour} {edit.shape.kind}"
+
+
+def _order_patch():
+    """Makes the toy world's recolourings say `colour_first` instructions (training draws; the held-out examples
+    are rephrased by `row_examples`)."""
+    from mtu.toyworld import tasks
+
+    def recolour(scene, rng):
+        edit = tasks._recolour(scene, rng)
+        return replace(edit, instruction=colour_first(edit))
+
+    return [(tasks, "_BUILDERS", {**tasks._BUILDERS, "recolour": recolour})]
 
 
 def _of_kind(examples, kind: str):
@@ -309,6 +334,11 @@ def row_examples(row: str, examples: list) -> list:
 
     if row == "mtu-copy":
         return [_null_edit(ex) for ex in examples]
+    if row in ORDER_ROWS:
+        chosen = _of_kind(examples, "recolour") if row in KIND_ROWS else examples
+        return [ex if ex.edit.kind != "recolour" else
+                replace(ex, prompt=colour_first(ex.edit), edit=replace(ex.edit, instruction=colour_first(ex.edit)))
+                for ex in chosen]
     if row in KIND_ROWS:
         return _of_kind(examples, KIND_ROWS[row])
     if row == "mtu-caption":
@@ -358,6 +388,10 @@ def row_patches(row: str) -> list:
                                                   "output_caption": fields["input_caption"]})
     if row in ("mtu-recolour-distractor", "mtu-distractor"):
         return _distractor_patch(only_recolourings=row == "mtu-recolour-distractor")
+    if row == "mtu-order":
+        return _order_patch()
+    if row == "mtu-recolour-order":
+        return _order_patch() + _single_kind_patch("recolour")
     if row == "mtu-recolour-keep-x10":
         return _single_kind_patch("recolour") + _change_weight_patch(10.0, keep_weights)
     if row in KIND_ROWS:  # mtu-recolour-xattn too: its own change is in `_train_with_cross_attention`
@@ -601,20 +635,22 @@ def recolour_binding(example, output) -> str:
 
 
 def binding_rows(folders: list[Path]) -> list[str]:
-    """Table lines: each recolour row's `recolour_binding` outcomes, over all its recolourings and over those whose
-    scene holds another shape (where spill is possible), with Wilson intervals."""
+    """Table lines: each row's `recolour_binding` outcomes on its recolourings (all of a recolour row's examples, a
+    fifth or so of a row of every kind), over all of them and over those whose scene holds another shape (where
+    spill is possible), with Wilson intervals."""
     from mtu.stats import wilson_interval
     from mtu.toyworld.evaluate import evaluation_set
 
     lines = ["| row | steps | scenes | " + " | ".join(BINDING_OUTCOMES) + " |", "|---|---:|---|" + "---|" * 4]
     for folder in folders:
         for result in json.loads((folder / "diagnosis.json").read_text())["results"]:
-            if KIND_ROWS.get(result["row"]) != "recolour":
+            if KIND_ROWS.get(result["row"], "recolour") != "recolour" or result["row"] == "mtu-copy":
                 continue
             outputs = np.load(folder / f"{result['row']}.npz")["normal"]
-            examples = row_examples(result["row"], evaluation_set("edit", len(outputs)))
-            outcomes = [recolour_binding(ex, out) for ex, out in zip(examples, outputs)]
-            crowded = [o for o, ex in zip(outcomes, examples) if len(ex.edit.before.shapes) > 1]
+            pairs = [(ex, out) for ex, out in zip(row_examples(result["row"], evaluation_set("edit", len(outputs))),
+                                                  outputs) if ex.edit.kind == "recolour"]
+            outcomes = [recolour_binding(ex, out) for ex, out in pairs]
+            crowded = [o for o, (ex, _) in zip(outcomes, pairs) if len(ex.edit.before.shapes) > 1]
             for name, subset in (("all", outcomes), ("with another shape", crowded)):
                 cells = []
                 for outcome in BINDING_OUTCOMES:

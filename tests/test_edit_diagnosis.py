@@ -377,3 +377,31 @@ def test_distractor_mixture_keeps_the_kinds_and_draws_recolourings_with_a_distra
         changed += fields["input_caption"] != reference["input_caption"]
     assert kinds == {"make", "add", "remove", "move", "change"} and len(EDIT_KINDS) == 5
     assert changed > 0  # some recolourings got a distractor put into their scene
+
+
+def test_order_rows_put_the_colour_before_the_kind_and_keep_the_edits(diagnosis):
+    from dataclasses import replace
+    from unittest import mock
+
+    from mtu.toyworld.evaluate import evaluation_set
+    from mtu.toyworld.scene import make_scenes
+    from mtu.toyworld.tasks import sample_edit
+
+    recolour = Edit("recolour", "make the circle green", SCENE,
+                    Scene("gray", (replace(CIRCLE, colour="green"), SQUARE)), CIRCLE)
+    assert diagnosis.colour_first(recolour) == "make the circle a green circle"
+    with pytest.raises(ValueError, match="recolouring"):
+        diagnosis.colour_first(replace(recolour, kind="remove"))
+    scenes = make_scenes(0, 60)
+    plain = [sample_edit(scene, np.random.default_rng(i)) for i, scene in enumerate(scenes)]
+    (module, name, value), = diagnosis._order_patch()
+    with mock.patch.object(module, name, value):
+        ordered = [sample_edit(scene, np.random.default_rng(i)) for i, scene in enumerate(scenes)]
+    assert [e.after for e in ordered] == [e.after for e in plain]  # the same edits, drawn alike
+    assert any(e.kind == "recolour" for e in plain)
+    for old, new in zip(plain, ordered):
+        assert new.instruction == (diagnosis.colour_first(old) if old.kind == "recolour" else old.instruction)
+    examples = evaluation_set("edit", 40)
+    rephrased = diagnosis.row_examples("mtu-order", examples)
+    assert [ex.edit.after for ex in rephrased] == [ex.edit.after for ex in examples]
+    assert all(ex.prompt.endswith(ex.edit.shape.kind) for ex in rephrased if ex.edit.kind == "recolour")
