@@ -31,8 +31,11 @@ to `mtu-recolour` (recolourings alone) or to `mtu` (all kinds): `mtu-recolour-di
 (every training recolouring in a scene with another shape of the named shape's kind or colour,
 `distractor_recolouring`), `mtu-recolour-keep-x10` (the loss weighs the latent pixels of the shapes the edit
 keeps 10 times, `keep_weights`), `mtu-recolour-xattn` / `mtu-xattn` (the UNet's cross-attention value/output
-projections trained too, a diagnosis-only change: MTU freezes attention; they are not in the saved adapter).
-`--tables` also prints, for recolour rows, where the asked colour went (`recolour_binding`). `--base DIR` trains from another base pipeline folder (e.g. a continued
+projections trained too, a diagnosis-only change: MTU freezes attention; they are not in the saved adapter),
+`mtu-recolour-order` / `mtu-order` (recolourings worded colour first, "make the circle a red circle", in training
+and scoring: `colour_first`). `--tables` also prints where the asked colour of each row's recolourings went
+(`recolour_binding`). Pass `--adapter` a folder that nothing rewrites while rows run (each row loads it when it
+starts). `--base DIR` trains from another base pipeline folder (e.g. a continued
 `mtu toyworld pretrain`). `--adapter DIR` starts every MTU row from a trained MTU adapter of that base (fine-tuning
 it, e.g. `mtu-recolour` from the shipped model: is an edit kind slow to learn or at a plateau?), and with `--steps
 0` scores the adapter as it is, untrained, as the reference on the same examples. Each row's outputs (uint8
