@@ -135,7 +135,7 @@ def distractor_recolouring(scene, rng):
     plain recolouring lacks: "make the circle red" in a scene with one circle is solved by reddening every shape,
     "make the blue circle red" beside a green circle is not."""
     from mtu.toyworld.scene import KINDS, MAX_SHAPES, SHAPE_COLOURS, SIZES, Scene, Shape, scene_split
-    from mtu.toyworld.tasks import Edit, refer
+    from mtu.toyworld.tasks import recolouring
 
     def pick(options):
         return options[int(rng.integers(len(options)))]
@@ -151,16 +151,13 @@ def distractor_recolouring(scene, rng):
             kept = list(others)
             if len(scene.shapes) == MAX_SHAPES:
                 kept.pop(int(rng.integers(len(kept))))
-            free = [cell for cell in Scene(scene.background, (shape, *kept)).free_positions()]
+            free = Scene(scene.background, (shape, *kept)).free_positions()
             distractor = Shape(kind, colour, pick(list(SIZES)), pick(free))
             candidate = Scene(scene.background, (shape, *kept, distractor))
             if scene_split(candidate) == "train":
                 scene = candidate
                 break
-    colour = pick([c for c in SHAPE_COLOURS if c not in (shape.colour, scene.background)])
-    after = Scene(scene.background, tuple(other for other in scene.shapes if other != shape)
-                  + (replace(shape, colour=colour),))
-    return Edit("recolour", f"make {refer(scene, shape)} {colour}", scene, after, shape)
+    return recolouring(scene, shape, pick([c for c in SHAPE_COLOURS if c not in (shape.colour, scene.background)]))
 
 
 def _distractor_patch(only_recolourings: bool):
@@ -177,6 +174,11 @@ def _distractor_patch(only_recolourings: bool):
     return _toy_pair_patch(toy_pair)
 
 
+def asked_colour(edit) -> str:
+    """The colour a recolouring asks for: its shape's colour in `edit.after`."""
+    return next(shape for shape in edit.after.shapes if shape.position == edit.shape.position).colour
+
+
 def colour_first(edit) -> str:
     """A recolouring's instruction with the new colour before the kind, as in the captions the base learnt: "make
     the circle a red circle" for "make the circle red". The frozen text encoder is causal, so in "make the circle
@@ -185,8 +187,7 @@ def colour_first(edit) -> str:
 
     if edit.kind != "recolour":
         raise ValueError(f"`edit` must be a recolouring, got a {edit.kind!r} edit.")
-    colour = next(shape for shape in edit.after.shapes if shape.position == edit.shape.position).colour
-    return f"make {refer(edit.before, edit.shape)} a {colour} {edit.shape.kind}"
+    return f"make {refer(edit.before, edit.shape)} a {asked_colour(edit)} {edit.shape.kind}"
 
 
 def _order_patch():
@@ -627,7 +628,7 @@ def recolour_binding(example, output) -> str:
     edit = example.edit
     if edit.kind != "recolour":
         raise ValueError(f"`example` must be a recolouring, got a {edit.kind!r} edit.")
-    asked = next(shape for shape in edit.after.shapes if shape.position == edit.shape.position).colour
+    asked = asked_colour(edit)
     named = read_colour(output, edit.shape)
     if named == edit.shape.colour:
         return "kept"
@@ -637,35 +638,38 @@ def recolour_binding(example, output) -> str:
     return "bound" if all(read_colour(output, shape) == shape.colour for shape in others) else "spilled"
 
 
-def binding_rows(folders: list[Path]) -> list[str]:
-    """Table lines: each row's `recolour_binding` outcomes on its recolourings (all of a recolour row's examples, a
-    fifth or so of a row of every kind), over all of them and over those whose scene holds another shape (where
-    spill is possible), with Wilson intervals."""
+def binding_outcomes(examples, outputs) -> list[list]:
+    """[outcome, whether the scene holds another shape] of each recolouring among `examples` (`recolour_binding`);
+    none for a null-edit row (`mtu-copy`), whose examples ask for no change."""
+    return [[recolour_binding(ex, out), len(ex.edit.before.shapes) > 1] for ex, out in zip(examples, outputs)
+            if ex.edit.kind == "recolour" and ex.edit.after != ex.edit.before]
+
+
+def binding_rows(results: list[dict]) -> list[str]:
+    """Table lines: each row's `binding_outcomes` (all of a recolour row's examples, a fifth or so of a row of every
+    kind), over all its recolourings and over those whose scene holds another shape (where spill is possible), with
+    Wilson intervals."""
     from mtu.stats import wilson_interval
-    from mtu.toyworld.evaluate import evaluation_set
 
     lines = ["| row | steps | scenes | " + " | ".join(BINDING_OUTCOMES) + " |", "|---|---:|---|" + "---|" * 4]
-    for folder in folders:
-        for result in json.loads((folder / "diagnosis.json").read_text())["results"]:
-            if KIND_ROWS.get(result["row"], "recolour") != "recolour" or result["row"] == "mtu-copy":
-                continue
-            outputs = np.load(folder / f"{result['row']}.npz")["normal"]
-            pairs = [(ex, out) for ex, out in zip(row_examples(result["row"], evaluation_set("edit", len(outputs))),
-                                                  outputs) if ex.edit.kind == "recolour"]
-            outcomes = [recolour_binding(ex, out) for ex, out in pairs]
-            crowded = [o for o, (ex, _) in zip(outcomes, pairs) if len(ex.edit.before.shapes) > 1]
-            for name, subset in (("all", outcomes), ("with another shape", crowded)):
-                cells = []
-                for outcome in BINDING_OUTCOMES:
-                    hits = sum(o == outcome for o in subset)
-                    low, high = wilson_interval(hits, len(subset))
-                    cells.append(f"{hits / len(subset):.3f} ({low:.3f}-{high:.3f})")
-                lines.append(f"| {result['row']} | {result['steps']} | {name} ({len(subset)}) | " + " | ".join(cells) + " |")
+    for result in results:
+        outcomes = result.get("binding")
+        if not outcomes:
+            continue
+        crowded = [outcome for outcome, other_shapes in outcomes if other_shapes]
+        for name, subset in (("all", [outcome for outcome, _ in outcomes]), ("with another shape", crowded)):
+            cells = []
+            for outcome in BINDING_OUTCOMES:
+                hits = sum(o == outcome for o in subset)
+                low, high = wilson_interval(hits, len(subset))
+                cells.append(f"{hits / len(subset):.3f} ({low:.3f}-{high:.3f})")
+            lines.append(f"| {result['row']} | {result['steps']} | {name} ({len(subset)}) | " + " | ".join(cells) + " |")
     return lines
 
 
 def rescore(folder: Path) -> list[dict]:
-    """Adds the partial metrics to an earlier run's results from its saved outputs (OUT/ROW.npz)."""
+    """Adds the partial metrics and the recolourings' `binding_outcomes` to an earlier run's results from its saved
+    outputs (OUT/ROW.npz)."""
     from mtu.toyworld.evaluate import evaluation_set
 
     data = json.loads((folder / "diagnosis.json").read_text())
@@ -673,6 +677,7 @@ def rescore(folder: Path) -> list[dict]:
         outputs = np.load(folder / f"{result['row']}.npz")["normal"]
         examples = row_examples(result["row"], evaluation_set("edit", len(outputs)))
         result["partial"] = partial_summary(examples, list(outputs))
+        result["binding"] = binding_outcomes(examples, outputs)
     (folder / "diagnosis.json").write_text(json.dumps(data, indent=1))
     return data["results"]
 
@@ -699,8 +704,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.tables:
         results = [result for folder in args.tables.split(",") for result in rescore(Path(folder))]
-        print("\n".join([table(results), *paired_rows(results), "", *binding_rows(
-            [Path(folder) for folder in args.tables.split(",")])]))
+        print("\n".join([table(results), *paired_rows(results), "", *binding_rows(results)]))
         return 0
     rows = [row for row in args.rows.split(",") if row]
     unknown = [row for row in rows if row not in ROWS]

@@ -39,20 +39,16 @@ def read_colour(output, shape) -> str:
 def colour_variants(example) -> list:
     """`example` (a recolouring) once per colour it could be asked for, the instruction's colour word swapped;
     each variant's `edit.after` holds the shape in that colour, so the oracle scores it as usual."""
-    from mtu.toyworld.scene import SHAPE_COLOURS, Scene
-    from mtu.toyworld.tasks import refer
+    from mtu.toyworld.scene import SHAPE_COLOURS
+    from mtu.toyworld.tasks import recolouring
 
-    edit = example.edit
-    before, shape = edit.before, edit.shape
-    others = tuple(other for other in before.shapes if other != shape)
+    before, shape = example.edit.before, example.edit.shape
     variants = []
     for colour in SHAPE_COLOURS:
         if colour in (shape.colour, before.background):
             continue
-        after = Scene(before.background, others + (dataclasses.replace(shape, colour=colour),))
-        instruction = f"make {refer(before, shape)} {colour}"
-        variant_edit = dataclasses.replace(edit, instruction=instruction, after=after)
-        variants.append(dataclasses.replace(example, prompt=instruction, target_scene=after, edit=variant_edit))
+        edit = recolouring(before, shape, colour)
+        variants.append(dataclasses.replace(example, prompt=edit.instruction, target_scene=edit.after, edit=edit))
     return variants
 
 

@@ -117,3 +117,15 @@ def test_kind_weights_fall_back_to_the_applicable_kinds():
 def test_kind_weights_reject_bad_values(weights, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         kind_weights(weights)
+
+
+def test_recolouring_changes_only_the_named_shape_and_names_it():
+    from dataclasses import replace
+
+    from mtu.toyworld.scene import Scene, Shape
+    from mtu.toyworld.tasks import recolouring
+
+    circle, square = Shape("circle", "red", "small", "top left"), Shape("square", "blue", "large", "center")
+    edit = recolouring(Scene("gray", (circle, square)), circle, "green")
+    assert edit.kind == "recolour" and edit.instruction == "make the circle green" and edit.shape == circle
+    assert edit.after == Scene("gray", (replace(circle, colour="green"), square))

@@ -76,11 +76,15 @@ def _pick(rng: np.random.Generator, options: list):
     return options[int(rng.integers(len(options)))]
 
 
-def _recolour(scene: Scene, rng: np.random.Generator) -> Edit:
-    shape = _pick(rng, list(scene.shapes))
-    colour = _pick(rng, [c for c in SHAPE_COLOURS if c not in (shape.colour, scene.background)])
+def recolouring(scene: Scene, shape: Shape, colour: str) -> Edit:
+    """The edit "make <shape> <colour>" of `scene`: `shape` in `colour`, everything else unchanged."""
     after = Scene(scene.background, _without(scene, shape) + (replace(shape, colour=colour),))
     return Edit("recolour", f"make {refer(scene, shape)} {colour}", scene, after, shape)
+
+
+def _recolour(scene: Scene, rng: np.random.Generator) -> Edit:
+    shape = _pick(rng, list(scene.shapes))
+    return recolouring(scene, shape, _pick(rng, [c for c in SHAPE_COLOURS if c not in (shape.colour, scene.background)]))
 
 
 def _add(scene: Scene, rng: np.random.Generator) -> Edit:
