@@ -451,6 +451,14 @@ def _train_and_evaluate(row: str, args, examples, base: str) -> dict:
             **evaluate_edit(pipe, examples, args)}
 
 
+def _add_param_group(trainer, params: list, lr: float, schedule) -> None:
+    """Gives `params` their own Adam group in `trainer`'s optimizer at `lr` times `schedule(step)` (the trainer's
+    LambdaLR holds one schedule per group)."""
+    trainer.optimizer.optimizer.add_param_group({"params": params, "lr": lr * schedule(trainer.lr_scheduler.last_epoch)})
+    trainer.lr_scheduler.lr_lambdas.append(schedule)
+    trainer.lr_scheduler.base_lrs.append(lr)
+
+
 def _train_with_text_encoder(config, text_lr: float):
     """Trains `config` with the frozen text encoder made trainable (its own Adam group at `text_lr`, constant):
     a diagnosis-only change: the trainer's text encoding replaced by one with gradients."""
@@ -458,9 +466,7 @@ def _train_with_text_encoder(config, text_lr: float):
 
     trainer = Trainer(config)
     text_encoder = trainer.parts.text_encoder.float().train().requires_grad_(True)
-    trainer.optimizer.optimizer.add_param_group({"params": list(text_encoder.parameters()), "lr": text_lr})
-    trainer.lr_scheduler.lr_lambdas.append(lambda step: 1.0)  # the LambdaLR the trainer made: one per group
-    trainer.lr_scheduler.base_lrs.append(text_lr)
+    _add_param_group(trainer, list(text_encoder.parameters()), text_lr, lambda step: 1.0)
     tokenizer, device = trainer.parts.tokenizer, trainer.device
 
     def encode_text(prompts):  # SD's encoding (`components.encode_prompts`), with gradients to the encoder
@@ -489,10 +495,7 @@ def _train_with_cross_attention(config, lr: float):
     trainer = Trainer(config)
     unet = trainer.accelerator.unwrap_model(trainer.model).unet
     params = [param.requires_grad_(True) for param in cross_attention_projections(unet)]
-    schedule = trainer.lr_scheduler.lr_lambdas[0]  # the MTU group's warm-up and cosine
-    trainer.optimizer.optimizer.add_param_group({"params": params, "lr": lr * schedule(trainer.lr_scheduler.last_epoch)})
-    trainer.lr_scheduler.lr_lambdas.append(schedule)
-    trainer.lr_scheduler.base_lrs.append(lr)
+    _add_param_group(trainer, params, lr, trainer.lr_scheduler.lr_lambdas[0])  # the MTU group's warm-up and cosine
     trainer.train()
     return trainer.trained_model(ema=True)
 
