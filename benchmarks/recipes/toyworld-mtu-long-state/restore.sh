@@ -3,13 +3,13 @@
 # it is committed here (run/), since a session may start on a fresh machine. This script puts it back where the
 # run lives (/work/longrun) and starts the run again (resume: auto, exact); on a machine that still has
 # /work/longrun it only starts the run. Afterwards: `tail -c 300 /work/longrun/train.log`.
-# `restore.sh kinds` does the same for the kind-weighted branch (run-kinds/, run-kinds.sh; log train-kinds.log),
+# `restore.sh kinds` does the same for the kind-weighted branch (run-kinds/; log train-kinds.log),
 # `restore.sh both` for both arms (one thread each). `restore.sh restart` starts the tenth round's restart
-# (benchmarks/recipes/toyworld-mtu-restart.yaml: the run's final/ trained on with a new cosine cycle; run-restart/,
-# run-restart.sh; log train-restart.log) and not the run, which has ended. `restore.sh restart2` starts or continues
+# (benchmarks/recipes/toyworld-mtu-restart.yaml: the run's final/ trained on with a new cosine cycle; run-restart/;
+# log train-restart.log) and not the run, which has ended. `restore.sh restart2` starts or continues
 # the third cycle (toyworld-mtu-restart2.yaml, from the restart's end: the weights the package shipped at a71d31c, byte for byte
 # the restart's final/, put there when missing; run-restart2/ holds its end, step 8000, shipped since 2026-12-04;
-# log train-restart2.log).
+# log train-restart2.log). Each arm runs as `run-arm.sh ARM` (copied into $LONGRUN), which says what each arm is.
 set -euo pipefail
 ARMS=${1:-big}
 case "$ARMS" in big|kinds|both|restart|restart2) ;;
@@ -50,18 +50,18 @@ if [ "$ARMS" = restart2 ]; then
   fi
   restore run-restart2 toyworld-mtu-restart2 wt-restart2 cfc6c0e toyworld-mtu-restart2.yaml train-restart2.yaml
 fi
-cp "$HERE/run.sh" "$HERE/run-kinds.sh" "$HERE/run-restart.sh" "$HERE/run-restart2.sh" "$LONGRUN/"
+cp "$HERE/run-arm.sh" "$LONGRUN/"
 [ -z "${NO_START:-}" ] || exit 0
-start() {  # start ARM's script unless its config is in use already
-  local script=$1 config=$2 log=$3
-  if pgrep -f "$LONGRUN/$config" > /dev/null; then echo "$script is running already"; return; fi
-  (cd "$LONGRUN" && setsid nohup "./$script" > /dev/null 2>&1 &)
-  echo "$script started; log: $LONGRUN/$log"
+start() {  # start ARM (run-arm.sh) unless its config is in use already
+  local arm=$1 name=$2
+  if pgrep -f "$LONGRUN/$name.yaml" > /dev/null; then echo "arm $arm is running already"; return; fi
+  (cd "$LONGRUN" && LONGRUN=$LONGRUN setsid nohup ./run-arm.sh "$arm" > /dev/null 2>&1 &)
+  echo "arm $arm started; log: $LONGRUN/$name.log"
 }
 case "$ARMS" in
-  big) start run.sh train.yaml train.log ;;
-  kinds) start run-kinds.sh train-kinds.yaml train-kinds.log ;;
-  both) start run.sh train.yaml train.log; start run-kinds.sh train-kinds.yaml train-kinds.log ;;
-  restart) start run-restart.sh train-restart.yaml train-restart.log ;;
-  restart2) start run-restart2.sh train-restart2.yaml train-restart2.log ;;
+  big) start big train ;;
+  kinds) start kinds train-kinds ;;
+  both) start big train; start kinds train-kinds ;;
+  restart) start restart train-restart ;;
+  restart2) start restart2 train-restart2 ;;
 esac
