@@ -59,9 +59,12 @@ After the table: MTU N=4 (and mtu-n4-sr2) against the issue's target, from the m
 single-task fine-tune; ahead of LoRA and IA3), then paired comparisons on the same examples: MTU against each
 single:TASK (on TASK), LoRA and IA3 (their -sr2 rows for mtu-n4-sr2), and mtu-n4 against mtu-n4-shard (preserve
 vs shard). Each is the difference first minus second of the per-example main metric averaged over the seeds both
-rows share, with a 95% paired bootstrap interval over examples (`mtu.stats.paired_difference`): "significant" when
-the interval excludes 0, otherwise "tie"; for the rates also McNemar's exact p on the discordant (example, seed)
-pairs pooled over those seeds (with one shared seed, plain McNemar on that seed's outcomes).
+rows share, with a 95% paired bootstrap interval over examples (`mtu.stats.paired_difference`); for the rates also
+McNemar's exact p on the discordant (example, seed) pairs pooled over those seeds (with one shared seed, plain
+McNemar on that seed's outcomes). With two shared seeds or more, also each seed's difference and a 95% interval
+that resamples seeds and examples at once (`mtu.stats.crossed_bootstrap_interval`), which holds how far the
+difference moves from one training run to the next: "significant" when every interval given excludes 0, otherwise
+"tie".
 
 The JSON (`--out`) is rewritten after every run; `--merge` joins runs made at different times (same budget) into
 one table, with the intervals and paired comparisons of the runs that kept per-example outcomes.
@@ -81,7 +84,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import numpy as np  # noqa: E402
 
-from mtu.stats import mcnemar_p_value, paired_difference, summarize_mean, summarize_rate  # noqa: E402
+from mtu.stats import (crossed_bootstrap_interval, mcnemar_p_value, paired_difference, summarize_mean,  # noqa: E402
+                       summarize_rate)
 from mtu.toyworld.components import shipped_base  # noqa: E402
 from mtu.toyworld.evaluate import MAIN_METRIC, TASKS, evaluation_set, score_examples  # noqa: E402
 from mtu.toyworld.experiment import score_base, toyworld_train_config, train_and_score  # noqa: E402
@@ -246,7 +250,9 @@ def paired(first: list[dict], second: list[dict], task: str) -> dict | str:
 
     Returns {"difference", "low", "high", "significant", "seeds", "count"} and for rates "first_only",
     "second_only" (discordant (example, seed) pairs pooled over those seeds) and "p_value" (exact McNemar on
-    them); or a string saying why the rows cannot be paired.
+    them); with two shared seeds or more also "per_seed" (each seed's difference) and "seed_low", "seed_high"
+    (`crossed_bootstrap_interval` of the per-example differences: seeds and examples resampled), and then
+    "significant" needs both intervals to exclude 0. Or a string saying why the rows cannot be paired.
     """
     ones = {run.get("seed"): _outcomes(run, task) for run in first if _outcomes(run, task)}
     others = {run.get("seed"): _outcomes(run, task) for run in second if _outcomes(run, task)}
@@ -260,6 +266,10 @@ def paired(first: list[dict], second: list[dict], task: str) -> dict | str:
     one = np.array([ones[seed] for seed in seeds], dtype=np.float64)  # (seeds, examples)
     other = np.array([others[seed] for seed in seeds], dtype=np.float64)
     result = {**paired_difference(one.mean(axis=0), other.mean(axis=0)), "seeds": seeds, "count": one.shape[1]}
+    if len(seeds) > 1:
+        seed_low, seed_high = crossed_bootstrap_interval(one - other)
+        result.update(per_seed=(one - other).mean(axis=1).tolist(), seed_low=seed_low, seed_high=seed_high,
+                      significant=result["significant"] and (seed_low > 0 or seed_high < 0))
     if _is_rate(task):
         first_only, second_only = int(((one > 0.5) & (other < 0.5)).sum()), int(((one < 0.5) & (other > 0.5)).sum())
         result.update(first_only=first_only, second_only=second_only,
@@ -282,8 +292,11 @@ def _paired_line(one: str, other: str, task: str, result: dict | str) -> str:
     line = f"  {one} vs {other}, {task} {MAIN_METRIC[task]}: "
     if isinstance(result, str):
         return line + f"not paired: {result}"
-    line += (f"{result['difference']:+.3f} [{result['low']:+.3f}, {result['high']:+.3f}] "
-             f"{'significant' if result['significant'] else 'tie'}")
+    line += f"{result['difference']:+.3f} [{result['low']:+.3f}, {result['high']:+.3f}]"
+    if "per_seed" in result:
+        line += (f", over seeds too [{result['seed_low']:+.3f}, {result['seed_high']:+.3f}], per seed "
+                 + "/".join(f"{value:+.3f}" for value in result["per_seed"]))
+    line += f" {'significant' if result['significant'] else 'tie'}"
     if "p_value" in result:
         line += (f"; McNemar p {result['p_value']:.3g} ({result['first_only']} vs {result['second_only']} "
                  f"discordant)")
@@ -328,9 +341,10 @@ def table(results: dict[str, list[dict]]) -> str:
                 for one, other, task in comparisons(results)]
     if any(not isinstance(result, str) for *_, result in compared):
         lines.append("\nPaired comparisons on the same held-out examples (first minus second; per-example main "
-                     "metric averaged over the seeds both rows share; [95% paired bootstrap interval]; significant "
-                     "when it excludes 0, else tie; McNemar's exact p on the discordant (example, seed) pairs pooled "
-                     "over those seeds):")
+                     "metric averaged over the seeds both rows share; [95% paired bootstrap interval over examples]; "
+                     "with two seeds or more, the 95% interval over seeds and examples and each seed's difference; "
+                     "significant when every interval excludes 0, else tie; McNemar's exact p on the discordant "
+                     "(example, seed) pairs pooled over those seeds):")
         lines += [_paired_line(*entry) for entry in compared]
     return "\n".join(lines)
 

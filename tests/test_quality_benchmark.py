@@ -191,6 +191,24 @@ def test_paired_comparisons_pool_the_shared_seeds(quality):
     assert quality.paired(mtu[2:], lora, "edit") == "no seed with per-example outcomes in both rows"
 
 
+def test_a_difference_that_flips_with_the_seed_is_a_tie(quality):
+    # Seed 0: mtu-n4 ahead on 80 examples; seed 1: lora ahead on 30. Averaged over the seeds (+25/256) the
+    # examples-only interval excludes 0, but the seeds disagree in sign.
+    mtu = [_kept(0, 2e-3, edit=_hits(*range(80))), _kept(1, 2e-3, edit=_hits())]
+    lora = [_kept(0, 2e-3, edit=_hits()), _kept(1, 2e-3, edit=_hits(*range(100, 130)))]
+    flipped = quality.paired(mtu, lora, "edit")
+    assert flipped["per_seed"] == pytest.approx([80 / 256, -30 / 256])
+    assert flipped["low"] > 0  # the examples alone would call it significant
+    assert flipped["seed_low"] < 0 < flipped["seed_high"] and not flipped["significant"]
+    line = quality._paired_line("mtu-n4", "lora", "edit", flipped)
+    assert (f", over seeds too [{flipped['seed_low']:+.3f}, {flipped['seed_high']:+.3f}], per seed +0.312/-0.117 "
+            "tie; McNemar p") in line
+    # the same lead in both seeds stays significant
+    steady = quality.paired([_kept(seed, 2e-3, edit=_hits(*range(60))) for seed in (0, 1)],
+                            [_kept(seed, 2e-3, edit=_hits(*range(5))) for seed in (0, 1)], "edit")
+    assert steady["per_seed"] == pytest.approx([55 / 256] * 2) and steady["seed_low"] > 0 and steady["significant"]
+
+
 def test_old_files_without_per_example_outcomes_merge_and_print(quality, tmp_path):
     old = _write(tmp_path / "old.json", {"single:t2i": [_run(0, 2e-4, t2i=0.75)],
                                          "mtu-n4": [_run(0, 2e-3, t2i=0.8, sr=24.0)],

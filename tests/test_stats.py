@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mtu.stats import (bootstrap_interval, mcnemar_p_value, paired_difference, summarize_mean, summarize_rate,
-                       wilson_interval)
+from mtu.stats import (bootstrap_interval, crossed_bootstrap_interval, mcnemar_p_value, paired_difference,
+                       summarize_mean, summarize_rate, wilson_interval)
 
 
 @pytest.mark.parametrize("successes, total, expected", [
@@ -137,3 +137,32 @@ def test_summaries_refuse_bad_input():
         summarize_rate([0.5, 1.0])
     with pytest.raises(ValueError, match="`outcomes`"):
         summarize_rate([])
+
+
+def test_crossed_bootstrap_widens_with_the_spread_between_seeds():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0.0, 1.0, size=(3, 400))
+    # no seed effect: the per-example noise is counted twice (in the seed-means and in the examples), so the
+    # interval is wider than the examples-only bootstrap of the seed-means by about sqrt(2), never narrower
+    low, high = crossed_bootstrap_interval(noise)
+    example_low, example_high = bootstrap_interval(noise.mean(axis=0))
+    assert low < 0 < high
+    assert 1.1 < (high - low) / (example_high - example_low) < 1.6
+    # a seed effect of +-1 around +0.3: the examples-only interval excludes 0, the crossed one must not
+    shifted = noise / 4 + 0.3 + np.array([[-1.0], [0.0], [1.0]])
+    assert bootstrap_interval(shifted.mean(axis=0))[0] > 0
+    low, high = crossed_bootstrap_interval(shifted)
+    assert low < 0 < high and high - low > 1.0
+    # the same shift in every seed stays significant
+    low, high = crossed_bootstrap_interval(noise / 4 + 0.3)
+    assert 0.2 < low < 0.3 < high < 0.4
+    assert crossed_bootstrap_interval(noise, seed=5) == crossed_bootstrap_interval(noise, seed=5)
+
+
+def test_crossed_bootstrap_of_a_constant_and_bad_tables():
+    assert crossed_bootstrap_interval(np.full((2, 5), 0.25)) == pytest.approx((0.25, 0.25))
+    for bad in (np.zeros(5), np.zeros((1, 5)), np.zeros((3, 0))):
+        with pytest.raises(ValueError, match="`values`"):
+            crossed_bootstrap_interval(bad)
+    with pytest.raises(ValueError, match="finite"):
+        crossed_bootstrap_interval(np.array([[0.0, np.inf], [1.0, 2.0]]))
