@@ -267,8 +267,9 @@ def paired(first: list[dict], second: list[dict], task: str) -> dict | str:
     other = np.array([others[seed] for seed in seeds], dtype=np.float64)
     result = {**paired_difference(one.mean(axis=0), other.mean(axis=0)), "seeds": seeds, "count": one.shape[1]}
     if len(seeds) > 1:
-        seed_low, seed_high = crossed_bootstrap_interval(one - other)
-        result.update(per_seed=(one - other).mean(axis=1).tolist(), seed_low=seed_low, seed_high=seed_high,
+        differences = one - other  # (seeds, examples)
+        seed_low, seed_high = crossed_bootstrap_interval(differences)
+        result.update(per_seed=differences.mean(axis=1).tolist(), seed_low=seed_low, seed_high=seed_high,
                       significant=result["significant"] and (seed_low > 0 or seed_high < 0))
     if _is_rate(task):
         first_only, second_only = int(((one > 0.5) & (other < 0.5)).sum()), int(((one < 0.5) & (other > 0.5)).sum())
