@@ -58,7 +58,9 @@ interval.
 After the table: MTU N=4 (and mtu-n4-sr2) against the issue's target, from the means (within 5% of each
 single-task fine-tune; ahead of LoRA and IA3), then paired comparisons on the same examples: MTU against each
 single:TASK (on TASK), LoRA and IA3 (their -sr2 rows for mtu-n4-sr2), and mtu-n4 against mtu-n4-shard (preserve
-vs shard). Each is the difference first minus second of the per-example main metric averaged over the seeds both
+vs shard), and every claim of the paper rows (`PAPER_COMPARISONS`: Table 1's FFN rows against the attention rows,
+Table 4 bottom's N and G, top-4 of 8 at G=1/4, Table 5's combinations against each task alone, the last also as an
+interference table). Each is the difference first minus second of the per-example main metric averaged over the seeds both
 rows share, with a 95% paired bootstrap interval over examples (`mtu.stats.paired_difference`); for the rates also
 McNemar's exact p on the discordant (example, seed) pairs pooled over those seeds (with one shared seed, plain
 McNemar on that seed's outcomes). With two shared seeds or more, also each seed's difference and a 95% interval
@@ -283,10 +285,42 @@ def comparisons(results: dict[str, list[dict]]) -> list[tuple[str, str, str]]:
     against single:TASK on TASK and against its peers on every task, then `OTHER_COMPARISONS` (mtu-n4 against
     mtu-n1/n2/n8/top4of8 (Table 4) and mtu-n4-shard, the MTU rows against the shared-adapter rows)."""
     pairs = [(mtu_row, other) for mtu_row, peers in TARGET_ROWS.items() for other in
-             [f"single:{task}" for task in TASKS] + list(peers)] + OTHER_COMPARISONS
+             [f"single:{task}" for task in TASKS] + list(peers)] + OTHER_COMPARISONS + PAPER_COMPARISONS
     return [(one, other, task) for one, other in pairs if one in results and other in results
-            for task in TASKS if any(task in run["scores"] for run in results[one])
-            and any(task in run["scores"] for run in results[other])]
+            for task in TASKS if _scored(results[one], task) and _scored(results[other], task)]
+
+
+def _scored(runs: list[dict], task: str) -> bool:
+    return any(task in run["scores"] for run in runs)
+
+
+def interference_table(results: dict[str, list[dict]]) -> str:
+    """Table 5 on the toy world: for every combination of tasks trained together (the Table 5 rows, then
+    mtu-n4), each of its tasks' mean main metric and, in brackets, its paired difference from that task trained
+    alone (mtu-n4-alone:TASK; `paired`, seeds pooled), with * where it is significant. Empty without an alone row."""
+    alone = {task: results.get(f"mtu-n4-alone:{task}") for task in TASKS}
+    if not any(alone.values()):
+        return ""
+    lines = ["| tasks trained together | " + " | ".join(f"{task} {MAIN_METRIC[task]}" for task in TASKS) + " |",
+             "|" + "---|" * (len(TASKS) + 1)]
+    for name in [f"mtu-n4-alone:{task}" for task in TASKS] + TABLE5_ROWS + ["mtu-n4"]:
+        if name not in results:
+            continue
+        cells = []
+        for task in TASKS:
+            if not _scored(results[name], task):
+                cells.append("-")
+                continue
+            cell = f"{_mean(results[name], task):.3f}"
+            if not name.startswith("mtu-n4-alone:") and alone[task]:
+                result = paired(results[name], alone[task], task)
+                if not isinstance(result, str):
+                    cell += f" ({result['difference']:+.3f}{'*' if result['significant'] else ''})"
+            cells.append(cell)
+        label = name.split(":", 1)[1] if ":" in name else "all four"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return ("Task interference (Table 5): each task's mean, and in brackets its paired difference from the task "
+            "trained alone (* significant):\n" + "\n".join(lines))
 
 
 def _paired_line(one: str, other: str, task: str, result: dict | str) -> str:
@@ -347,6 +381,9 @@ def table(results: dict[str, list[dict]]) -> str:
                      "significant when every interval excludes 0, else tie; McNemar's exact p on the discordant "
                      "(example, seed) pairs pooled over those seeds):")
         lines += [_paired_line(*entry) for entry in compared]
+    interference = interference_table(results)
+    if interference:
+        lines.append("\n" + interference)
     return "\n".join(lines)
 
 
@@ -357,6 +394,21 @@ TARGET_ROWS = {"mtu-n4": ("lora", "ia3"), "mtu-n4-sr2": ("lora-sr2", "ia3-sr2")}
 OTHER_COMPARISONS = [("mtu-n4", "mtu-n1"), ("mtu-n4", "mtu-n2"), ("mtu-n4", "mtu-n8"), ("mtu-n4", "mtu-top4of8"),
                      ("mtu-n4", "mtu-n4-shard"), ("mtu-n4", "lora-shared"), ("mtu-n4", "ia3-shared"),
                      ("mtu-n4-sr2", "lora-shared-sr2"), ("mtu-n4-sr2", "ia3-shared-sr2")]
+# The paper's claims of issue 12.5, each a paired comparison whose first row the paper finds better (made when both
+# rows are there): Table 1, the FFNs fine-tuned beat self- and cross-attention on each task; Table 4 bottom, at G=1
+# N=2 and N=4 beat N=1, at G=1/2 N=4 beats N=2, and at a fixed N, G=1 beats G<1 (the SDXL finding; SD1.5's top
+# half found the reverse); the text, top-4 of 8 at the FFN's active parameters trails all four experts (and we ask
+# how G=1/4 stands against G=1/8); Table 5, each task trained beside others against that task alone (an interference
+# shows as a negative difference; its own table below).
+TABLE5_ROWS = [f"mtu-n4:{'+'.join(subset)}" for size in (2, 3) for subset in itertools.combinations(TASKS, size)]
+PAPER_COMPARISONS = [
+    *[(f"table1-ffn:{task}", f"table1-{part}:{task}") for task in TASKS for part in ("self_attn", "cross_attn")],
+    ("mtu-n2-g1", "mtu-n1"), ("mtu-n4-g1", "mtu-n1"), ("mtu-n4-g1/2", "mtu-n2"),
+    ("mtu-n1", "mtu-n1-g1/2"), ("mtu-n2-g1", "mtu-n2"), ("mtu-n4-g1", "mtu-n4-g1/2"), ("mtu-n4-g1/2", "mtu-n4"),
+    ("mtu-n4", "mtu-top4of8-g1/4"), ("mtu-top4of8-g1/4", "mtu-top4of8"),
+    *[(name, f"mtu-n4-alone:{task}") for name in TABLE5_ROWS + ["mtu-n4"] for task in TASKS
+      if task in (name.split(":")[1].split("+") if ":" in name else TASKS)],
+]
 
 
 def merge(paths: list[str], rows: list[str] | None = None) -> dict[str, list[dict]]:

@@ -312,3 +312,41 @@ def test_table4_rows_are_paired_against_mtu_n4(quality):
     assert (n1["difference"], n1["first_only"], n1["second_only"]) == (pytest.approx(10 / 256), 10, 0)
     assert "  mtu-n4 vs mtu-n1, t2i faithfulness: +0.039 [" in text
     assert "  mtu-n4 vs mtu-n1, edit success: +0.000 [+0.000, +0.000] tie" in text
+
+
+def test_the_paper_claims_of_issue_12_are_paired(quality):
+    """Each claim of Table 1, Table 4 bottom and the top-4-of-8 text is one paired comparison, on the tasks both
+    rows scored: the FFN row against the attention rows of its task, G=1 against N=1, and so on."""
+    results = {"table1-ffn:edit": [_kept(0, 2e-4, edit=_hits(*range(20)))],
+               "table1-self_attn:edit": [_kept(0, 2e-4, edit=_hits(*range(5)))],
+               "table1-cross_attn:edit": [_kept(0, 2e-4, edit=_hits(*range(20)))],
+               "table1-ffn:sr": [_kept(0, 2e-4, sr=[20.0] * 256)],
+               "mtu-n2-g1": [_kept(0, 2e-3, t2i=_hits(*range(50)))],
+               "mtu-n1": [_kept(0, 2e-3, t2i=_hits(*range(30)))]}
+    assert quality.comparisons(results) == [
+        ("table1-ffn:edit", "table1-self_attn:edit", "edit"), ("table1-ffn:edit", "table1-cross_attn:edit", "edit"),
+        ("mtu-n2-g1", "mtu-n1", "t2i")]
+    text = quality.table(results)
+    assert "  table1-ffn:edit vs table1-self_attn:edit, edit success: +0.059 [" in text
+    assert "  table1-ffn:edit vs table1-cross_attn:edit, edit success: +0.000 [+0.000, +0.000] tie" in text
+    assert "  mtu-n2-g1 vs mtu-n1, t2i faithfulness: +0.078 [" in text
+    assert "Task interference" not in text  # no Table 5 rows
+
+
+def test_table5_compares_each_task_in_a_combination_with_the_task_alone(quality):
+    """Table 5's interference: a task trained beside others is paired with the same task trained alone, and the
+    interference table shows the means with those differences, marking the significant ones."""
+    results = {"mtu-n4-alone:t2i": [_kept(0, 2e-3, t2i=_hits(*range(100)))],
+               "mtu-n4-alone:edit": [_kept(0, 2e-3, edit=_hits(*range(40)))],
+               "mtu-n4:t2i+edit": [_kept(0, 2e-3, t2i=_hits(*range(100)), edit=_hits(*range(80)))],
+               "mtu-n4": [_kept(0, 2e-3, t2i=_hits(*range(60)), edit=_hits(*range(40)), sr=[25.0] * 256)]}
+    assert sorted(quality.comparisons(results)) == sorted([
+        ("mtu-n4:t2i+edit", "mtu-n4-alone:t2i", "t2i"), ("mtu-n4:t2i+edit", "mtu-n4-alone:edit", "edit"),
+        ("mtu-n4", "mtu-n4-alone:t2i", "t2i"), ("mtu-n4", "mtu-n4-alone:edit", "edit")])
+    text = quality.interference_table(results)
+    assert "| t2i | 0.391 | - | - | - |" in text
+    assert "| edit | - | 0.156 | - | - |" in text
+    assert "| t2i+edit | 0.391 (+0.000) | 0.312 (+0.156*) | - | - |" in text
+    assert "| all four | 0.234 (-0.156*) | 0.156 (+0.000) | 25.000 | - |" in text
+    assert text in quality.table(results)
+    assert quality.interference_table({"mtu-n4": results["mtu-n4"]}) == ""
