@@ -122,6 +122,7 @@ DIAGNOSTIC_ROWS = {
 # Table 4 bottom, N experts x granularity G without the parameter constraint (G = 1/N is the constrained row);
 # Table 5, MTU on every combination of the four tasks (the singles are mtu-n4-alone:TASK, all four mtu-n4);
 # the text's "top-4 of 8 with active parameters equal to the FFN": G = 1/4 (mtu-top4of8 keeps G = 1/8).
+TABLE5_ROWS = [f"mtu-n4:{'+'.join(subset)}" for size in (2, 3) for subset in itertools.combinations(TASKS, size)]
 PAPER_ROWS = {
     **{f"table1-{part}:{task}": {"method": "full", "tasks": (task,), "model": {"trainable": [part]}}
        for part in ("ffn", "self_attn", "cross_attn") for task in TASKS},
@@ -129,15 +130,14 @@ PAPER_ROWS = {
     **{f"mtu-n{n}-g{label}": {"method": "mtu", "mtu": {"num_experts": n, "granularity": g,
                                                        **({"init": "shard"} if n * g < 1 else {})}}
        for n, label, g in ((1, "1/2", 0.5), (2, "1", 1.0), (4, "1/2", 0.5), (4, "1", 1.0))},
-    **{f"mtu-n4:{'+'.join(subset)}": {"method": "mtu", "mtu": {"num_experts": 4}, "tasks": subset}
-       for size in (2, 3) for subset in itertools.combinations(TASKS, size)},
+    **{name: {"method": "mtu", "mtu": {"num_experts": 4}, "tasks": tuple(name.split(":")[1].split("+"))}
+       for name in TABLE5_ROWS},
     "mtu-top4of8-g1/4": {"method": "mtu", "mtu": {"num_experts": 8, "top_k": 4, "granularity": 0.25}},
 }
 # Named groups of rows for --rows.
 ROW_GROUPS = {"table1": [name for name in PAPER_ROWS if name.startswith("table1-")],
               "table4-bottom": ["mtu-n1", "mtu-n1-g1/2", "mtu-n2", "mtu-n2-g1", "mtu-n4", "mtu-n4-g1/2", "mtu-n4-g1"],
-              "table5": [f"mtu-n4-alone:{task}" for task in TASKS] + [name for name in PAPER_ROWS
-                                                                      if name.startswith("mtu-n4:")] + ["mtu-n4"],
+              "table5": [f"mtu-n4-alone:{task}" for task in TASKS] + TABLE5_ROWS + ["mtu-n4"],
               "top4of8": ["mtu-top4of8", "mtu-top4of8-g1/4"]}
 ALL_ROWS = ROWS | DIAGNOSTIC_ROWS | PAPER_ROWS
 
@@ -400,14 +400,12 @@ OTHER_COMPARISONS = [("mtu-n4", "mtu-n1"), ("mtu-n4", "mtu-n2"), ("mtu-n4", "mtu
 # half found the reverse); the text, top-4 of 8 at the FFN's active parameters trails all four experts (and we ask
 # how G=1/4 stands against G=1/8); Table 5, each task trained beside others against that task alone (an interference
 # shows as a negative difference; its own table below).
-TABLE5_ROWS = [f"mtu-n4:{'+'.join(subset)}" for size in (2, 3) for subset in itertools.combinations(TASKS, size)]
 PAPER_COMPARISONS = [
     *[(f"table1-ffn:{task}", f"table1-{part}:{task}") for task in TASKS for part in ("self_attn", "cross_attn")],
     ("mtu-n2-g1", "mtu-n1"), ("mtu-n4-g1", "mtu-n1"), ("mtu-n4-g1/2", "mtu-n2"),
     ("mtu-n1", "mtu-n1-g1/2"), ("mtu-n2-g1", "mtu-n2"), ("mtu-n4-g1", "mtu-n4-g1/2"), ("mtu-n4-g1/2", "mtu-n4"),
     ("mtu-n4", "mtu-top4of8-g1/4"), ("mtu-top4of8-g1/4", "mtu-top4of8"),
-    *[(name, f"mtu-n4-alone:{task}") for name in TABLE5_ROWS + ["mtu-n4"] for task in TASKS
-      if task in (name.split(":")[1].split("+") if ":" in name else TASKS)],
+    *[(name, f"mtu-n4-alone:{task}") for name in TABLE5_ROWS + ["mtu-n4"] for task in row_tasks(name)],
 ]
 
 
