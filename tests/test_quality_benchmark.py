@@ -350,3 +350,21 @@ def test_table5_compares_each_task_in_a_combination_with_the_task_alone(quality)
     assert "| all four | 0.234 (-0.156*) | 0.156 (+0.000) | 25.000 | - |" in text
     assert text in quality.table(results)
     assert quality.interference_table({"mtu-n4": results["mtu-n4"]}) == ""
+
+
+def test_table5_claims_between_combinations_are_paired(quality):
+    """The paper's Table 5 text also compares combinations with each other (IE with IP against the four-task model,
+    IE+SR with IP added, T2I+IE with IP added); each is one paired comparison on the tasks both rows scored."""
+    results = {"mtu-n4:edit+sr": [_kept(0, 2e-3, edit=_hits(*range(20)), sr=[30.0] * 256)],
+               "mtu-n4:edit+sr+inpaint": [_kept(0, 2e-3, edit=_hits(*range(20)), sr=[29.0] * 256,
+                                                inpaint=_hits(*range(9)))],
+               "mtu-n4:t2i+edit": [_kept(0, 2e-3, t2i=_hits(*range(90)), edit=_hits(*range(30)))],
+               "mtu-n4:t2i+edit+inpaint": [_kept(0, 2e-3, t2i=_hits(*range(80)), edit=_hits(*range(30)),
+                                                 inpaint=_hits(*range(9)))]}
+    assert sorted(quality.comparisons(results)) == sorted([
+        ("mtu-n4:edit+sr+inpaint", "mtu-n4:edit+sr", "edit"), ("mtu-n4:edit+sr+inpaint", "mtu-n4:edit+sr", "sr"),
+        ("mtu-n4:t2i+edit+inpaint", "mtu-n4:t2i+edit", "t2i"),
+        ("mtu-n4:t2i+edit+inpaint", "mtu-n4:t2i+edit", "edit")])
+    text = quality.table(results)
+    assert "  mtu-n4:edit+sr+inpaint vs mtu-n4:edit+sr, sr psnr: -1.000 [-1.000, -1.000] significant" in text
+    assert "  mtu-n4:t2i+edit+inpaint vs mtu-n4:t2i+edit, t2i faithfulness: -0.039 [" in text
