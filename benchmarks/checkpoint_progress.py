@@ -1,7 +1,8 @@
 """How a long toy-world run is doing: scores a training checkpoint on VALIDATION examples (training-split scenes,
 never the held-out ones, so watching a run never tunes it on the test set) and appends one row per task to a
 JSON-lines log; `--table` prints the log as a markdown table, then each step against the task's previous step
-scored on the same examples (same count and seed), paired: is the run still improving?
+scored on the same examples (same count and seed), paired: is the run still improving? (sr keeps its read-back
+per example too, paired beside its PSNR.)
 
     python benchmarks/checkpoint_progress.py RUN/checkpoints/checkpoint-0004000 --count 64 --log progress.jsonl
     python benchmarks/checkpoint_progress.py --table progress.jsonl
@@ -26,6 +27,7 @@ from pathlib import Path
 SAMPLING = {"t2i": {"guidance_scale": 7.5}, "edit": {"guidance_scale": 7.5, "image_guidance_scale": 3.0},
             "inpaint": {"guidance_scale": 3.0, "image_guidance_scale": 1.5}, "sr": {}}
 MAIN = {"t2i": "exact", "edit": "success", "sr": "psnr", "inpaint": "success"}
+SECONDARY = {"sr": "read_back"}  # a rate kept per example beside the main metric, paired in the table too
 
 
 def score_checkpoint(folder, tasks, count: int, seed: int = 0, step_offset: int = 0) -> list[dict]:
@@ -52,6 +54,9 @@ def score_checkpoint(folder, tasks, count: int, seed: int = 0, step_offset: int 
                      "task": task,
                      "count": count, "seed": seed, "main": MAIN[task], "summary": scored["summary"],
                      "per_example": scored["main"],
+                     **({"per_example_secondary": {SECONDARY[task]: [bool(record[SECONDARY[task]])
+                                                                     for record in scored["records"]]}}
+                        if task in SECONDARY else {}),
                      "seconds": round(time.perf_counter() - start, 1)})
     return rows
 
@@ -91,6 +96,12 @@ def paired_steps(rows: list[dict], since: int | None = None) -> list[str]:
             result = paired_difference(row["per_example"], before["per_example"])
             lines.append(f"| {row['task']} | {before['step']} -> {row['step']} | {row['count']} | "
                          f"{paired_cells(result)} |")
+            earlier = before.get("per_example_secondary", {})
+            for field, outcomes in row.get("per_example_secondary", {}).items():
+                if field in earlier:  # e.g. sr's read-back, when both rows kept it
+                    result = paired_difference(outcomes, earlier[field])
+                    lines.append(f"| {row['task']} {field} | {before['step']} -> {row['step']} | {row['count']} | "
+                                 f"{paired_cells(result)} |")
         if since is None or row["step"] == since:
             previous[key] = row
     if not lines:

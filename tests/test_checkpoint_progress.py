@@ -106,3 +106,17 @@ def test_step_offset_logs_a_restart_after_the_run_it_continues(tmp_path, monkeyp
     with pytest.raises(SystemExit):
         progress.main([str(checkpoint), "--step-offset", "-1"])
     assert "--step-offset -1: must be 0 or more" in capsys.readouterr().err
+
+
+def test_paired_steps_pair_sr_read_back_beside_its_psnr_when_both_rows_kept_it():
+    progress = load_benchmark("checkpoint_progress")
+    first = {**_row(48000, "sr", [30.0, 31.0, 32.0, 33.0]), "main": "psnr",
+             "per_example_secondary": {"read_back": [False, False, True, True]}}
+    second = {**_row(49500, "sr", [31.0, 32.0, 33.0, 34.0]), "main": "psnr",
+              "per_example_secondary": {"read_back": [True, True, True, False]}}
+    old = _row(40000, "sr", [29.0, 30.0, 31.0, 32.0])  # logged before the read-back was kept: PSNR alone
+    body = [line for line in progress.paired_steps([old, first, second]) if line.startswith("| sr")]
+    assert body[0].startswith("| sr | 40000 -> 48000 | 4 | +1.000")
+    assert body[1].startswith("| sr | 48000 -> 49500 | 4 | +1.000")
+    assert body[2] == "| sr read_back | 48000 -> 49500 | 4 | +0.250 (-0.500 to +1.000) | 2 / 1 | 1.000 |"
+    assert len(body) == 3  # no read-back line for the old row, which did not keep it
