@@ -34,15 +34,22 @@ def score_checkpoint(folder, tasks, count: int, seed: int = 0, step_offset: int 
     """One row per task: the checkpoint's step, the task's main metric with its 95% interval and the partial
     scores that show progress before exact success does (`metrics.summarize`); the step is the checkpoint's plus
     `step_offset`."""
-    import torch
-
-    from mtu.toyworld.evaluate import evaluation_set, generate_outputs, score_examples
     from mtu.toyworld.experiment import pipeline_for
     from mtu.training.export import checkpoint_run_config, model_from_checkpoint
 
     folder = Path(folder)
     base = checkpoint_run_config(folder).model.base
     pipe = pipeline_for(model_from_checkpoint(folder), base)
+    return score_pipeline(pipe, tasks, count, seed, step_offset + int(folder.name.split("-")[-1]), str(folder))
+
+
+def score_pipeline(pipe, tasks, count: int, seed: int, step: int, checkpoint: str) -> list[dict]:
+    """`score_checkpoint`'s rows for a pipeline in memory (e.g. a model a diagnosis trained in this process),
+    logged at `step` under the name `checkpoint`."""
+    import torch
+
+    from mtu.toyworld.evaluate import evaluation_set, generate_outputs, score_examples
+
     rows = []
     for task in tasks:
         start = time.perf_counter()
@@ -50,8 +57,7 @@ def score_checkpoint(folder, tasks, count: int, seed: int = 0, step_offset: int 
         with torch.no_grad():
             outputs = generate_outputs(pipe, examples, seed, **SAMPLING[task])
         scored = score_examples(examples, outputs, seed)
-        rows.append({"checkpoint": str(folder), "step": step_offset + int(folder.name.split("-")[-1]),
-                     "task": task,
+        rows.append({"checkpoint": checkpoint, "step": step, "task": task,
                      "count": count, "seed": seed, "main": MAIN[task], "summary": scored["summary"],
                      "per_example": scored["main"],
                      **({"per_example_secondary": {SECONDARY[task]: [bool(record[SECONDARY[task]])
@@ -59,6 +65,12 @@ def score_checkpoint(folder, tasks, count: int, seed: int = 0, step_offset: int 
                         if task in SECONDARY else {}),
                      "seconds": round(time.perf_counter() - start, 1)})
     return rows
+
+
+def append_rows(log, rows: list[dict]) -> None:
+    with open(log, "a") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
 
 
 def _cell(value: dict) -> str:
@@ -141,6 +153,11 @@ def compare_logs(first_log, second_log) -> str:
         for name, indices in subsets.items():
             result = paired_difference([b[i] for i in indices], [a[i] for i in indices])
             lines.append(f"| {task} | {step} | {name} | {len(indices)} | {paired_cells(result)} |")
+        earlier = first[key].get("per_example_secondary", {})
+        for field, outcomes in second[key].get("per_example_secondary", {}).items():
+            if field in earlier:  # e.g. sr's read-back, when both rows kept it
+                result = paired_difference(outcomes, earlier[field])
+                lines.append(f"| {task} | {step} | {field} | {len(outcomes)} | {paired_cells(result)} |")
     return "\n".join(lines)
 
 
@@ -187,9 +204,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     rows = score_checkpoint(args.checkpoint, args.tasks.split(","), args.count, args.seed, args.step_offset)
     if args.log:
-        with open(args.log, "a") as handle:
-            for row in rows:
-                handle.write(json.dumps(row) + "\n")
+        append_rows(args.log, rows)
     for row in rows:
         print(row["task"], row["main"], _cell(row["summary"][row["main"]]), f"{row['seconds']} s")
 

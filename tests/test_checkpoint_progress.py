@@ -120,3 +120,15 @@ def test_paired_steps_pair_sr_read_back_beside_its_psnr_when_both_rows_kept_it()
     assert body[1].startswith("| sr | 48000 -> 49500 | 4 | +1.000")
     assert body[2] == "| sr read_back | 48000 -> 49500 | 4 | +0.250 (-0.500 to +1.000) | 2 / 1 | 1.000 |"
     assert len(body) == 3  # no read-back line for the old row, which did not keep it
+
+
+def test_compare_logs_pair_sr_read_back_when_both_runs_kept_it(tmp_path):
+    progress = load_benchmark("checkpoint_progress")
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text(json.dumps({**_row(49500, "sr", [30.0, 31.0]), "main": "psnr",
+                                 "per_example_secondary": {"read_back": [False, True]}}) + "\n")
+    second.write_text(json.dumps({**_row(49500, "sr", [31.0, 32.0]), "main": "psnr",
+                                  "per_example_secondary": {"read_back": [True, True]}}) + "\n")
+    lines = progress.compare_logs(first, second).splitlines()
+    assert lines[2].startswith("| sr | 49500 | all | 2 | +1.000")
+    assert lines[3] == "| sr | 49500 | read_back | 2 | +0.500 (+0.000 to +1.000) | 1 / 0 | 1.000 |"
