@@ -30,20 +30,23 @@ MAIN = {"t2i": "exact", "edit": "success", "sr": "psnr", "inpaint": "success"}
 SECONDARY = {"sr": "read_back"}  # a rate kept per example beside the main metric, paired in the table too
 
 
-def score_checkpoint(folder, tasks, count: int, seed: int = 0, step_offset: int = 0) -> list[dict]:
+def score_checkpoint(folder, tasks, count: int, seed: int = 0, step_offset: int = 0,
+                     inference_steps: int | None = None) -> list[dict]:
     """One row per task: the checkpoint's step, the task's main metric with its 95% interval and the partial
     scores that show progress before exact success does (`metrics.summarize`); the step is the checkpoint's plus
-    `step_offset`."""
+    `step_offset`. `inference_steps`: the sampler's steps (default the pipeline's, 20), recorded in the row."""
     from mtu.toyworld.experiment import pipeline_for
     from mtu.training.export import checkpoint_run_config, model_from_checkpoint
 
     folder = Path(folder)
     base = checkpoint_run_config(folder).model.base
     pipe = pipeline_for(model_from_checkpoint(folder), base)
-    return score_pipeline(pipe, tasks, count, seed, step_offset + int(folder.name.split("-")[-1]), str(folder))
+    return score_pipeline(pipe, tasks, count, seed, step_offset + int(folder.name.split("-")[-1]), str(folder),
+                          inference_steps)
 
 
-def score_pipeline(pipe, tasks, count: int, seed: int, step: int, checkpoint: str) -> list[dict]:
+def score_pipeline(pipe, tasks, count: int, seed: int, step: int, checkpoint: str,
+                   inference_steps: int | None = None) -> list[dict]:
     """`score_checkpoint`'s rows for a pipeline in memory (e.g. a model a diagnosis trained in this process),
     logged at `step` under the name `checkpoint`."""
     import torch
@@ -55,7 +58,8 @@ def score_pipeline(pipe, tasks, count: int, seed: int, step: int, checkpoint: st
         start = time.perf_counter()
         examples = evaluation_set(task, count, split="validation")
         with torch.no_grad():
-            outputs = generate_outputs(pipe, examples, seed, **SAMPLING[task])
+            outputs = generate_outputs(pipe, examples, seed, **SAMPLING[task], **(
+                {} if inference_steps is None else {"num_inference_steps": inference_steps}))
         scored = score_examples(examples, outputs, seed)
         rows.append({"checkpoint": checkpoint, "step": step, "task": task,
                      "count": count, "seed": seed, "main": MAIN[task], "summary": scored["summary"],
@@ -63,6 +67,7 @@ def score_pipeline(pipe, tasks, count: int, seed: int, step: int, checkpoint: st
                      **({"per_example_secondary": {SECONDARY[task]: [bool(record[SECONDARY[task]])
                                                                      for record in scored["records"]]}}
                         if task in SECONDARY else {}),
+                     **({} if inference_steps is None else {"inference_steps": inference_steps}),
                      "seconds": round(time.perf_counter() - start, 1)})
     return rows
 
@@ -184,6 +189,8 @@ def main(argv=None) -> None:
                         help="with --table: pair each step with STEP (for example the shipped one), not the previous")
     parser.add_argument("--step-offset", type=int, default=0, metavar="N",
                         help="log the checkpoint's step as N + its step (a run restarted from another's final/)")
+    parser.add_argument("--inference-steps", type=int, default=None, metavar="N",
+                        help="the sampler's steps (default the pipeline's, 20); recorded in the logged rows")
     parser.add_argument("--compare", nargs=2, default=None, metavar=("FIRST", "SECOND"),
                         help="print the second log's rows against the first's (same task, step, examples) and exit")
     args = parser.parse_args(argv)
@@ -191,6 +198,8 @@ def main(argv=None) -> None:
         parser.error(f"--since {args.since}: only with --table LOG")
     if args.step_offset < 0:
         parser.error(f"--step-offset {args.step_offset}: must be 0 or more")
+    if args.inference_steps is not None and args.inference_steps < 1:
+        parser.error(f"--inference-steps {args.inference_steps}: must be 1 or more")
     if args.table:
         if args.since is not None and args.since not in {row["step"] for row in _rows(args.table)}:
             parser.error(f"--since {args.since}: no row of {args.table} is at that step")
@@ -202,7 +211,8 @@ def main(argv=None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    rows = score_checkpoint(args.checkpoint, args.tasks.split(","), args.count, args.seed, args.step_offset)
+    rows = score_checkpoint(args.checkpoint, args.tasks.split(","), args.count, args.seed, args.step_offset,
+                            args.inference_steps)
     if args.log:
         append_rows(args.log, rows)
     for row in rows:

@@ -132,3 +132,38 @@ def test_compare_logs_pair_sr_read_back_when_both_runs_kept_it(tmp_path):
     lines = progress.compare_logs(first, second).splitlines()
     assert lines[2].startswith("| sr | 49500 | all | 2 | +1.000")
     assert lines[3] == "| sr | 49500 | read_back | 2 | +0.500 (+0.000 to +1.000) | 1 / 0 | 1.000 |"
+
+
+def test_inference_steps_reach_the_sampler_and_the_logged_row(tmp_path, monkeypatch, capsys):
+    import types
+
+    import pytest
+
+    import mtu.toyworld.evaluate as evaluate
+    import mtu.toyworld.experiment as experiment
+    import mtu.training.export as export
+
+    progress = load_benchmark("checkpoint_progress")
+    calls = []
+    monkeypatch.setattr(export, "checkpoint_run_config",
+                        lambda folder: types.SimpleNamespace(model=types.SimpleNamespace(base="toyworld-base")))
+    monkeypatch.setattr(export, "model_from_checkpoint", lambda folder: None)
+    monkeypatch.setattr(experiment, "pipeline_for", lambda model, base: None)
+
+    def outputs(pipe, examples, seed, **kwargs):
+        calls.append(kwargs)
+        return [example.target for example in examples]
+
+    monkeypatch.setattr(evaluate, "generate_outputs", outputs)
+    log = tmp_path / "steps.jsonl"
+    checkpoint = tmp_path / "checkpoints" / "checkpoint-0000100"
+    progress.main([str(checkpoint), "--tasks", "sr", "--count", "2", "--inference-steps", "50", "--log", str(log)])
+    progress.main([str(checkpoint), "--tasks", "sr", "--count", "2", "--log", str(log)])
+    assert calls == [{"num_inference_steps": 50}, {}]  # sr samples without guidance; the default adds nothing
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert rows[0]["inference_steps"] == 50 and "inference_steps" not in rows[1]
+    assert rows[0]["per_example_secondary"]["read_back"] == [True, True]  # the targets read back
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        progress.main([str(checkpoint), "--inference-steps", "0"])
+    assert "--inference-steps 0: must be 1 or more" in capsys.readouterr().err
