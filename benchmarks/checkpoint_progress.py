@@ -95,6 +95,16 @@ def _others(summary: dict, main: str) -> str:
     return "; ".join(cells)
 
 
+def paired_secondary(later: dict, earlier: dict) -> list[tuple[str, dict]]:
+    """(field, `paired_difference` of later minus earlier) for each rate both rows kept per example beside their
+    main metric (`SECONDARY`, e.g. sr's read-back); none for rows logged before it was kept."""
+    from mtu.stats import paired_difference
+
+    kept = earlier.get("per_example_secondary", {})
+    return [(field, paired_difference(outcomes, kept[field]))
+            for field, outcomes in later.get("per_example_secondary", {}).items() if field in kept]
+
+
 def paired_steps(rows: list[dict], since: int | None = None) -> list[str]:
     """Table lines: per task, each step's main metric minus the previous step's on the same examples (rows of the
     same count and seed that kept their per-example outcomes), with the paired interval (and McNemar for rates).
@@ -113,12 +123,9 @@ def paired_steps(rows: list[dict], since: int | None = None) -> list[str]:
             result = paired_difference(row["per_example"], before["per_example"])
             lines.append(f"| {row['task']} | {before['step']} -> {row['step']} | {row['count']} | "
                          f"{paired_cells(result)} |")
-            earlier = before.get("per_example_secondary", {})
-            for field, outcomes in row.get("per_example_secondary", {}).items():
-                if field in earlier:  # e.g. sr's read-back, when both rows kept it
-                    result = paired_difference(outcomes, earlier[field])
-                    lines.append(f"| {row['task']} {field} | {before['step']} -> {row['step']} | {row['count']} | "
-                                 f"{paired_cells(result)} |")
+            for field, result in paired_secondary(row, before):
+                lines.append(f"| {row['task']} {field} | {before['step']} -> {row['step']} | {row['count']} | "
+                             f"{paired_cells(result)} |")
         if since is None or row["step"] == since:
             previous[key] = row
     if not lines:
@@ -158,11 +165,8 @@ def compare_logs(first_log, second_log) -> str:
         for name, indices in subsets.items():
             result = paired_difference([b[i] for i in indices], [a[i] for i in indices])
             lines.append(f"| {task} | {step} | {name} | {len(indices)} | {paired_cells(result)} |")
-        earlier = first[key].get("per_example_secondary", {})
-        for field, outcomes in second[key].get("per_example_secondary", {}).items():
-            if field in earlier:  # e.g. sr's read-back, when both rows kept it
-                result = paired_difference(outcomes, earlier[field])
-                lines.append(f"| {task} | {step} | {field} | {len(outcomes)} | {paired_cells(result)} |")
+        for field, result in paired_secondary(second[key], first[key]):
+            lines.append(f"| {task} | {step} | {field} | {count} | {paired_cells(result)} |")
     return "\n".join(lines)
 
 

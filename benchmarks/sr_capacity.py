@@ -121,8 +121,8 @@ def main(argv=None) -> None:
         import mtu.pipelines.common as pipeline_common
         import mtu.training.step as step
 
-        size = config.data[0].resolution // 2 ** (len(trainer.parts.vae.config.block_out_channels) - 1)
-        pixel_channels = 3 * (config.data[0].resolution // size) ** 2
+        factor = 2 ** (len(trainer.parts.vae.config.block_out_channels) - 1)  # pixels per latent cell, each way
+        pixel_channels = 3 * factor**2
         params = widen_input_conv(model, "sr", pixel_channels)
         start = params[0].detach().clone()
         trainer.task_channels["sr"] += pixel_channels
