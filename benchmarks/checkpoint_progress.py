@@ -8,6 +8,12 @@ per example too, paired beside its PSNR.)
     python benchmarks/checkpoint_progress.py --table progress.jsonl
     python benchmarks/checkpoint_progress.py --compare first.jsonl second.jsonl   # two runs (arms), same steps
     python benchmarks/checkpoint_progress.py RESTART/checkpoints/checkpoint-0002000 --step-offset 32000 --log L
+    python benchmarks/checkpoint_progress.py --across-seeds seeds.jsonl   # one step scored under several seeds
+
+`--across-seeds LOG`: the same checkpoint scored on the same examples under several sampling seeds (`--seed`); per
+rate kept per example (edit's and inpaint's success, sr's read-back), how often each example succeeds across the
+seeds: how much of a rate is the sampler's noise (examples that succeed under some seeds only) and how much is
+never reached (no seed).
 
 `--step-offset N`: a run that continues another one's final weights (a restart) logs its steps after that run's, as
 N + its own step, so that `--table LOG --since N` pairs it with the model it started from (that row copied in).
@@ -170,6 +176,43 @@ def compare_logs(first_log, second_log) -> str:
     return "\n".join(lines)
 
 
+def _rates(row: dict) -> dict[str, list]:
+    """The per-example rates a row kept: its main metric when that is a rate, and its secondary rates."""
+    rates = dict(row.get("per_example_secondary", {}))
+    if row["main"] != "psnr" and "per_example" in row:
+        rates = {row["main"]: row["per_example"], **rates}
+    return rates
+
+
+def across_seeds(log) -> str:
+    """Table lines: per task, step, example count and rate scored under two or more seeds, the rate per seed, its
+    mean over the seeds (interval: the crossed bootstrap over seeds and examples), and the share of examples that
+    succeed under every seed, under some only, and under none; `any` is the best-of-seeds rate, an upper bound for a
+    sampler that picked the right draw."""
+    import numpy as np
+
+    from mtu.stats import crossed_bootstrap_interval
+
+    groups: dict = {}
+    for row in _rows(log):
+        for field, outcomes in _rates(row).items():
+            groups.setdefault((row["task"], row["step"], row["count"], field), {})[row.get("seed", 0)] = outcomes
+    lines = ["| task | step | n | rate | seeds | per seed | mean over seeds (95% CI) | every seed | some | none | any |",
+             "|---|---:|---:|---|---:|---|---|---:|---:|---:|---:|"]
+    for (task, step, count, field), by_seed in sorted(groups.items()):
+        if len(by_seed) < 2:
+            continue
+        table = np.array([by_seed[seed] for seed in sorted(by_seed)], dtype=float)  # (seeds, examples)
+        low, high = crossed_bootstrap_interval(table)
+        hits = table.sum(axis=0)
+        every, none = float((hits == len(table)).mean()), float((hits == 0).mean())
+        lines.append(f"| {task} | {step} | {count} | {field} | {len(table)} | "
+                     f"{' '.join(f'{rate:.3f}' for rate in table.mean(axis=1))} | "
+                     f"{table.mean():.3f} ({low:.3f}-{high:.3f}) | {every:.3f} | {1 - every - none:.3f} | "
+                     f"{none:.3f} | {1 - none:.3f} |")
+    return "\n".join(lines)
+
+
 def table(log, since: int | None = None) -> str:
     rows = _rows(log)
     lines = ["| step | task | n | main metric (95% CI) | other scores |", "|---:|---|---:|---|---|"]
@@ -197,6 +240,8 @@ def main(argv=None) -> None:
                         help="the sampler's steps (default the pipeline's, 20); recorded in the logged rows")
     parser.add_argument("--compare", nargs=2, default=None, metavar=("FIRST", "SECOND"),
                         help="print the second log's rows against the first's (same task, step, examples) and exit")
+    parser.add_argument("--across-seeds", default=None, metavar="LOG",
+                        help="print how often each example succeeds across the seeds the log scored it under, and exit")
     args = parser.parse_args(argv)
     if args.since is not None and not args.table:
         parser.error(f"--since {args.since}: only with --table LOG")
@@ -211,6 +256,9 @@ def main(argv=None) -> None:
         return
     if args.compare:
         print(compare_logs(*args.compare))
+        return
+    if args.across_seeds:
+        print(across_seeds(args.across_seeds))
         return
     import torch
 

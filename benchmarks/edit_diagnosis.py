@@ -12,7 +12,9 @@ Rows: `mtu` (N=4, G=1/4, the demo's method), `full` (full UNet fine-tune, lr `--
 instruction replaced by the caption of the target scene, words the base's text encoder was trained on: tests the
 untrained instruction words, but the caption alone also allows drawing the target without the image), `mtu-text`
 (the base's text encoder trained along with the MTU parameters, at `--text-lr`: if untrained words are the
-cause, this row learns them), `mtu-mode` (the target latents are the VAE posterior's mean instead of a sample from
+cause, this row learns them), `mtu-text-words` (only the token embeddings of the words no caption of the base's
+pre-training holds, `NEW_WORDS`, trained: textual inversion of the instruction verbs; every caption's encoding
+stays bit for bit the base's, since the causal encoder never reads those tokens in a caption), `mtu-mode` (the target latents are the VAE posterior's mean instead of a sample from
 it: tests the noise that sampling the toy VAE's wide posterior adds to every target), `mtu-KIND` (trained and
 scored on one edit kind alone, e.g. `mtu-background`: is one edit kind learnable, or is the mixture the
 difficulty?), `mtu-copy` (the null edit: the target is the input image and the prompt empty; scored on whether
@@ -65,8 +67,12 @@ KIND_ROWS = {f"mtu-{kind}": kind for kind in ("recolour", "add", "remove", "move
 KIND_ROWS.update({"mtu-recolour-distractor": "recolour", "mtu-recolour-keep-x10": "recolour",
                   "mtu-recolour-xattn": "recolour", "mtu-recolour-order": "recolour"})
 XATTN_ROWS = ("mtu-xattn", "mtu-recolour-xattn")  # the cross-attention's value/output projections trained too
-ROWS = ("mtu", "full", "mtu-caption", "mtu-text", "mtu-mode", "mtu-copy", "mtu-image-x5", "mtu-snr5", "mtu-image-init",
+ROWS = ("mtu", "full", "mtu-caption", "mtu-text", "mtu-text-words", "mtu-mode", "mtu-copy", "mtu-image-x5", "mtu-snr5", "mtu-image-init",
         "mtu-refer-position", "mtu-region", "mtu-change-x10", "mtu-distractor", "mtu-xattn", "mtu-order", *KIND_ROWS)
+TEXT_ROWS = ("mtu-text", "mtu-text-words")  # the text encoder (or the new words' embeddings) trained too
+# The instruction words that no caption of the base's pre-training holds (`scene.caption`, `scene.partial_caption`):
+# the frozen text encoder keeps their initial random embeddings (tests/test_edit_diagnosis.py checks the list).
+NEW_WORDS = ("make", "add", "remove", "move", "change", "to")
 ORDER_ROWS = ("mtu-order", "mtu-recolour-order")  # recolourings phrased with the colour before the kind
 
 
@@ -434,8 +440,9 @@ def _train_and_evaluate(row: str, args, examples, base: str) -> dict:
     if method == "mtu" and args.adapter:
         config.model.adapter = args.adapter
     start = time.perf_counter()
-    if row == "mtu-text":
-        model, text_encoder = _train_with_text_encoder(config, args.text_lr)
+    if row in TEXT_ROWS:
+        model, text_encoder = _train_with_text_encoder(config, args.text_lr,
+                                                       NEW_WORDS if row == "mtu-text-words" else None)
     elif row in XATTN_ROWS:
         model, text_encoder = _train_with_cross_attention(config, lr), None
     else:
@@ -459,15 +466,42 @@ def _add_param_group(trainer, params: list, lr: float, schedule) -> None:
     trainer.lr_scheduler.base_lrs.append(lr)
 
 
-def _train_with_text_encoder(config, text_lr: float):
+def word_token_ids(tokenizer, words) -> list[int]:
+    """The token id of each word (each must be one token of `tokenizer`)."""
+    ids = []
+    for word in words:
+        tokens = tokenizer(word, add_special_tokens=False).input_ids
+        if len(tokens) != 1:
+            raise ValueError(f"`words`: {word!r} is {len(tokens)} tokens, expected one")
+        ids.append(tokens[0])
+    return ids
+
+
+def train_only_rows(embedding: torch.nn.Embedding, ids: list[int]) -> list[torch.nn.Parameter]:
+    """Makes `embedding` trainable with the gradient of every row but `ids` zeroed, so that under Adam (no weight
+    decay) the other rows never move; returns its parameters for the optimizer."""
+    keep = torch.zeros(embedding.weight.shape[0], 1, dtype=embedding.weight.dtype, device=embedding.weight.device)
+    keep[ids] = 1.0
+    embedding.weight.requires_grad_(True)
+    embedding.weight.register_hook(lambda grad: grad * keep)
+    return [embedding.weight]
+
+
+def _train_with_text_encoder(config, text_lr: float, words=None):
     """Trains `config` with the frozen text encoder made trainable (its own Adam group at `text_lr`, constant):
-    a diagnosis-only change: the trainer's text encoding replaced by one with gradients."""
+    a diagnosis-only change: the trainer's text encoding replaced by one with gradients. `words`: only those
+    words' token embeddings train (the rest of the encoder stays frozen)."""
     from mtu.training.trainer import Trainer
 
     trainer = Trainer(config)
-    text_encoder = trainer.parts.text_encoder.float().train().requires_grad_(True)
-    _add_param_group(trainer, list(text_encoder.parameters()), text_lr, lambda step: 1.0)
+    text_encoder = trainer.parts.text_encoder.float().train()
     tokenizer, device = trainer.parts.tokenizer, trainer.device
+    if words is None:
+        params = list(text_encoder.requires_grad_(True).parameters())
+    else:
+        text_encoder.requires_grad_(False)
+        params = train_only_rows(text_encoder.get_input_embeddings(), word_token_ids(tokenizer, words))
+    _add_param_group(trainer, params, text_lr, lambda step: 1.0)
 
     def encode_text(prompts):  # SD's encoding (`components.encode_prompts`), with gradients to the encoder
         with torch.enable_grad():
@@ -692,7 +726,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--full-lr", type=float, default=2e-4)
-    parser.add_argument("--text-lr", type=float, default=3e-4, help="text encoder's rate in row mtu-text")
+    parser.add_argument("--text-lr", type=float, default=3e-4, help="text encoder's rate in rows mtu-text and mtu-text-words")
     parser.add_argument("--eval-count", type=int, default=128)
     parser.add_argument("--text-guidance", type=float, default=7.5)
     parser.add_argument("--image-guidance", type=float, default=3.0)
@@ -715,8 +749,8 @@ def main(argv=None) -> int:
         parser.error(f"--rows: unknown row(s) {unknown}; choose from {ROWS}")
     if args.adapter and not (Path(args.adapter) / "mtu_config.json").is_file():
         parser.error(f"--adapter: expected an MTU adapter folder (holding mtu_config.json), got {args.adapter!r}")
-    if args.adapter and any(row in ("full", "mtu-text") for row in rows):
-        parser.error(f"--adapter: rows full and mtu-text do not start from an MTU adapter, got --rows {args.rows}")
+    if args.adapter and "full" in rows:
+        parser.error(f"--adapter: row full does not start from an MTU adapter, got --rows {args.rows}")
     if args.steps < 0 or (args.steps == 0 and not args.adapter):
         parser.error(f"--steps: expected a positive number of steps (0 only with --adapter), got {args.steps}")
     if args.threads:

@@ -14,7 +14,9 @@ gradient clipping, as edit_diagnosis.py's cross-attention rows), a diagnosis-onl
   as Stable Diffusion's x4 upscaler concatenates its low-resolution input; the sr input conv gets those channels,
   starting at zero (the model starts as the shipped one) and trained in the extra group, in training and sampling
   alike (`mtu.conditioning.condition_channels` patched where the trainer and the pipeline call it). Leaves the
-  paper's recipe: it tests whether the condition is what caps the read-back.
+  paper's recipe: it tests whether the condition is what caps the read-back;
+- `none`: nothing extra, the control of a run that has no earlier control (the sixteenth round's runs from the base,
+  `--config benchmarks/recipes/toyworld-sr-from-base.yaml`, where the pixel channels train from the first step).
 
 The model is scored as `checkpoint_progress.py` scores a checkpoint (256 validation sr scenes by default, the same
 noise) and the row appended to `--log` at the run's last step plus `--step-offset`, so that `checkpoint_progress.py
@@ -35,7 +37,7 @@ from unittest import mock
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # checkpoint_progress, beside this file
 
-EXTRA = {"read": ("down_blocks.0.resnets.",), "all": ("",), "pixels": ()}
+EXTRA = {"read": ("down_blocks.0.resnets.",), "all": ("",), "pixels": (), "none": ()}
 
 
 def with_pixels(condition_channels, scale: float = 1.0):

@@ -167,3 +167,23 @@ def test_inference_steps_reach_the_sampler_and_the_logged_row(tmp_path, monkeypa
     with pytest.raises(SystemExit):
         progress.main([str(checkpoint), "--inference-steps", "0"])
     assert "--inference-steps 0: must be 1 or more" in capsys.readouterr().err
+
+
+def test_across_seeds_counts_each_example_over_the_seeds_it_was_scored_under(tmp_path, capsys):
+    progress = load_benchmark("checkpoint_progress")
+    rows = []
+    for seed, read in enumerate(([True, True, False, False], [True, False, False, False],
+                                 [True, True, True, False])):  # example 0 every seed, 1 and 2 some, 3 none
+        row = _row(40000, "sr", [30.0, 31.0, 32.0, 33.0], seed=seed)
+        row["main"], row["per_example_secondary"] = "psnr", {"read_back": read}
+        rows.append(row)
+    rows.append(_row(40000, "edit", [True, False, True, False]))  # scored under one seed: no line
+    log = tmp_path / "seeds.jsonl"
+    log.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    assert progress.main(["--across-seeds", str(log)]) is None
+    body = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| sr")]
+    assert len(body) == 1  # the PSNR is not a rate: read-back only
+    cells = [cell.strip() for cell in body[0].strip("|").split("|")]
+    assert cells[:6] == ["sr", "40000", "4", "read_back", "3", "0.500 0.250 0.750"]
+    assert cells[6].startswith("0.500 (")
+    assert cells[7:] == ["0.250", "0.500", "0.250", "0.750"]

@@ -405,3 +405,42 @@ def test_order_rows_put_the_colour_before_the_kind_and_keep_the_edits(diagnosis)
     rephrased = diagnosis.row_examples("mtu-order", examples)
     assert [ex.edit.after for ex in rephrased] == [ex.edit.after for ex in examples]
     assert all(ex.prompt.endswith(ex.edit.shape.kind) for ex in rephrased if ex.edit.kind == "recolour")
+
+
+def test_new_words_are_in_instructions_and_in_no_caption_of_the_base(diagnosis):
+    from transformers import CLIPTokenizer
+
+    from mtu.shipped import shipped_base
+    from mtu.toyworld.scene import caption, make_scenes, partial_caption
+    from mtu.toyworld.tasks import sample_edit
+
+    tokenizer = CLIPTokenizer.from_pretrained(shipped_base() / "tokenizer")
+    new = set(diagnosis.word_token_ids(tokenizer, diagnosis.NEW_WORDS))
+    rng = np.random.default_rng(0)
+    scenes = make_scenes(0, 400)
+    captions = [caption(scene) for scene in scenes] + [partial_caption(scene, rng) for scene in scenes]
+    caption_ids = {i for text in captions for i in tokenizer(text, add_special_tokens=False).input_ids}
+    assert not new & caption_ids  # the base never read these words
+    instruction_ids = {i for scene in scenes for i in
+                       tokenizer(sample_edit(scene, rng).instruction, add_special_tokens=False).input_ids}
+    assert new <= instruction_ids  # and every one of them is in some instruction
+    assert instruction_ids - new <= caption_ids  # the instructions' other words are all caption words
+
+
+def test_train_only_rows_moves_those_embedding_rows_alone(diagnosis):
+    embedding = torch.nn.Embedding(10, 4)
+    before = embedding.weight.detach().clone()
+    params = diagnosis.train_only_rows(embedding, [2, 7])
+    optimizer = torch.optim.Adam(params, lr=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        embedding(torch.arange(10)).pow(2).sum().backward()
+        optimizer.step()
+    moved = (embedding.weight.detach() != before).any(dim=1)
+    assert moved.tolist() == [i in (2, 7) for i in range(10)]
+    from transformers import CLIPTokenizer
+
+    from mtu.shipped import shipped_base
+
+    with pytest.raises(ValueError, match="tokens"):
+        diagnosis.word_token_ids(CLIPTokenizer.from_pretrained(shipped_base() / "tokenizer"), ["make the"])

@@ -21,6 +21,8 @@ def test_extra_parameters_are_the_named_frozen_weights_only():
     assert len(read) == len(list(unet.down_blocks[0].resnets.parameters()))
     every = capacity.extra_parameters(unet, "all")
     assert len(every) == len(list(unet.parameters())) - len(list(unet.conv_in.parameters()))
+    assert capacity.extra_parameters(unet, "none") == []  # the control arm: the run as it is
+    assert capacity.extra_parameters(unet, "pixels") == []  # its extra weights are the widened conv's, not these
 
 
 def test_pixels_arm_widens_sr_input_conv_at_zero_and_appends_the_pixels_on_the_latent_grid(base):

@@ -1,0 +1,93 @@
+"""Does a text encoder that learns the instructions, beside MTU in the four-task mixture, lift edits? (issue 11,
+sixteenth round)
+
+The sixteenth round found the base's text encoder the first lever on edits in the edit mixture (docs/DIAGNOSIS.md):
+the toy base never read the words "make", "add", "remove", "move", "change" and "to" (`edit_diagnosis.NEW_WORDS`),
+so its frozen text encoder holds their random initial embeddings, where Stable Diffusion's CLIP had learnt such
+words in pre-training. In the edit mixture, training the whole text encoder lifted edits (recolourings included),
+training only those six embedding rows (textual inversion, which leaves every caption's encoding bit for bit the
+base's) lifted removals alone. This script runs one arm of the check that matters for the shipped model: a train
+config (the shipped model's four-task recipe, continued from `--adapter`) with `--train-text all` (the whole text
+encoder), `words` (the six rows) or `none` (the control), the text weights in their own Adam group at `--text-lr`
+(constant); then it scores every task on validation examples with the arm's text encoder, appending to `--log` (as
+`checkpoint_progress.py` does, so that `--compare CONTROL_LOG ARM_LOG` pairs the arms):
+
+    OMP_NUM_THREADS=1 python benchmarks/text_encoder_mixture.py --adapter src/mtu/toyworld/mtu_model --steps 2000 \\
+        --train-text all --out /work/longrun/runs/text-mixture-all \\
+        --log benchmarks/results/longrun/text-mixture-all-validation.jsonl
+    (the same with --train-text none, another --out and --log: the control)
+
+The arm's adapter is saved under OUT/final-adapter and, when text trains, its text encoder under OUT/text_encoder
+(a stock `CLIPTextModel` folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # checkpoint_progress and edit_diagnosis, beside this file
+
+CONFIG = HERE.parent / "src" / "mtu" / "toyworld" / "mtu_model" / "train.yaml"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(CONFIG), help="train config (default: the shipped model's recipe)")
+    parser.add_argument("--adapter", required=True, help="MTU adapter to continue (model.adapter)")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--lr", type=float, default=8e-4)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--text-lr", type=float, default=3e-4, help="the text weights' rate (constant)")
+    parser.add_argument("--train-text", required=True, choices=("all", "words", "none"),
+                        help="the whole text encoder, the new words' embeddings, or nothing (the control)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--log", required=True, help="JSON-lines file the scored rows are appended to")
+    parser.add_argument("--tasks", default="edit,inpaint,sr,t2i")
+    parser.add_argument("--count", type=int, default=256)
+    parser.add_argument("--step-offset", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps {args.steps}: must be 1 or more")
+    if not (Path(args.adapter) / "mtu_config.json").is_file():
+        parser.error(f"--adapter: expected an MTU adapter folder (holding mtu_config.json), got {args.adapter!r}")
+    if not Path(args.config).is_file():
+        parser.error(f"--config: no such file {args.config!r}")
+
+    import torch
+
+    from checkpoint_progress import append_rows, score_pipeline
+    from edit_diagnosis import NEW_WORDS, _train_with_text_encoder
+    from mtu.toyworld.experiment import pipeline_for
+    from mtu.training.config import load_train_config
+    from mtu.training.trainer import Trainer
+
+    torch.set_num_threads(args.threads)
+    config = load_train_config(args.config, {
+        "output_dir": args.out, "resume": "none", "checkpoint_every": 0, "max_steps": args.steps,
+        "log_with": "none", "model": {"adapter": args.adapter},
+        "optim": {"lr": args.lr, "warmup_steps": args.warmup}})
+    if args.train_text != "none":
+        words = NEW_WORDS if args.train_text == "words" else None
+        model, text_encoder = _train_with_text_encoder(config, args.text_lr, words)
+        text_encoder.save_pretrained(Path(args.out) / "text_encoder")
+    else:
+        trainer = Trainer(config)
+        trainer.train()
+        model, text_encoder = trainer.trained_model(ema=True), None
+    model.save_pretrained(Path(args.out) / "final-adapter")
+    pipe = pipeline_for(model, config.model.base)
+    if text_encoder is not None:
+        pipe.text_encoder = text_encoder
+    rows = score_pipeline(pipe, args.tasks.split(","), args.count, 0, args.step_offset + args.steps,
+                          f"{args.out} (text_encoder_mixture --train-text {args.train_text})")
+    append_rows(args.log, rows)
+    for row in rows:
+        print(row["task"], row["main"], f"{row['summary'][row['main']]['value']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

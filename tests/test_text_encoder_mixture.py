@@ -1,0 +1,26 @@
+"""The sixteenth round's four-task check of a trainable text encoder (benchmarks/text_encoder_mixture.py): bad
+arguments are refused in one line before any work."""
+
+import pytest
+
+from .scripts import load_benchmark
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--adapter", "no-such-folder"], "--adapter: expected an MTU adapter folder"),
+    (["--adapter", "SHIPPED", "--steps", "0"], "--steps 0: must be 1 or more"),
+    (["--adapter", "SHIPPED", "--config", "no-such.yaml"], "--config: no such file"),
+])
+def test_bad_arguments_are_refused_before_any_work(capsys, arguments, message):
+    from mtu.shipped import shipped_base
+
+    script = load_benchmark("text_encoder_mixture")
+    shipped = str(shipped_base().parent / "mtu_model")
+    with pytest.raises(SystemExit):
+        script.main([shipped if value == "SHIPPED" else value for value in arguments] + ["--out", "x", "--log", "y", "--train-text", "all"])
+    assert message in capsys.readouterr().err
+
+
+def test_default_config_is_the_shipped_recipe():
+    script = load_benchmark("text_encoder_mixture")
+    assert script.CONFIG.is_file() and script.CONFIG.parent.name == "mtu_model"
