@@ -719,6 +719,12 @@ def rescore(folder: Path) -> list[dict]:
     return data["results"]
 
 
+def check_adapter_argument(parser, adapter: str) -> None:
+    """Refuses `--adapter` in one line (`parser.error`) unless it is an MTU adapter folder."""
+    if not (Path(adapter) / "mtu_config.json").is_file():
+        parser.error(f"--adapter: expected an MTU adapter folder (holding mtu_config.json), got {adapter!r}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="mtu,full")
@@ -747,8 +753,8 @@ def main(argv=None) -> int:
     unknown = [row for row in rows if row not in ROWS]
     if unknown:
         parser.error(f"--rows: unknown row(s) {unknown}; choose from {ROWS}")
-    if args.adapter and not (Path(args.adapter) / "mtu_config.json").is_file():
-        parser.error(f"--adapter: expected an MTU adapter folder (holding mtu_config.json), got {args.adapter!r}")
+    if args.adapter:
+        check_adapter_argument(parser, args.adapter)
     if args.adapter and "full" in rows:
         parser.error(f"--adapter: row full does not start from an MTU adapter, got --rows {args.rows}")
     if args.steps < 0 or (args.steps == 0 and not args.adapter):

@@ -50,10 +50,15 @@ def main(argv=None) -> None:
     parser.add_argument("--step-offset", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    if args.steps < 1:
-        parser.error(f"--steps {args.steps}: must be 1 or more")
-    if not (Path(args.adapter) / "mtu_config.json").is_file():
-        parser.error(f"--adapter: expected an MTU adapter folder (holding mtu_config.json), got {args.adapter!r}")
+    from edit_diagnosis import check_adapter_argument
+
+    for name, value, minimum in (("--steps", args.steps, 1), ("--count", args.count, 1),
+                                 ("--step-offset", args.step_offset, 0), ("--threads", args.threads, 1)):
+        if value < minimum:
+            parser.error(f"{name} {value}: must be {minimum} or more")
+    if args.text_lr <= 0:
+        parser.error(f"--text-lr {args.text_lr}: must be > 0")
+    check_adapter_argument(parser, args.adapter)
     if not Path(args.config).is_file():
         parser.error(f"--config: no such file {args.config!r}")
 

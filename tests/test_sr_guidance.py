@@ -55,7 +55,9 @@ def test_bad_scales_and_dropout_are_refused_in_one_line(capsys):
     guidance = load_benchmark("sr_guidance")
     for arguments, message in ((["--scales", "0.5,2"], "--scales '0.5,2': every scale must be 1 or more"),
                                (["--scales", "a"], "--scales 'a': expected numbers"),
-                               (["--dropout", "0"], "--dropout 0.0: must be in (0, 0.5]")):
+                               (["--dropout", "0"], "--dropout 0.0: must be in (0, 0.5]"),
+                               (["--count", "0"], "--count 0: must be 1 or more"),
+                               (["--step-offset", "-5"], "--step-offset -5: must be 0 or more")):
         with pytest.raises(SystemExit):
             guidance.main(["--out", "x", "--log-prefix", "y", *arguments])
         assert message in capsys.readouterr().err

@@ -10,6 +10,9 @@ from .scripts import load_benchmark
     (["--adapter", "no-such-folder"], "--adapter: expected an MTU adapter folder"),
     (["--adapter", "SHIPPED", "--steps", "0"], "--steps 0: must be 1 or more"),
     (["--adapter", "SHIPPED", "--config", "no-such.yaml"], "--config: no such file"),
+    (["--adapter", "SHIPPED", "--count", "0"], "--count 0: must be 1 or more"),
+    (["--adapter", "SHIPPED", "--step-offset", "-1"], "--step-offset -1: must be 0 or more"),
+    (["--adapter", "SHIPPED", "--text-lr", "0"], "--text-lr 0.0: must be > 0"),
 ])
 def test_bad_arguments_are_refused_before_any_work(capsys, arguments, message):
     from mtu.shipped import shipped_base
