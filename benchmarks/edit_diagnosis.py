@@ -487,14 +487,19 @@ def train_only_rows(embedding: torch.nn.Embedding, ids: list[int]) -> list[torch
     return [embedding.weight]
 
 
-def _train_with_text_encoder(config, text_lr: float, words=None):
+def _train_with_text_encoder(config, text_lr: float, words=None, tasks=None):
     """Trains `config` with the frozen text encoder made trainable (its own Adam group at `text_lr`, constant):
     a diagnosis-only change: the trainer's text encoding replaced by one with gradients. `words`: only those
-    words' token embeddings train (the rest of the encoder stays frozen)."""
+    words' token embeddings train (the rest of the encoder stays frozen). `tasks`: a copy of the encoder trains,
+    read by those tasks' samples alone; every other task keeps the base's frozen encoder. Returns (model, the
+    trained encoder)."""
+    import copy
+
     from mtu.training.trainer import Trainer
 
     trainer = Trainer(config)
-    text_encoder = trainer.parts.text_encoder.float().train()
+    base_encoder = trainer.parts.text_encoder
+    text_encoder = (base_encoder if tasks is None else copy.deepcopy(base_encoder)).float().train()
     tokenizer, device = trainer.parts.tokenizer, trainer.device
     if words is None:
         params = list(text_encoder.requires_grad_(True).parameters())
@@ -502,12 +507,27 @@ def _train_with_text_encoder(config, text_lr: float, words=None):
         text_encoder.requires_grad_(False)
         params = train_only_rows(text_encoder.get_input_embeddings(), word_token_ids(tokenizer, words))
     _add_param_group(trainer, params, text_lr, lambda step: 1.0)
+    base_encode = trainer.encode_text
 
-    def encode_text(prompts):  # SD's encoding (`components.encode_prompts`), with gradients to the encoder
-        with torch.enable_grad():
-            ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                            return_tensors="pt").input_ids.to(device)
-            return text_encoder(ids)[0], {}
+    def encode_text(prompts, prompt_tasks=None):  # SD's encoding (`components.encode_prompts`), with gradients
+        def trained(rows):
+            with torch.enable_grad():
+                ids = tokenizer(rows, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                                return_tensors="pt").input_ids.to(device)
+                return text_encoder(ids)[0]
+
+        if tasks is None:
+            return trained(prompts), {}
+        if prompt_tasks is None:
+            raise ValueError("`encode_text`: a task-only text encoder needs each prompt's task")
+        own = [index for index, task in enumerate(prompt_tasks) if task in tasks]
+        hidden, kwargs = base_encode(prompts, prompt_tasks)
+        if not own:
+            return hidden, kwargs
+        with torch.enable_grad():  # the step encodes under no_grad
+            hidden = hidden.float().clone()
+            hidden[own] = trained([prompts[index] for index in own])
+        return hidden, kwargs
 
     trainer.encode_text = encode_text
     trainer.train()

@@ -8,7 +8,8 @@ words in pre-training. In the edit mixture, training the whole text encoder lift
 training only those six embedding rows (textual inversion, which leaves every caption's encoding bit for bit the
 base's) lifted removals alone. This script runs one arm of the check that matters for the shipped model: a train
 config (the shipped model's four-task recipe, continued from `--adapter`) with `--train-text all` (the whole text
-encoder), `words` (the six rows) or `none` (the control), the text weights in their own Adam group at `--text-lr`
+encoder), `words` (the six rows), `edit` (a copy of the whole encoder that the edit task alone reads and trains;
+every other task keeps the base's, so t2i's captions cannot drift) or `none` (the control), the text weights in their own Adam group at `--text-lr`
 (constant); then it scores every task on validation examples with the arm's text encoder, appending to `--log` (as
 `checkpoint_progress.py` does, so that `--compare CONTROL_LOG ARM_LOG` pairs the arms):
 
@@ -41,8 +42,9 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, default=8e-4)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--text-lr", type=float, default=3e-4, help="the text weights' rate (constant)")
-    parser.add_argument("--train-text", required=True, choices=("all", "words", "none"),
-                        help="the whole text encoder, the new words' embeddings, or nothing (the control)")
+    parser.add_argument("--train-text", required=True, choices=("all", "words", "edit", "none"),
+                        help="the whole text encoder, the new words' embeddings, an encoder for edit alone, or "
+                             "nothing (the control)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--log", required=True, help="JSON-lines file the scored rows are appended to")
     parser.add_argument("--tasks", default="edit,inpaint,sr,t2i")
@@ -75,9 +77,11 @@ def main(argv=None) -> None:
         "output_dir": args.out, "resume": "none", "checkpoint_every": 0, "max_steps": args.steps,
         "log_with": "none", "model": {"adapter": args.adapter},
         "optim": {"lr": args.lr, "warmup_steps": args.warmup}})
+    only = None
     if args.train_text != "none":
         words = NEW_WORDS if args.train_text == "words" else None
-        model, text_encoder = _train_with_text_encoder(config, args.text_lr, words)
+        only = ("edit",) if args.train_text == "edit" else None
+        model, text_encoder = _train_with_text_encoder(config, args.text_lr, words, only)
         text_encoder.save_pretrained(Path(args.out) / "text_encoder")
     else:
         trainer = Trainer(config)
@@ -85,10 +89,14 @@ def main(argv=None) -> None:
         model, text_encoder = trainer.trained_model(ema=True), None
     model.save_pretrained(Path(args.out) / "final-adapter")
     pipe = pipeline_for(model, config.model.base)
-    if text_encoder is not None:
+    tasks, name = args.tasks.split(","), f"{args.out} (text_encoder_mixture --train-text {args.train_text})"
+    step = args.step_offset + args.steps
+    own = [task for task in tasks if only is None or task in only] if text_encoder is not None else []
+    rows = score_pipeline(pipe, [task for task in tasks if task not in own], args.count, 0, step, name)
+    if own:  # the arm's tasks read the trained encoder
         pipe.text_encoder = text_encoder
-    rows = score_pipeline(pipe, args.tasks.split(","), args.count, 0, args.step_offset + args.steps,
-                          f"{args.out} (text_encoder_mixture --train-text {args.train_text})")
+        rows += score_pipeline(pipe, own, args.count, 0, step, name)
+    rows.sort(key=lambda row: tasks.index(row["task"]))
     append_rows(args.log, rows)
     for row in rows:
         print(row["task"], row["main"], f"{row['summary'][row['main']]['value']:.3f}")

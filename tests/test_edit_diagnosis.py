@@ -444,3 +444,39 @@ def test_train_only_rows_moves_those_embedding_rows_alone(diagnosis):
 
     with pytest.raises(ValueError, match="tokens"):
         diagnosis.word_token_ids(CLIPTokenizer.from_pretrained(shipped_base() / "tokenizer"), ["make the"])
+
+
+def test_task_only_text_encoder_trains_a_copy_that_only_its_task_reads(diagnosis, tmp_path):
+    """`_train_with_text_encoder(tasks=("edit",))`: the copy moves, the base's encoder stays bit for bit, and the
+    trainer hands t2i prompts the base's encoding while edit prompts get the copy's."""
+    from mtu.training.config import config_from_dict
+    from mtu.training.trainer import Trainer
+
+    from .training_parts import tiny_run_config
+
+    config = config_from_dict(tiny_run_config(tmp_path, max_steps=3, checkpoint_every=0, batch_size=4))
+    seen = []
+    original_train = Trainer.train
+
+    def train_and_probe(trainer):
+        base = {name: value.detach().clone() for name, value in trainer.parts.text_encoder.state_dict().items()}
+        summary = original_train(trainer)
+        prompts = ["a red circle", "make the circle blue"]
+        mixed, _ = trainer.encode_text(prompts, ["t2i", "edit"])
+        with torch.no_grad():
+            plain, _ = Trainer.encode_text(trainer, prompts)
+        seen.append((base, trainer.parts.text_encoder.state_dict(), mixed.detach(), plain))
+        with pytest.raises(ValueError, match="each prompt's task"):
+            trainer.encode_text(prompts)
+        return summary
+
+    Trainer.train = train_and_probe
+    try:
+        _, trained = diagnosis._train_with_text_encoder(config, 1e-2, tasks=("edit",))
+    finally:
+        Trainer.train = original_train
+    (base, after, mixed, plain), = seen
+    assert all(torch.equal(base[name], after[name]) for name in base)  # the base's encoder never moved
+    assert any(not torch.equal(base[name], value) for name, value in trained.state_dict().items())
+    assert torch.equal(mixed[0], plain[0].float())  # t2i reads the base's encoding
+    assert not torch.allclose(mixed[1], plain[1].float())  # edit reads the trained copy's

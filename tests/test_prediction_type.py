@@ -46,7 +46,7 @@ def _tiny_loss(base, kind: str):
     try:  # every argument by keyword: the call reads the same before and after the signature became keyword-only
         _, per_task = micro_step_loss(
             model=model, batch=batch, parts=parts, step=0, seed=0, dropout_p=0.0, task_loss_weights={},
-            encode_text=lambda prompts: (torch.zeros(len(prompts), 7, 32), {}), weight_dtype=torch.float32,
+            encode_text=lambda prompts, tasks: (torch.zeros(len(prompts), 7, 32), {}), weight_dtype=torch.float32,
             task_channels={"t2i": 4})
     finally:
         handle.remove()

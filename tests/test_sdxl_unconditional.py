@@ -32,9 +32,9 @@ def _training_text(tmp_path: Path, base: Path):
     prompts_seen = []
     encode = trainer.encode_text
 
-    def recording(prompts):
+    def recording(prompts, tasks=None):
         prompts_seen.append(list(prompts))
-        return encode(prompts)
+        return encode(prompts, tasks)
 
     trainer.encode_text = recording  # micro_step_loss receives the bound attribute
     with unet_calls(trainer.accelerator.unwrap_model(trainer.model)) as calls:

@@ -140,7 +140,8 @@ def micro_step_loss(model, batch: dict, *, parts: FrozenParts, step: int, seed: 
     `unconditional`: how a dropped text is encoded (`unconditional_text`): "empty_prompt" or "zeros", as the
     pipeline that samples the adapter makes its unconditional branch (`FrozenParts.unconditional_text`).
 
-    `model` may be wrapped (DDP, FSDP); `encode_text(prompts)` gives (encoder_hidden_states, extra UNet kwargs);
+    `model` may be wrapped (DDP, FSDP); `encode_text(prompts, tasks)` gives (encoder_hidden_states, extra UNet
+    kwargs) for the prompts of samples of those tasks;
     `task_channels` gives each task's UNet input channels. A batch holds images, or cached latents.
     """
     tasks = batch["task"]
@@ -157,7 +158,7 @@ def micro_step_loss(model, batch: dict, *, parts: FrozenParts, step: int, seed: 
                                                  dropout_p)
         prompts = ["" if drop or not spec.uses_prompt else prompt
                    for drop, spec, prompt in zip(drop_text.tolist(), specs, batch["prompt"])]
-        text, unet_kwargs = unconditional_text(*encode_text(prompts), drop_text, unconditional)
+        text, unet_kwargs = unconditional_text(*encode_text(prompts, tasks), drop_text, unconditional)
         noisy = parts.noise_scheduler.add_noise(latents, noise, timesteps)
         extra = max(task_channels[task] for task in tasks) - latents.shape[1]
         conditioning = _conditioning(parts, batch, keep_image.to(device), extra, tuple(latents.shape[-2:]),

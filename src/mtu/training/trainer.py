@@ -196,8 +196,9 @@ class Trainer:
             return zero_optimizer_state(self.optimizer, list(self.params.values()))
         return gather_full(self.optimizer.state_dict())
 
-    def encode_text(self, prompts: list[str]):
-        """(encoder_hidden_states, extra UNet kwargs), from the cache when it holds text embeddings."""
+    def encode_text(self, prompts: list[str], tasks: list[str] | None = None):
+        """(encoder_hidden_states, extra UNet kwargs), from the cache when it holds text embeddings. `tasks` (each
+        prompt's task) is for an encoding that differs by task; every task shares the base's text encoder here."""
         cache, device = self.feed.cache, self.accelerator.device
         if cache is not None and cache.has_text:
             hidden, pooled = cache.text_embeddings(prompts)
