@@ -52,9 +52,12 @@ def score_checkpoint(folder, tasks, count: int, seed: int = 0, step_offset: int 
 
 
 def score_pipeline(pipe, tasks, count: int, seed: int, step: int, checkpoint: str,
-                   inference_steps: int | None = None) -> list[dict]:
+                   inference_steps: int | None = None, split: str = "validation",
+                   sampling: dict | None = None) -> list[dict]:
     """`score_checkpoint`'s rows for a pipeline in memory (e.g. a model a diagnosis trained in this process),
-    logged at `step` under the name `checkpoint`."""
+    logged at `step` under the name `checkpoint`. `split` "test" (the held-out scenes) and `sampling` (guidance per
+    task, default `SAMPLING`) are for a final comparison of finished arms at settings chosen before, never for
+    choosing them; both are recorded in the rows."""
     import torch
 
     from mtu.toyworld.evaluate import evaluation_set, generate_outputs, score_examples
@@ -62,9 +65,9 @@ def score_pipeline(pipe, tasks, count: int, seed: int, step: int, checkpoint: st
     rows = []
     for task in tasks:
         start = time.perf_counter()
-        examples = evaluation_set(task, count, split="validation")
+        examples = evaluation_set(task, count, split=split)
         with torch.no_grad():
-            outputs = generate_outputs(pipe, examples, seed, **SAMPLING[task], **(
+            outputs = generate_outputs(pipe, examples, seed, **(sampling or SAMPLING).get(task, {}), **(
                 {} if inference_steps is None else {"num_inference_steps": inference_steps}))
         scored = score_examples(examples, outputs, seed)
         rows.append({"checkpoint": checkpoint, "step": step, "task": task,
@@ -74,6 +77,8 @@ def score_pipeline(pipe, tasks, count: int, seed: int, step: int, checkpoint: st
                                                                      for record in scored["records"]]}}
                         if task in SECONDARY else {}),
                      **({} if inference_steps is None else {"inference_steps": inference_steps}),
+                     **({} if split == "validation" else {"split": split}),
+                     **({} if sampling is None else {"sampling": sampling.get(task, {})}),
                      "seconds": round(time.perf_counter() - start, 1)})
     return rows
 
@@ -154,25 +159,26 @@ def compare_logs(first_log, second_log) -> str:
     from mtu.toyworld.metrics import paired_cells
 
     def keyed(log):
-        return {(row["task"], row["step"], row["count"], row.get("seed", 0)): row for row in _rows(log)
-                if "per_example" in row}
+        return {(row["task"], row["step"], row["count"], row.get("seed", 0), row.get("split", "validation")): row
+                for row in _rows(log) if "per_example" in row}
 
     first, second = keyed(first_log), keyed(second_log)
     lines = ["| task | step | subset | n | second - first (95% CI) | only second / only first | McNemar p |",
              "|---|---:|---|---:|---|---|---:|"]
     for key in sorted(first.keys() & second.keys()):
-        task, step, count, _ = key
+        task, step, count, _, split = key
         a, b = first[key]["per_example"], second[key]["per_example"]
+        label = task if split == "validation" else f"{task} ({split})"
         subsets = {"all": list(range(len(a)))}
         if task == "edit":
-            kinds = [example.edit.kind for example in evaluation_set("edit", count, split="validation")]
+            kinds = [example.edit.kind for example in evaluation_set("edit", count, split=split)]
             for kind in dict.fromkeys(kinds):
                 subsets[kind] = [i for i, k in enumerate(kinds) if k == kind]
         for name, indices in subsets.items():
             result = paired_difference([b[i] for i in indices], [a[i] for i in indices])
-            lines.append(f"| {task} | {step} | {name} | {len(indices)} | {paired_cells(result)} |")
+            lines.append(f"| {label} | {step} | {name} | {len(indices)} | {paired_cells(result)} |")
         for field, result in paired_secondary(second[key], first[key]):
-            lines.append(f"| {task} | {step} | {field} | {count} | {paired_cells(result)} |")
+            lines.append(f"| {label} | {step} | {field} | {count} | {paired_cells(result)} |")
     return "\n".join(lines)
 
 

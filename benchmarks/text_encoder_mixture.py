@@ -19,19 +19,23 @@ every other task keeps the base's, so t2i's captions cannot drift) or `none` (th
     (the same with --train-text none, another --out and --log: the control)
 
 The arm's adapter is saved under OUT/final-adapter and, when text trains, its text encoder under OUT/text_encoder
-(a stock `CLIPTextModel` folder).
+(a stock `CLIPTextModel` folder). `--score-only` scores those instead of training (the same --train-text and
+--steps); with `--held-out`, on the held-out scenes at the shipped model's guidance (its sampling.json, chosen on
+validation when it was packaged): a final comparison of finished arms, never a way to choose anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # checkpoint_progress and edit_diagnosis, beside this file
 
-CONFIG = HERE.parent / "src" / "mtu" / "toyworld" / "mtu_model" / "train.yaml"
+SHIPPED = HERE.parent / "src" / "mtu" / "toyworld" / "mtu_model"
+CONFIG = SHIPPED / "train.yaml"
 
 
 def main(argv=None) -> None:
@@ -51,6 +55,10 @@ def main(argv=None) -> None:
     parser.add_argument("--count", type=int, default=256)
     parser.add_argument("--step-offset", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--score-only", action="store_true",
+                        help="score OUT's saved arm (final-adapter, text_encoder) instead of training it")
+    parser.add_argument("--held-out", action="store_true",
+                        help="with --score-only: the held-out scenes at the shipped model's guidance")
     args = parser.parse_args(argv)
     from edit_diagnosis import check_adapter_argument
 
@@ -63,6 +71,14 @@ def main(argv=None) -> None:
     check_adapter_argument(parser, args.adapter)
     if not Path(args.config).is_file():
         parser.error(f"--config: no such file {args.config!r}")
+    if args.held_out and not args.score_only:
+        parser.error("--held-out: only with --score-only (a finished arm)")
+    saved = [Path(args.out) / "final-adapter"] + ([Path(args.out) / "text_encoder"]
+                                                  if args.train_text != "none" else [])
+    missing = [str(folder) for folder in saved if not folder.is_dir()]
+    if args.score_only and missing:
+        parser.error(f"--score-only: --out {args.out!r} holds no saved arm of --train-text {args.train_text} "
+                     f"(missing {', '.join(missing)})")
 
     import torch
 
@@ -77,25 +93,34 @@ def main(argv=None) -> None:
         "output_dir": args.out, "resume": "none", "checkpoint_every": 0, "max_steps": args.steps,
         "log_with": "none", "model": {"adapter": args.adapter},
         "optim": {"lr": args.lr, "warmup_steps": args.warmup}})
-    only = None
-    if args.train_text != "none":
+    only = ("edit",) if args.train_text == "edit" else None
+    if args.score_only:
+        from transformers import CLIPTextModel
+
+        from mtu import load_mtu
+
+        model = load_mtu(saved[0])
+        text_encoder = CLIPTextModel.from_pretrained(saved[1]) if len(saved) > 1 else None
+    elif args.train_text != "none":
         words = NEW_WORDS if args.train_text == "words" else None
-        only = ("edit",) if args.train_text == "edit" else None
         model, text_encoder = _train_with_text_encoder(config, args.text_lr, words, only)
-        text_encoder.save_pretrained(Path(args.out) / "text_encoder")
+        text_encoder.save_pretrained(saved[1])
     else:
         trainer = Trainer(config)
         trainer.train()
         model, text_encoder = trainer.trained_model(ema=True), None
-    model.save_pretrained(Path(args.out) / "final-adapter")
+    if not args.score_only:
+        model.save_pretrained(saved[0])
     pipe = pipeline_for(model, config.model.base)
     tasks, name = args.tasks.split(","), f"{args.out} (text_encoder_mixture --train-text {args.train_text})"
     step = args.step_offset + args.steps
     own = [task for task in tasks if only is None or task in only] if text_encoder is not None else []
-    rows = score_pipeline(pipe, [task for task in tasks if task not in own], args.count, 0, step, name)
+    scoring = {"split": "test", "sampling": json.loads((SHIPPED / "sampling.json").read_text())} \
+        if args.held_out else {}
+    rows = score_pipeline(pipe, [task for task in tasks if task not in own], args.count, 0, step, name, **scoring)
     if own:  # the arm's tasks read the trained encoder
         pipe.text_encoder = text_encoder
-        rows += score_pipeline(pipe, own, args.count, 0, step, name)
+        rows += score_pipeline(pipe, own, args.count, 0, step, name, **scoring)
     rows.sort(key=lambda row: tasks.index(row["task"]))
     append_rows(args.log, rows)
     for row in rows:

@@ -187,3 +187,45 @@ def test_across_seeds_counts_each_example_over_the_seeds_it_was_scored_under(tmp
     assert cells[:6] == ["sr", "40000", "4", "read_back", "3", "0.500 0.250 0.750"]
     assert cells[6].startswith("0.500 (")
     assert cells[7:] == ["0.250", "0.500", "0.250", "0.750"]
+
+
+def test_compare_logs_pairs_held_out_rows_apart_from_validation_ones_with_the_held_out_kinds(tmp_path):
+    """Rows scored on the held-out split pair only with held-out rows, labelled, and split by the held-out set's own
+    edit kinds (which differ from the validation set's)."""
+    from mtu.toyworld.evaluate import evaluation_set
+
+    progress = load_benchmark("checkpoint_progress")
+    kinds = [example.edit.kind for example in evaluation_set("edit", 8, split="test")]
+    assert kinds != [example.edit.kind for example in evaluation_set("edit", 8, split="validation")]
+    moved = [kind == "move" for kind in kinds]
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text(json.dumps({**_row(52000, "edit", [False] * 8), "split": "test"}) + "\n"
+                     + json.dumps(_row(52000, "edit", [True] * 8)) + "\n")
+    second.write_text(json.dumps({**_row(52000, "edit", moved), "split": "test"}) + "\n")
+    lines = progress.compare_logs(first, second).splitlines()
+    n = sum(moved)
+    assert lines[2].startswith(f"| edit (test) | 52000 | all | 8 | {n / 8:+.3f}")  # not paired with the validation row
+    assert any(line.startswith(f"| edit (test) | 52000 | move | {n} | +1.000") for line in lines)
+    assert not any(line.startswith("| edit | ") for line in lines)
+
+
+def test_score_pipeline_takes_the_split_and_guidance_given_and_records_them(tmp_path, monkeypatch):
+    import mtu.toyworld.evaluate as evaluate
+
+    progress = load_benchmark("checkpoint_progress")
+    calls = []
+
+    def outputs(pipe, examples, seed, **kwargs):
+        calls.append((examples[0].prompt, kwargs))
+        return [example.target for example in examples]
+
+    monkeypatch.setattr(evaluate, "generate_outputs", outputs)
+    held_out = progress.score_pipeline(None, ["edit", "sr"], 2, 0, 7, "x", split="test",
+                                       sampling={"edit": {"guidance_scale": 3.0, "image_guidance_scale": 1.6}})
+    validation = progress.score_pipeline(None, ["edit"], 2, 0, 7, "x")
+    assert calls[0] == (evaluate.evaluation_set("edit", 2, split="test")[0].prompt,
+                        {"guidance_scale": 3.0, "image_guidance_scale": 1.6})
+    assert calls[1][1] == {}  # sr: no guidance in the table given
+    assert calls[2] == (evaluate.evaluation_set("edit", 2, split="validation")[0].prompt, progress.SAMPLING["edit"])
+    assert held_out[0]["split"] == "test" and held_out[0]["sampling"]["image_guidance_scale"] == 1.6
+    assert "split" not in validation[0] and "sampling" not in validation[0]

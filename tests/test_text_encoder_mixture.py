@@ -27,3 +27,19 @@ def test_bad_arguments_are_refused_before_any_work(capsys, arguments, message):
 def test_default_config_is_the_shipped_recipe():
     script = load_benchmark("text_encoder_mixture")
     assert script.CONFIG.is_file() and script.CONFIG.parent.name == "mtu_model"
+
+
+def test_score_only_refuses_an_out_without_the_saved_arm_and_held_out_without_score_only(capsys, tmp_path):
+    from mtu.shipped import shipped_base
+
+    script = load_benchmark("text_encoder_mixture")
+    shipped = str(shipped_base().parent / "mtu_model")
+    common = ["--adapter", shipped, "--log", str(tmp_path / "log.jsonl")]
+    (tmp_path / "arm" / "final-adapter").mkdir(parents=True)  # the adapter, but not the edit arm's encoder
+    with pytest.raises(SystemExit):
+        script.main(common + ["--out", str(tmp_path / "arm"), "--train-text", "edit", "--score-only"])
+    err = capsys.readouterr().err
+    assert "--score-only" in err and "missing" in err and "text_encoder" in err
+    with pytest.raises(SystemExit):
+        script.main(common + ["--out", str(tmp_path / "arm"), "--train-text", "none", "--held-out"])
+    assert "--held-out: only with --score-only" in capsys.readouterr().err
