@@ -487,19 +487,24 @@ def train_only_rows(embedding: torch.nn.Embedding, ids: list[int]) -> list[torch
     return [embedding.weight]
 
 
-def _train_with_text_encoder(config, text_lr: float, words=None, tasks=None):
+def _train_with_text_encoder(config, text_lr: float, words=None, tasks=None, start=None):
     """Trains `config` with the frozen text encoder made trainable (its own Adam group at `text_lr`, constant):
     a diagnosis-only change: the trainer's text encoding replaced by one with gradients. `words`: only those
     words' token embeddings train (the rest of the encoder stays frozen). `tasks`: a copy of the encoder trains,
     read by those tasks' samples alone; every other task keeps the base's frozen encoder. Returns (model, the
-    trained encoder)."""
+    trained encoder). `start`: with `tasks`, the copy starts from this saved text encoder folder (an arm continued)."""
     import copy
+
+    from transformers import CLIPTextModel
 
     from mtu.training.trainer import Trainer
 
+    if start is not None and tasks is None:
+        raise ValueError("`start`: only for a task-only text encoder (`tasks`)")
     trainer = Trainer(config)
     base_encoder = trainer.parts.text_encoder
-    text_encoder = (base_encoder if tasks is None else copy.deepcopy(base_encoder)).float().train()
+    text_encoder = (base_encoder if tasks is None else copy.deepcopy(base_encoder) if start is None
+                    else CLIPTextModel.from_pretrained(start).to(trainer.device)).float().train()
     tokenizer, device = trainer.parts.tokenizer, trainer.device
     if words is None:
         params = list(text_encoder.requires_grad_(True).parameters())

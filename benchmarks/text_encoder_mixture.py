@@ -55,6 +55,9 @@ def main(argv=None) -> None:
     parser.add_argument("--count", type=int, default=256)
     parser.add_argument("--step-offset", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--text-encoder", default=None, metavar="FOLDER",
+                        help="with --train-text edit: start the edit task's encoder from this saved one (an arm's "
+                             "OUT/text_encoder, continued with its OUT/final-adapter as --adapter)")
     parser.add_argument("--score-only", action="store_true",
                         help="score OUT's saved arm (final-adapter, text_encoder) instead of training it")
     parser.add_argument("--held-out", action="store_true",
@@ -71,6 +74,8 @@ def main(argv=None) -> None:
     check_adapter_argument(parser, args.adapter)
     if not Path(args.config).is_file():
         parser.error(f"--config: no such file {args.config!r}")
+    if args.text_encoder is not None and (args.train_text != "edit" or not Path(args.text_encoder).is_dir()):
+        parser.error(f"--text-encoder {args.text_encoder!r}: a saved text encoder folder, with --train-text edit only")
     if args.held_out and not args.score_only:
         parser.error("--held-out: only with --score-only (a finished arm)")
     saved = [Path(args.out) / "final-adapter"] + ([Path(args.out) / "text_encoder"]
@@ -103,7 +108,7 @@ def main(argv=None) -> None:
         text_encoder = CLIPTextModel.from_pretrained(saved[1]) if len(saved) > 1 else None
     elif args.train_text != "none":
         words = NEW_WORDS if args.train_text == "words" else None
-        model, text_encoder = _train_with_text_encoder(config, args.text_lr, words, only)
+        model, text_encoder = _train_with_text_encoder(config, args.text_lr, words, only, args.text_encoder)
         text_encoder.save_pretrained(saved[1])
     else:
         trainer = Trainer(config)

@@ -480,3 +480,8 @@ def test_task_only_text_encoder_trains_a_copy_that_only_its_task_reads(diagnosis
     assert any(not torch.equal(base[name], value) for name, value in trained.state_dict().items())
     assert torch.equal(mixed[0], plain[0].float())  # t2i reads the base's encoding
     assert not torch.allclose(mixed[1], plain[1].float())  # edit reads the trained copy's
+
+
+def test_text_encoder_start_without_tasks_is_refused_before_the_trainer_is_built(diagnosis):
+    with pytest.raises(ValueError, match="`start`: only for a task-only text encoder"):
+        diagnosis._train_with_text_encoder(None, 1e-3, start="some-folder")  # no config needed: refused first

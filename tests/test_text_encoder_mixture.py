@@ -13,6 +13,7 @@ from .scripts import load_benchmark
     (["--adapter", "SHIPPED", "--count", "0"], "--count 0: must be 1 or more"),
     (["--adapter", "SHIPPED", "--step-offset", "-1"], "--step-offset -1: must be 0 or more"),
     (["--adapter", "SHIPPED", "--text-lr", "0"], "--text-lr 0.0: must be > 0"),
+    (["--adapter", "SHIPPED", "--text-encoder", "no-such-folder"], "--text-encoder 'no-such-folder': a saved text"),
 ])
 def test_bad_arguments_are_refused_before_any_work(capsys, arguments, message):
     from mtu.shipped import shipped_base
@@ -43,3 +44,14 @@ def test_score_only_refuses_an_out_without_the_saved_arm_and_held_out_without_sc
     with pytest.raises(SystemExit):
         script.main(common + ["--out", str(tmp_path / "arm"), "--train-text", "none", "--held-out"])
     assert "--held-out: only with --score-only" in capsys.readouterr().err
+
+
+def test_text_encoder_start_is_for_the_edit_arm_alone(capsys):
+    from mtu.shipped import shipped_base
+
+    script = load_benchmark("text_encoder_mixture")
+    shipped = str(shipped_base().parent / "mtu_model")
+    encoder = str(shipped_base() / "text_encoder")  # a real saved encoder folder, but the arm trains all tasks'
+    with pytest.raises(SystemExit):
+        script.main(["--adapter", shipped, "--text-encoder", encoder, "--train-text", "all", "--out", "x", "--log", "y"])
+    assert "with --train-text edit only" in capsys.readouterr().err
