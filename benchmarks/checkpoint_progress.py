@@ -83,6 +83,14 @@ def score_pipeline(pipe, tasks, count: int, seed: int, step: int, checkpoint: st
     return rows
 
 
+def refuse_below(parser, checks) -> None:
+    """Refuses in one line (`parser.error`) the first (name, value, minimum) of `checks` whose value is below its
+    minimum, before any work."""
+    for name, value, minimum in checks:
+        if value < minimum:
+            parser.error(f"{name} {value}: must be {minimum} or more")
+
+
 def append_rows(log, rows: list[dict]) -> None:
     with open(log, "a") as handle:
         for row in rows:

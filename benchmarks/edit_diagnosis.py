@@ -497,6 +497,7 @@ def _train_with_text_encoder(config, text_lr: float, words=None, tasks=None, sta
 
     from transformers import CLIPTextModel
 
+    from mtu.conditioning import tokenize_prompts
     from mtu.training.trainer import Trainer
 
     if start is not None and tasks is None:
@@ -514,13 +515,11 @@ def _train_with_text_encoder(config, text_lr: float, words=None, tasks=None, sta
     _add_param_group(trainer, params, text_lr, lambda step: 1.0)
     base_encode = trainer.encode_text
 
-    def encode_text(prompts, prompt_tasks=None):  # SD's encoding (`components.encode_prompts`), with gradients
-        def trained(rows):
-            with torch.enable_grad():
-                ids = tokenizer(rows, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                                return_tensors="pt").input_ids.to(device)
-                return text_encoder(ids)[0]
+    def trained(rows):  # SD's encoding (`components.encode_prompts`), with gradients to the encoder
+        with torch.enable_grad():
+            return text_encoder(tokenize_prompts(tokenizer, rows, warn=False).input_ids.to(device))[0]
 
+    def encode_text(prompts, prompt_tasks=None):
         if tasks is None:
             return trained(prompts), {}
         if prompt_tasks is None:

@@ -101,10 +101,10 @@ def main(argv=None) -> None:
         parser.error(f"--scales {args.scales!r}: expected numbers separated by commas")
     if not scales or min(scales) < 1.0:
         parser.error(f"--scales {args.scales!r}: every scale must be 1 or more")
-    for name, value, minimum in (("--count", args.count, 1), ("--step-offset", args.step_offset, 0),
-                                 ("--threads", args.threads, 1)):
-        if value < minimum:
-            parser.error(f"{name} {value}: must be {minimum} or more")
+    from checkpoint_progress import refuse_below
+
+    refuse_below(parser, (("--count", args.count, 1), ("--step-offset", args.step_offset, 0),
+                          ("--threads", args.threads, 1)))
 
     import torch
 

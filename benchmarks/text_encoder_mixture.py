@@ -63,12 +63,11 @@ def main(argv=None) -> None:
     parser.add_argument("--held-out", action="store_true",
                         help="with --score-only: the held-out scenes at the shipped model's guidance")
     args = parser.parse_args(argv)
+    from checkpoint_progress import refuse_below
     from edit_diagnosis import check_adapter_argument
 
-    for name, value, minimum in (("--steps", args.steps, 1), ("--count", args.count, 1),
-                                 ("--step-offset", args.step_offset, 0), ("--threads", args.threads, 1)):
-        if value < minimum:
-            parser.error(f"{name} {value}: must be {minimum} or more")
+    refuse_below(parser, (("--steps", args.steps, 1), ("--count", args.count, 1),
+                          ("--step-offset", args.step_offset, 0), ("--threads", args.threads, 1)))
     if args.text_lr <= 0:
         parser.error(f"--text-lr {args.text_lr}: must be > 0")
     check_adapter_argument(parser, args.adapter)
