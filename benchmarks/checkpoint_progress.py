@@ -37,10 +37,11 @@ SECONDARY = {"sr": "read_back"}  # a rate kept per example beside the main metri
 
 
 def score_checkpoint(folder, tasks, count: int, seed: int = 0, step_offset: int = 0,
-                     inference_steps: int | None = None) -> list[dict]:
+                     inference_steps: int | None = None, **scoring) -> list[dict]:
     """One row per task: the checkpoint's step, the task's main metric with its 95% interval and the partial
     scores that show progress before exact success does (`metrics.summarize`); the step is the checkpoint's plus
-    `step_offset`. `inference_steps`: the sampler's steps (default the pipeline's, 20), recorded in the row."""
+    `step_offset`. `inference_steps`: the sampler's steps (default the pipeline's, 20), recorded in the row.
+    `scoring`: `score_pipeline`'s `split` and `sampling` (a finished run's final comparison)."""
     from mtu.toyworld.experiment import pipeline_for
     from mtu.training.export import checkpoint_run_config, model_from_checkpoint
 
@@ -48,7 +49,7 @@ def score_checkpoint(folder, tasks, count: int, seed: int = 0, step_offset: int 
     base = checkpoint_run_config(folder).model.base
     pipe = pipeline_for(model_from_checkpoint(folder), base)
     return score_pipeline(pipe, tasks, count, seed, step_offset + int(folder.name.split("-")[-1]), str(folder),
-                          inference_steps)
+                          inference_steps, **scoring)
 
 
 def score_pipeline(pipe, tasks, count: int, seed: int, step: int, checkpoint: str,
@@ -252,6 +253,9 @@ def main(argv=None) -> None:
                         help="log the checkpoint's step as N + its step (a run restarted from another's final/)")
     parser.add_argument("--inference-steps", type=int, default=None, metavar="N",
                         help="the sampler's steps (default the pipeline's, 20); recorded in the logged rows")
+    parser.add_argument("--held-out", default=None, metavar="SAMPLING_JSON",
+                        help="score the held-out scenes at the guidance of this sampling.json (a finished run's final "
+                             "comparison, never a choice of settings); recorded in the rows")
     parser.add_argument("--compare", nargs=2, default=None, metavar=("FIRST", "SECOND"),
                         help="print the second log's rows against the first's (same task, step, examples) and exit")
     parser.add_argument("--across-seeds", default=None, metavar="LOG",
@@ -263,6 +267,8 @@ def main(argv=None) -> None:
         parser.error(f"--step-offset {args.step_offset}: must be 0 or more")
     if args.inference_steps is not None and args.inference_steps < 1:
         parser.error(f"--inference-steps {args.inference_steps}: must be 1 or more")
+    if args.held_out is not None and not Path(args.held_out).is_file():
+        parser.error(f"--held-out: no such file {args.held_out!r} (a model folder's sampling.json)")
     if args.table:
         if args.since is not None and args.since not in {row["step"] for row in _rows(args.table)}:
             parser.error(f"--since {args.since}: no row of {args.table} is at that step")
@@ -277,8 +283,10 @@ def main(argv=None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    scoring = {} if args.held_out is None else {"split": "test",
+                                                "sampling": json.loads(Path(args.held_out).read_text())}
     rows = score_checkpoint(args.checkpoint, args.tasks.split(","), args.count, args.seed, args.step_offset,
-                            args.inference_steps)
+                            args.inference_steps, **scoring)
     if args.log:
         append_rows(args.log, rows)
     for row in rows:

@@ -115,17 +115,15 @@ def main(argv=None) -> None:
         model, text_encoder = trainer.trained_model(ema=True), None
     if not args.score_only:
         model.save_pretrained(saved[0])
+    if text_encoder is not None and only is not None:  # the edit task's own encoder, as the trainer option makes it
+        model.set_task_text_encoders({task: text_encoder for task in only})
     pipe = pipeline_for(model, config.model.base)
+    if text_encoder is not None and only is None:  # one encoder trained for every task
+        pipe.text_encoder = text_encoder
     tasks, name = args.tasks.split(","), f"{args.out} (text_encoder_mixture --train-text {args.train_text})"
-    step = args.step_offset + args.steps
-    own = [task for task in tasks if only is None or task in only] if text_encoder is not None else []
     scoring = {"split": "test", "sampling": json.loads((SHIPPED / "sampling.json").read_text())} \
         if args.held_out else {}
-    rows = score_pipeline(pipe, [task for task in tasks if task not in own], args.count, 0, step, name, **scoring)
-    if own:  # the arm's tasks read the trained encoder
-        pipe.text_encoder = text_encoder
-        rows += score_pipeline(pipe, own, args.count, 0, step, name, **scoring)
-    rows.sort(key=lambda row: tasks.index(row["task"]))
+    rows = score_pipeline(pipe, tasks, args.count, 0, args.step_offset + args.steps, name, **scoring)
     append_rows(args.log, rows)
     for row in rows:
         print(row["task"], row["main"], f"{row['summary'][row['main']]['value']:.3f}")

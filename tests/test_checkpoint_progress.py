@@ -229,3 +229,40 @@ def test_score_pipeline_takes_the_split_and_guidance_given_and_records_them(tmp_
     assert calls[2] == (evaluate.evaluation_set("edit", 2, split="validation")[0].prompt, progress.SAMPLING["edit"])
     assert held_out[0]["split"] == "test" and held_out[0]["sampling"]["image_guidance_scale"] == 1.6
     assert "split" not in validation[0] and "sampling" not in validation[0]
+
+
+def test_held_out_scores_a_checkpoint_on_the_test_scenes_at_the_given_guidance(tmp_path, monkeypatch, capsys):
+    """`--held-out SAMPLING_JSON`: the checkpoint's rows are scored on the held-out split at that file's guidance
+    and say so; a missing file is refused in one line before any model is read."""
+    import types
+
+    import pytest
+
+    import mtu.toyworld.evaluate as evaluate
+    import mtu.toyworld.experiment as experiment
+    import mtu.training.export as export
+
+    progress = load_benchmark("checkpoint_progress")
+    with pytest.raises(SystemExit):
+        progress.main(["ckpt", "--held-out", str(tmp_path / "missing.json")])
+    assert "--held-out: no such file" in capsys.readouterr().err
+    calls = []
+    monkeypatch.setattr(export, "checkpoint_run_config",
+                        lambda folder: types.SimpleNamespace(model=types.SimpleNamespace(base="toyworld-base")))
+    monkeypatch.setattr(export, "model_from_checkpoint", lambda folder: None)
+    monkeypatch.setattr(experiment, "pipeline_for", lambda model, base: None)
+
+    def outputs(pipe, examples, seed, **kwargs):
+        calls.append((examples[0].prompt, kwargs))
+        return [example.target for example in examples]
+
+    monkeypatch.setattr(evaluate, "generate_outputs", outputs)
+    sampling = tmp_path / "sampling.json"
+    sampling.write_text(json.dumps({"edit": {"guidance_scale": 3.0, "image_guidance_scale": 1.6}}))
+    log = tmp_path / "held-out.jsonl"
+    progress.main([str(tmp_path / "checkpoint-0004000"), "--tasks", "edit", "--count", "3", "--held-out",
+                   str(sampling), "--log", str(log)])
+    row = json.loads(log.read_text())
+    assert calls == [(evaluate.evaluation_set("edit", 3, split="test")[0].prompt,
+                      {"guidance_scale": 3.0, "image_guidance_scale": 1.6})]
+    assert row["split"] == "test" and row["sampling"] == {"guidance_scale": 3.0, "image_guidance_scale": 1.6}

@@ -62,7 +62,8 @@ def write_onnx_pipeline(pipe, task: str, folder, dtype: str = "fp32") -> dict:
     unet = pipe.unet.fold(task).eval()
     if unet.dtype != torch_dtype:
         unet.to(torch_dtype)
-    parts = {"text_encoder": export_text_encoder(_cast(pipe.text_encoder, torch_dtype), folder / "text_encoder",
+    text_encoder = _cast(pipe.text_encoder_for(task), torch_dtype)  # the task's own, where it has one
+    parts = {"text_encoder": export_text_encoder(text_encoder, folder / "text_encoder",
                                                  pipe.tokenizer.model_max_length),
              "unet": export_unet(unet, folder / "unet", text_length=pipe.tokenizer.model_max_length),
              "vae_decoder": export_vae_decoder(vae, folder / "vae_decoder")}

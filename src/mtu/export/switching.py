@@ -52,7 +52,9 @@ class TaskSwitchingUNet(nn.Module):
         switcher.set_task("edit")          # no disk access; `switcher.unet` now computes mtu.fold(model, "edit")
         StableDiffusionInstructPix2PixPipeline(unet=switcher.unet, ...)
 
-    After `set_task(task)` the UNet's output equals `mtu.fold(model, task)`'s bit for bit.
+    After `set_task(task)` the UNet's output equals `mtu.fold(model, task)`'s bit for bit. A task with its own text
+    encoder (`mtu.upcycling.text_encoders`) reads its prompts through it: `switcher.text_encoder` is the active
+    task's, or None where the task reads the base's.
 
     Args:
         model: An `MTUModel` whose tasks fold (top_k x G <= 1). The UNet shares its frozen tensors.
@@ -97,6 +99,7 @@ class TaskSwitchingUNet(nn.Module):
         ffns = {name: {key: next(slots) for key in FFN_SLOTS} for name, _ in layers}
         self.unet = stock_unet(model, ffns, conv_name, self.input_convs[tasks[0]], share=True)
         self._slots = [_slot(self.unet, f"{name}.{key}") for name, _ in layers for key in FFN_SLOTS]
+        self._text_encoders = {task: model.task_text_encoder(task) for task in tasks}  # the model's, not submodules
         self.task: str | None = None
         self.set_task(tasks[0])
 
@@ -121,6 +124,11 @@ class TaskSwitchingUNet(nn.Module):
         self.unet.conv_in = conv
         self.unet.register_to_config(in_channels=conv.in_channels)
         self.task = task
+
+    @property
+    def text_encoder(self) -> nn.Module | None:
+        """The active task's own text encoder, or None where it reads the base's."""
+        return self._text_encoders[self.task]
 
     def in_channels(self, task: str) -> int:
         """Input channels of `task` (4 latent channels plus its conditioning maps, for SD)."""

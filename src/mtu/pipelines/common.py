@@ -92,6 +92,9 @@ def check_unet(unet, pipeline: str, sdxl: bool) -> None:
     if (embed_type == "text_time") != sdxl:
         other = "MTUPipeline" if sdxl else "MTUStableDiffusionXLPipeline"
         raise InputError(f"{pipeline} cannot run a UNet with `addition_embed_type` {embed_type!r}; use {other}.")
+    if sdxl and len(getattr(unet, "text_encoders", ())):
+        raise InputError(f"{pipeline}: the model gives tasks {list(unet.text_encoders)} their own text encoder, which "
+                         f"SD 1.x/2.x pipelines take (SDXL has two encoders).")
 
 
 class MTUPipelineBase(DiffusionPipeline):
@@ -112,15 +115,24 @@ class MTUPipelineBase(DiffusionPipeline):
 
     # ---- hooks for the SD / SDXL subclasses ----
 
-    def encode_text(self, prompts: list[str], device, name: str = "prompt") -> dict[str, torch.Tensor]:
+    def encode_text(self, prompts: list[str], device, name: str = "prompt",
+                    task: str | None = None) -> dict[str, torch.Tensor]:
         """{"encoder_hidden_states": (B, L, D), ...} for `prompts` (the argument `name`, for the warning a cut
-        prompt gives)."""
+        prompt gives), by `task`'s text encoder (`text_encoder_for`)."""
         raise NotImplementedError
 
-    def encode_negative(self, negative_prompts: list[str] | None, positive: dict, device) -> dict:
+    def encode_negative(self, negative_prompts: list[str] | None, positive: dict, device,
+                        task: str | None = None) -> dict:
         """The negative branch's conditioning: `negative_prompts`, or the empty prompt when None."""
         return self.encode_text(negative_prompts or [""] * positive["encoder_hidden_states"].shape[0], device,
-                                "negative_prompt")
+                                "negative_prompt", task)
+
+    def text_encoder_for(self, task: str | None):
+        """The text encoder that reads `task`'s prompts: the task's own when the model has one
+        (`mtu.upcycling.text_encoders`), else the base's `text_encoder`."""
+        own = getattr(self.unet, "task_text_encoder", None)
+        encoder = own(task) if own is not None and task is not None else None
+        return self.text_encoder if encoder is None else encoder
 
     def added_cond_kwargs(self, text: dict, plan: CallPlan) -> dict | None:
         """The UNet's `added_cond_kwargs` for the stacked branches (SDXL's pooled text and time ids)."""
@@ -348,7 +360,7 @@ class MTUPipelineBase(DiffusionPipeline):
 
     def fold(self, task: str) -> DiffusionPipeline:
         """`task` as a stock diffusers pipeline with `unet.fold(task)`, sharing this pipeline's VAE, text encoder(s)
-        and tokenizer(s), and a scheduler of the same class and config.
+        (the task's own where it has one) and tokenizer(s), and a scheduler of the same class and config.
 
         A text-only task runs in the text-to-image pipeline, an image task in InstructPix2Pix and a mask task in
         the inpainting pipeline. Those pipelines have their own defaults: pass `**pipe.task_defaults(task)
@@ -360,6 +372,7 @@ class MTUPipelineBase(DiffusionPipeline):
         spec = self.unet.task_specs[self.unet.task_index(task)]
         kind = "mask" if uses_mask(spec) else "image" if spec.image_inputs else "text"
         components = self.folded_components()
+        components["text_encoder"] = self.text_encoder_for(task)  # the task's own, where it has one
         # A copy of the scheduler: diffusers' pipelines rewrite an outdated scheduler config in place.
         components["scheduler"] = type(self.scheduler).from_config(self.scheduler.config)
         folded = self.folded_pipeline_classes[kind](unet=self.unet.fold(task), **components)
@@ -400,10 +413,10 @@ class MTUPipelineBase(DiffusionPipeline):
 
     def encode_branches(self, plan: CallPlan, device) -> dict[str, torch.Tensor]:
         """The text conditioning of every branch, stacked: (branches * num_samples, ...)."""
-        positive = self.encode_text(plan.prompts, device)
+        positive = self.encode_text(plan.prompts, device, task=plan.spec.name)
         sides = {"prompt": positive}
         if plan.guidance != "none":
-            sides["negative"] = self.encode_negative(plan.negative_prompts, positive, device)
+            sides["negative"] = self.encode_negative(plan.negative_prompts, positive, device, plan.spec.name)
         return {key: torch.cat([expand_batch(sides[side][key], plan.batch_size, plan.num_images_per_prompt)
                                 for side, _ in BRANCHES[plan.guidance]]) for key in positive}
 

@@ -96,15 +96,18 @@ class MTUPipeline(MTUPipelineBase):
                              f"{type(safety_checker).__name__}.")
         return ("feature_extractor",), {"safety_checker": safety_checker}
 
-    def encode_text(self, prompts: list[str], device, name: str = "prompt") -> dict[str, torch.Tensor]:
-        """(B, 77, D) last hidden states of the text encoder, as `StableDiffusionPipeline.encode_prompt`; a prompt
-        longer than the encoder takes is cut with a warning (`mtu.conditioning.tokenize_prompts`)."""
+    def encode_text(self, prompts: list[str], device, name: str = "prompt",
+                    task: str | None = None) -> dict[str, torch.Tensor]:
+        """(B, 77, D) last hidden states of the text encoder (`task`'s own where it has one), as
+        `StableDiffusionPipeline.encode_prompt`; a prompt longer than the encoder takes is cut with a warning
+        (`mtu.conditioning.tokenize_prompts`)."""
+        encoder = self.text_encoder_for(task)
         tokens = tokenize_prompts(self.tokenizer, prompts, name)
         attention_mask = None
-        if getattr(self.text_encoder.config, "use_attention_mask", False):
+        if getattr(encoder.config, "use_attention_mask", False):
             attention_mask = tokens.attention_mask.to(device)
-        hidden_states = self.text_encoder(tokens.input_ids.to(device), attention_mask=attention_mask)[0]
-        return {"encoder_hidden_states": hidden_states.to(self.text_encoder.dtype)}
+        hidden_states = encoder(tokens.input_ids.to(device), attention_mask=attention_mask)[0]
+        return {"encoder_hidden_states": hidden_states.to(encoder.dtype)}
 
     def run_safety_checker(self, image: torch.Tensor, device, dtype) -> tuple[torch.Tensor, list[bool] | None]:
         """(images with the flagged ones black, flagged per image), as `StableDiffusionPipeline.run_safety_checker`;

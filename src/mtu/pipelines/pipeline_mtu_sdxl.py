@@ -84,7 +84,8 @@ class MTUStableDiffusionXLPipeline(MTUPipelineBase):
             return {}
         return {"force_zeros_for_empty_prompt": index.get("force_zeros_for_empty_prompt", True)}
 
-    def encode_text(self, prompts: list[str], device, name: str = "prompt") -> dict[str, torch.Tensor]:
+    def encode_text(self, prompts: list[str], device, name: str = "prompt",
+                    task: str | None = None) -> dict[str, torch.Tensor]:
         """Both encoders' penultimate hidden states, concatenated (B, 77, D1 + D2), and the pooled (B, P); a prompt
         longer than the encoders take is cut with one warning (`mtu.conditioning.tokenize_prompts`)."""
         hidden_states, pooled = [], None
@@ -97,10 +98,11 @@ class MTUStableDiffusionXLPipeline(MTUPipelineBase):
         dtype = self.text_encoder_2.dtype
         return {"encoder_hidden_states": torch.cat(hidden_states, dim=-1).to(dtype), "text_embeds": pooled.to(dtype)}
 
-    def encode_negative(self, negative_prompts: list[str] | None, positive: dict, device) -> dict:
+    def encode_negative(self, negative_prompts: list[str] | None, positive: dict, device,
+                        task: str | None = None) -> dict:
         if negative_prompts is None and self.config.force_zeros_for_empty_prompt:
             return {key: torch.zeros_like(value) for key, value in positive.items()}
-        return super().encode_negative(negative_prompts, positive, device)
+        return super().encode_negative(negative_prompts, positive, device, task)
 
     def added_cond_kwargs(self, text: dict, plan: CallPlan) -> dict:
         """Pooled text per branch and the time ids (original = target = output size, no crop) in every branch."""

@@ -192,13 +192,17 @@ def model_card(recipe: dict, adapter_config: dict) -> str:
     if recipe.get("starts_from"):
         trained += f", continuing the adapter at {recipe['starts_from']} (its recipe's model.adapter),"
     count = next(iter(recipe["scores"].values()))["exact"]["count"]
+    own = (recipe["config"].get("model") or {}).get("task_text_encoders") or []
+    own_text = ["", f"Task text encoders: {', '.join(own)} read their prompts with their own trained copy of the "
+                    f"base's text encoder (text_encoders/<task>/; `model.task_text_encoders`), the other tasks with "
+                    f"the base's frozen one."] if own else []
     name = "toyworld" if recipe["base"] == SHIPPED_BASE_NAME else "path/to/this/folder"
     lines = [
         "# toyworld: the MTU adapter for the embedded toy-world base", "",
         f"A multi-task upcycled UNet (N={adapter_config['num_experts']} experts, "
         f"G={Fraction(adapter_config['granularity']).limit_denominator(1024)}, init {adapter_config['init']!r}) "
         f"for the tasks {', '.join(tasks)}, {trained} on the toy world over the base `{recipe['base']}`.",
-        "", "    from mtu.pipelines import MTUPipeline", f"    pipe = MTUPipeline.from_pretrained({name!r})", "",
+        *own_text, "", "    from mtu.pipelines import MTUPipeline", f"    pipe = MTUPipeline.from_pretrained({name!r})", "",
         f"    mtu generate --model {name} --task edit --image in.png --prompt \"remove the red circle\" --out out.png",
         "", f"## Held-out scores ({count} examples per task, seed {recipe['seed']}, 95% intervals)", "",
         "| task | metric | this model | trivial baseline |", "|---|---|---|---|",
@@ -245,10 +249,13 @@ def _write_folder(folder: Path, run_dir: Path, final: Path, recipe: dict, adapte
                   shipped_base: bool) -> None:
     from ..pipelines.defaults import SAMPLING_NAME
     from ..upcycling.serialization import CONFIG_NAME, WEIGHTS_NAME
+    from ..upcycling.text_encoders import TEXT_ENCODERS_DIR
     from .components import record_shipped_base
 
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         shutil.copyfile(final / name, folder / name)
+    if (final / TEXT_ENCODERS_DIR).is_dir():  # the tasks' own text encoders (`model.task_text_encoders`)
+        shutil.copytree(final / TEXT_ENCODERS_DIR, folder / TEXT_ENCODERS_DIR)
     if shipped_base:
         record_shipped_base(folder)  # records "toyworld-base" after checking the weights fingerprint
     shutil.copyfile(run_dir / "config.yaml", folder / TRAIN_CONFIG_NAME)

@@ -56,9 +56,9 @@ class FrozenParts:
         return self
 
 
-def load_frozen_parts(base: str, variant: str | None = None) -> FrozenParts:
-    """Loads the frozen parts of a diffusers pipeline folder (or hub id when online, or a shipped base's short name
-    such as "toyworld-base"); safetensors only, in the weights `variant` (e.g. "fp16") when given."""
+def _pipeline_location(base: str, variant: str | None) -> tuple[str, dict]:
+    """(where the base pipeline is, hub revision kwargs): a folder, hub id or shipped base's short name, checked to
+    be a whole pipeline (a missing `variant` fails here)."""
     base = str(resolve(base, "base", "`model.base`"))
     path = Path(base).expanduser()
     hub = not path.exists() and looks_like_hub_id(base)
@@ -69,7 +69,20 @@ def load_frozen_parts(base: str, variant: str | None = None) -> FrozenParts:
                          f"text encoder and scheduler, not only a UNet (a single-file checkpoint: save it as a "
                          f"pipeline folder once with diffusers' StableDiffusionPipeline.from_single_file).")
     base = str(path.resolve()) if kind == "pipeline" else base
-    base, revision = hub_revision_kwargs(base)  # a hub id's `@revision` (an adapter pins its base's commit)
+    return hub_revision_kwargs(base)  # a hub id's `@revision` (an adapter pins its base's commit)
+
+
+def load_text_encoder(base: str, variant: str | None = None) -> CLIPTextModel:
+    """The base pipeline's (first) text encoder alone, e.g. for `model.task_text_encoders` to copy."""
+    base, revision = _pipeline_location(base, variant)
+    return CLIPTextModel.from_pretrained(base, subfolder="text_encoder", use_safetensors=True, variant=variant,
+                                         **revision)
+
+
+def load_frozen_parts(base: str, variant: str | None = None) -> FrozenParts:
+    """Loads the frozen parts of a diffusers pipeline folder (or hub id when online, or a shipped base's short name
+    such as "toyworld-base"); safetensors only, in the weights `variant` (e.g. "fp16") when given."""
+    base, revision = _pipeline_location(base, variant)
     index = DiffusionPipeline.load_config(base, **revision)
     kwargs = {"use_safetensors": True, "variant": variant, **revision}
     parts = FrozenParts(
@@ -90,7 +103,9 @@ def load_base(base: str, variant: str | None = None):
     return load_frozen_parts(base, variant), load_base_unet(base, variant=variant)
 
 
-def _tokens(tokenizer: CLIPTokenizer, prompts: list[str], device) -> torch.Tensor:
+def prompt_token_ids(tokenizer: CLIPTokenizer, prompts: list[str], device) -> torch.Tensor:
+    """(B, L) token ids of `prompts` as the text encoder reads them (a prompt too long is cut, with one warning
+    per run)."""
     if any(truncated_tokens(tokenizer, prompts)):
         # One constant message, so Python's warning filter shows it once per run rather than once per batch.
         warnings.warn(f"some training prompts are longer than the {tokenizer.model_max_length} tokens the text "
@@ -110,9 +125,9 @@ def sdxl_added_conditions(pooled: torch.Tensor, resolution: int) -> dict:
 def encode_prompts(parts: FrozenParts, prompts: list[str], resolution: int, device) -> tuple[torch.Tensor, dict]:
     """(encoder_hidden_states, extra UNet kwargs) as the SD / SDXL pipelines make them."""
     if not parts.is_sdxl:
-        return parts.text_encoder(_tokens(parts.tokenizer, prompts, device))[0], {}
+        return parts.text_encoder(prompt_token_ids(parts.tokenizer, prompts, device))[0], {}
     # SDXL: penultimate hidden states of both encoders, concatenated; pooled output of the second; size ids.
-    first = parts.text_encoder(_tokens(parts.tokenizer, prompts, device), output_hidden_states=True)
-    second = parts.text_encoder_2(_tokens(parts.tokenizer_2, prompts, device), output_hidden_states=True)
+    first = parts.text_encoder(prompt_token_ids(parts.tokenizer, prompts, device), output_hidden_states=True)
+    second = parts.text_encoder_2(prompt_token_ids(parts.tokenizer_2, prompts, device), output_hidden_states=True)
     hidden = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
     return hidden, sdxl_added_conditions(second.text_embeds, resolution)

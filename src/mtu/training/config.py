@@ -22,6 +22,7 @@ import yaml
 from ..data.registry import fields_from_dict
 from ..errors import InputError
 from ..plugins import load_plugins
+from ..upcycling.text_encoders import check_encoder_tasks
 from .config_sections import (
     Method,
     ModelConfig,
@@ -260,6 +261,10 @@ class TrainConfig:
                      lambda value: 0 <= value <= 1 / 3)
         check_number("snr_gamma", self.snr_gamma, "> 0", lambda value: value > 0, optional=True)
         self.task_loss_weights = task_weights_from(self.task_loss_weights, self.tasks)
+        try:
+            check_encoder_tasks(self.model.task_text_encoders, self.tasks, "task_text_encoders")
+        except InputError as error:
+            raise error.within("model") from None
         check_text("resume", self.resume, "'none', 'auto' or a checkpoint folder")
         check_text("cache_dir", self.cache_dir, "a cache folder made by `mtu cache`", optional=True)
 

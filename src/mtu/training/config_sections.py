@@ -190,6 +190,11 @@ class ModelConfig:
         trainable: For method "full": train only these parts of every transformer block, any of "ffn",
             "self_attn", "cross_attn" (Table 1's experiment); the task input convs always train. null trains the
             whole UNet.
+        task_text_encoders: Tasks that get their own trainable copy of the base's text encoder (method "mtu",
+            SD 1.x/2.x bases; `mtu.upcycling.text_encoders`), at `optim.text_encoder_lr`. Ours: the paper keeps the
+            text encoder frozen, which suits a base whose encoder has read the task's words; the toy world's
+            never read instructions (docs/DIAGNOSIS.md, "Seventeenth round"). An adapter continued from
+            (`adapter`) keeps and trains its own.
     """
 
     base: str = ""
@@ -201,6 +206,7 @@ class ModelConfig:
     lora_alpha: float | None = None
     ia3_on_attention: bool = True
     trainable: list[str] | None = None
+    task_text_encoders: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         check_text("base", self.base, "a diffusers pipeline folder or hub id")
@@ -220,6 +226,13 @@ class ModelConfig:
                 raise InputError(f"selects what a `full` fine-tune trains; method {self.method!r} trains its own "
                                  f"parameters (remove `trainable`).", field="trainable")
             self.trainable = list(dict.fromkeys(self.trainable))
+        if not isinstance(self.task_text_encoders, (list, tuple)) or not all(
+                isinstance(task, str) for task in self.task_text_encoders):
+            raise bad_value("task_text_encoders", "a list of task names", self.task_text_encoders)
+        self.task_text_encoders = list(self.task_text_encoders)
+        if self.task_text_encoders and self.method != "mtu":
+            raise InputError(f"gives tasks their own text encoder in an MTU model; method {self.method!r} does not "
+                             f"take it (remove `task_text_encoders`).", field="task_text_encoders")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -246,6 +259,8 @@ class OptimConfig:
             the paper trains everything at 1e-4. At a much larger `lr` (the toy world's 2e-3) the routers' ReLU
             units all die within a few hundred steps, and every task then gets the same expert weights
             (docs/DIAGNOSIS.md, "The routers die").
+        text_encoder_lr: Peak learning rate of the task text encoders (`model.task_text_encoders`; same schedule);
+            null = `lr`.
     """
 
     optimizer: Optimizer = "adam"
@@ -257,10 +272,12 @@ class OptimConfig:
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
     router_lr: float | None = None
+    text_encoder_lr: float | None = None
 
     def __post_init__(self):
         check_choice("optimizer", self.optimizer, Optimizer)
         check_number("router_lr", self.router_lr, "> 0", lambda value: value > 0, optional=True)
+        check_number("text_encoder_lr", self.text_encoder_lr, "> 0", lambda value: value > 0, optional=True)
         check_number("lr", self.lr, "> 0", lambda value: value > 0)
         check_number("weight_decay", self.weight_decay, ">= 0", lambda value: value >= 0)
         if not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2:

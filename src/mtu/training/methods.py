@@ -34,6 +34,7 @@ from ..upcycling.input_conv import TaskInputConv
 from ..upcycling.serialization import atomic_save_directory, check_finite, read_safetensors
 from ..upcycling.task_model import TaskModel
 from ..upcycling.tasks import get_task
+from ..upcycling.text_encoders import task_copies
 from .config import ModelConfig
 
 FFN_TARGETS = [r".*\.ff\.net\.0\.proj", r".*\.ff\.net\.2"]
@@ -246,8 +247,10 @@ def _peft_config(kind: str, config: ModelConfig):
     return IA3Config(target_modules=_regex_targets(targets), feedforward_modules=_regex_targets([FFN_TARGETS[1]]))
 
 
-def build_model(unet: UNet2DConditionModel, config: ModelConfig, tasks: list[str]) -> TaskModel:
-    """The trainable model for `config.method`; frozen parts have requires_grad False."""
+def build_model(unet: UNet2DConditionModel, config: ModelConfig, tasks: list[str], *,
+                text_encoder: torch.nn.Module | None = None) -> TaskModel:
+    """The trainable model for `config.method`; frozen parts have requires_grad False. `text_encoder`: the base's,
+    which `config.task_text_encoders` copies (read from `config.base` when not given)."""
     if config.method == "mtu":
         if config.adapter:
             model = load_mtu(config.adapter, base=unet)  # checked against the adapter's fingerprints
@@ -256,9 +259,17 @@ def build_model(unet: UNet2DConditionModel, config: ModelConfig, tasks: list[str
             model.base_info.pop("variant", None)
             if config.variant is not None:
                 model.base_info["variant"] = config.variant
-            return model
-        return upcycle(unet, MTUConfig(tasks=tasks, **config.mtu), base_name_or_path=config.base,
-                       base_variant=config.variant)
+        else:
+            model = upcycle(unet, MTUConfig(tasks=tasks, **config.mtu), base_name_or_path=config.base,
+                            base_variant=config.variant)
+        new = [task for task in config.task_text_encoders if task not in model.text_encoders]
+        if new:  # an adapter continued from keeps its own
+            if text_encoder is None:
+                from .components import load_text_encoder
+
+                text_encoder = load_text_encoder(config.base, config.variant)
+            model.set_task_text_encoders(task_copies(text_encoder, new))
+        return model
     if config.method == "full":
         model = FullFineTuneModel(unet, tasks, config)
     elif config.method in PEFT_METHODS:

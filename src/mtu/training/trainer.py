@@ -28,9 +28,10 @@ from ..outputs import claim_run_folder
 from ..upcycling.files import atomic_write_text
 from ..upcycling.serialization import check_finite
 from ..upcycling.task_model import TaskModel
+from ..upcycling.text_encoders import is_text_encoder_parameter
 from .checkpoint import (comparable_config, load_checkpoint, resolve_resume, save_checkpoint,
                          unshared_optimizer_state, zero_optimizer_state)
-from .components import encode_prompts, load_base, sdxl_added_conditions
+from .components import encode_prompts, load_base, prompt_token_ids, sdxl_added_conditions
 from .config import TrainConfig
 from .data_feed import DataFeed
 from .methods import build_model, save_baseline, trainable_parameters
@@ -67,16 +68,19 @@ def is_router_parameter(name: str) -> bool:
 
 
 def _optimizer(config: TrainConfig, named: dict[str, torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """Adam/AdamW over the trainable parameters: one group, or two when `optim.router_lr` gives the routers and
-    task embeddings their own peak rate (the schedule scales both alike)."""
+    """Adam/AdamW over the trainable parameters: one group, plus one for the routers and task embeddings when
+    `optim.router_lr` gives them their own peak rate, and one for the task text encoders when
+    `optim.text_encoder_lr` does (the schedule scales every group alike)."""
     optim = config.optim
+    rates = {"router": optim.router_lr, "text_encoder": optim.text_encoder_lr}
+    kinds = {name: "router" if is_router_parameter(name) else
+             "text_encoder" if is_text_encoder_parameter(name) else "main" for name in named}
+    groups = [{"params": [param for name, param in named.items() if rates.get(kinds[name]) is None]}]
+    for kind, lr in rates.items():
+        params = [param for name, param in named.items() if kinds[name] == kind]
+        if lr is not None and params:
+            groups.append({"params": params, "lr": lr})
     kind = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
-    routers = [param for name, param in named.items() if is_router_parameter(name)]
-    if optim.router_lr is None or not routers:
-        groups = [{"params": list(named.values())}]
-    else:
-        groups = [{"params": [param for name, param in named.items() if not is_router_parameter(name)]},
-                  {"params": routers, "lr": optim.router_lr}]
     return kind(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay)
 
 
@@ -112,7 +116,13 @@ class Trainer:
         self.feed = DataFeed(config, self.accelerator.process_index, self.accelerator.num_processes)
         self.parts, unet = load_base(config.model.base, variant=config.model.variant)
         self.parts.to(self.accelerator.device, self.weight_dtype)
-        self.model = build_model(unet, config.model, self.feed.tasks)
+        if config.model.task_text_encoders and self.parts.is_sdxl:
+            raise InputError("gives tasks their own copy of the text encoder, for SD 1.x/2.x bases; this base is "
+                             "SDXL (two text encoders). Remove `model.task_text_encoders`.",
+                             field="model.task_text_encoders")
+        self.model = build_model(unet, config.model, self.feed.tasks, text_encoder=self.parts.text_encoder)
+        # Tasks whose samples read their own text encoder (`encode_text` hands the model their token ids).
+        self.own_text_tasks = set(getattr(self.model, "text_encoders", {}).keys())
         # A dropped text is encoded as the base's pipelines sample the unconditional branch (SDXL: zeros, where its
         # `force_zeros_for_empty_prompt`), or as the adapter continued from records; recorded in the adapter, so
         # `MTUStableDiffusionXLPipeline` samples it the same way.
@@ -177,9 +187,10 @@ class Trainer:
         if config.gradient_accumulation_steps != 1:
             raise InputError(f"`gradient_accumulation_steps` must be 1 under DeepSpeed (got "
                              f"{config.gradient_accumulation_steps}); use a larger `batch_size`, or DDP/FSDP.")
-        if config.optim.router_lr is not None:
-            raise InputError("`optim.router_lr` (a second parameter group) is not supported under DeepSpeed; use DDP or "
-                             "FSDP, or leave it unset.", field="optim.router_lr")
+        for name in ("router_lr", "text_encoder_lr"):
+            if getattr(config.optim, name) is not None:
+                raise InputError(f"`optim.{name}` (a parameter group of its own) is not supported under DeepSpeed; "
+                                 f"use DDP or FSDP, or leave it unset.", field=f"optim.{name}")
         if self.resume_from is not None:
             raise InputError(f"resuming under DeepSpeed is not supported; resume {str(self.resume_from)!r} with one "
                              f"process, DDP or FSDP (checkpoints hold whole tensors and move between them).")
@@ -197,14 +208,20 @@ class Trainer:
         return gather_full(self.optimizer.state_dict())
 
     def encode_text(self, prompts: list[str], tasks: list[str] | None = None):
-        """(encoder_hidden_states, extra UNet kwargs), from the cache when it holds text embeddings. `tasks` (each
-        prompt's task) is for an encoding that differs by task; every task shares the base's text encoder here."""
+        """(encoder_hidden_states, extra UNet kwargs) by the base's text encoder, from the cache when it holds text
+        embeddings. `tasks`: each prompt's task; when one of them has its own text encoder
+        (`model.task_text_encoders`), the kwargs carry the prompts' token ids (`text_input_ids`) for the model to
+        encode those rows with it, inside its forward."""
         cache, device = self.feed.cache, self.accelerator.device
         if cache is not None and cache.has_text:
             hidden, pooled = cache.text_embeddings(prompts)
             kwargs = {} if pooled is None else sdxl_added_conditions(pooled.to(device), self.feed.resolution)
-            return hidden.to(device, self.weight_dtype), kwargs
-        return encode_prompts(self.parts, prompts, self.feed.resolution, device)
+            hidden = hidden.to(device, self.weight_dtype)
+        else:
+            hidden, kwargs = encode_prompts(self.parts, prompts, self.feed.resolution, device)
+        if tasks is not None and self.own_text_tasks.intersection(tasks):
+            kwargs = {**kwargs, "text_input_ids": prompt_token_ids(self.parts.tokenizer, prompts, device)}
+        return hidden, kwargs
 
     # -- state ---------------------------------------------------------------------------------------------------
     def state(self) -> dict:

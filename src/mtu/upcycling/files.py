@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from ..errors import InputError
 from .tasks import task_origin
+from .text_encoders import TEXT_ENCODERS_DIR, split_state_dict
 
 CONFIG_NAME = "mtu_config.json"
 WEIGHTS_NAME = "mtu_model.safetensors"
@@ -101,7 +102,13 @@ def save_adapter(model, save_directory, state_dict: dict | None = None) -> None:
     """
     directory = Path(save_directory)
     tensors = {name: param.detach().contiguous() for name, param in model.mtu_named_parameters()}
+    encoders = dict(getattr(model, "text_encoders", {}).items())
+    encoder_weights = None
     if state_dict is not None:
+        state_dict, encoder_weights = split_state_dict(state_dict)
+        if encoder_weights.keys() - encoders.keys():
+            extra = sorted(encoder_weights.keys() - encoders.keys())
+            raise ValueError(f"`state_dict` holds text encoders of tasks {extra}, which the model does not have.")
         if state_dict.keys() != tensors.keys():
             missing, extra = sorted(tensors.keys() - state_dict.keys()), sorted(state_dict.keys() - tensors.keys())
             raise ValueError(f"`state_dict` must hold exactly the MTU tensors; missing {missing[:5]}, "
@@ -113,6 +120,7 @@ def save_adapter(model, save_directory, state_dict: dict | None = None) -> None:
     dtype = str(model.task_embeddings.dtype).removeprefix("torch.")
     atomic_save_safetensors({k: v.cpu() for k, v in tensors.items()}, directory / WEIGHTS_NAME,
                             metadata={"format": "pt", "mtu_version": MTU_VERSION})
+    save_task_text_encoders(encoders, directory, encoder_weights)
     record = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -128,4 +136,25 @@ def save_adapter(model, save_directory, state_dict: dict | None = None) -> None:
     unconditional = getattr(model, "unconditional_text", None)
     if unconditional is not None:
         record["unconditional_text"] = unconditional
+    if encoders:  # each in text_encoders/<task>/ (`mtu.upcycling.text_encoders`)
+        record["task_text_encoders"] = list(encoders)
     atomic_write_text(directory / CONFIG_NAME, json.dumps(record, indent=2) + "\n")
+
+
+def save_task_text_encoders(encoders, directory, state_dicts: dict[str, dict] | None = None) -> None:
+    """Writes each task's encoder into `directory/text_encoders/<task>/` as a stock transformers folder (staged,
+    then renamed into place). `state_dicts` ({task: {name: tensor}}) replaces their weights (EMA, gathered)."""
+    for task, encoder in encoders.items():
+        weights = None
+        if state_dicts is not None:
+            given = state_dicts.get(task, {})
+            missing = sorted(name for name, _ in encoder.named_parameters() if name not in given)
+            if missing:
+                raise ValueError(f"`state_dict` lacks text encoder {task!r}'s {missing[:3]}.")
+            weights = {name: given.get(name, tensor).detach().cpu().contiguous()
+                       for name, tensor in encoder.state_dict().items()}
+
+        def write(folder: Path, encoder=encoder, weights=weights) -> None:
+            encoder.save_pretrained(folder, safe_serialization=True, state_dict=weights)
+
+        atomic_save_directory(write, Path(directory) / TEXT_ENCODERS_DIR / task)

@@ -22,8 +22,9 @@ from .fold import fold
 from .input_conv import TaskInputConv
 from .layer import MTUFeedForward, _dense_parts
 from .router import init_linear_
-from .task_model import TaskModel
+from .task_model import TaskArg, TaskModel
 from .tasks import TaskSpec, get_task
+from .text_encoders import check_encoder_tasks
 
 
 def find_blocks(unet: nn.Module, patterns: list[str] | None) -> list[tuple[str, BasicTransformerBlock]]:
@@ -63,6 +64,8 @@ class MTUModel(TaskModel):
         super().__init__(unet, task_specs, base_info)
         self.mtu_config = config
         self.task_embeddings = nn.Parameter(task_embeddings)  # e_tau, one row per task (Sec. 5, "Router")
+        # Task text encoders (opt-in, `mtu.upcycling.text_encoders`): task -> its own copy of the base's encoder.
+        self.text_encoders = nn.ModuleDict()
 
     @property
     def device(self) -> torch.device:
@@ -76,11 +79,47 @@ class MTUModel(TaskModel):
         return self.task_modules()
 
     def mtu_named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        """Every tensor MTU owns (the trainable ones), named as in `state_dict()`; what an adapter file holds."""
+        """Every tensor MTU adds to the UNet (the trainable ones), named as in `state_dict()`; what the adapter's
+        weights file holds. Task text encoders (`text_encoders`) are trainable too and are saved apart, each in its
+        own folder (`mtu.upcycling.text_encoders`)."""
         yield "task_embeddings", self.task_embeddings
         for module_name, module in self.mtu_modules():
             for name, param in module.named_parameters():
                 yield f"unet.{module_name}.{name}", param
+
+    def set_task_text_encoders(self, encoders: dict[str, nn.Module]) -> None:
+        """Gives each named task its own text encoder (trainable, like the task's other MTU parts); see
+        `mtu.upcycling.text_encoders`."""
+        check_encoder_tasks(list(encoders), self.task_names, "task_text_encoders")
+        for task, encoder in encoders.items():
+            self.text_encoders[task] = encoder.requires_grad_(True)
+
+    def task_text_encoder(self, task: str) -> nn.Module | None:
+        """`task`'s own text encoder, or None when the task reads the base's."""
+        self.task_index(task)
+        return self.text_encoders[task] if task in self.text_encoders else None
+
+    def task_text_states(self, encoder_hidden_states: torch.Tensor, text_input_ids: torch.Tensor,
+                         task: TaskArg) -> torch.Tensor:
+        """`encoder_hidden_states` (the base encoder's) with the rows of tasks that have their own text encoder
+        encoded again by it from `text_input_ids` (B, L); with gradients to those encoders when enabled."""
+        names = [task] * len(text_input_ids) if isinstance(task, str) else list(task)
+        for own, encoder in self.text_encoders.items():
+            rows = [index for index, name in enumerate(names) if name == own]
+            if rows:
+                index = torch.tensor(rows, device=encoder_hidden_states.device)
+                states = encoder(text_input_ids[index.to(text_input_ids.device)])[0]
+                states = states.to(encoder_hidden_states.dtype)
+                encoder_hidden_states = encoder_hidden_states.index_copy(0, index, states)
+        return encoder_hidden_states
+
+    def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, task: TaskArg,
+                text_input_ids: torch.Tensor | None = None, **kwargs):
+        """The UNet's output for `task`. `text_input_ids`: the prompts' token ids, given in training when tasks have
+        their own text encoders (`task_text_states`; inside the forward, so DDP and FSDP see those encoders)."""
+        if text_input_ids is not None and len(self.text_encoders):
+            encoder_hidden_states = self.task_text_states(encoder_hidden_states, text_input_ids, task)
+        return super().forward(sample, timestep, encoder_hidden_states, task, **kwargs)
 
     @torch.no_grad()
     def expert_weights(self, task: str) -> dict[str, torch.Tensor]:

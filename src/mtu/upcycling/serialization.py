@@ -38,6 +38,7 @@ from .files import (  # noqa: F401  (re-exported: the adapter format's names and
 )
 from .model import upcycle
 from .tasks import TaskSpec, available_tasks, get_task, register_task
+from .text_encoders import check_encoder_tasks, text_encoder_folder
 
 @contextmanager
 def open_safetensors(path, what: str):
@@ -151,6 +152,11 @@ def read_adapter_config(directory) -> dict:
         record["config"] = MTUConfig.from_dict(record["config"])
     except InputError as error:
         raise InputError(f"{path}: \"config\" is invalid: {error}") from error
+    if "task_text_encoders" in record:
+        try:
+            check_encoder_tasks(record["task_text_encoders"], record["config"].tasks, "\"task_text_encoders\"")
+        except InputError as error:
+            raise InputError(f"{path}: {error}") from None
     return record
 
 
@@ -248,6 +254,19 @@ def _load_base(record: dict, directory: Path, base, variant, single_file_config)
     return _load_recorded_base(record, directory, location, variant, single_file_config), location
 
 
+def load_task_text_encoders(directory, tasks: list[str]) -> dict[str, torch.nn.Module]:
+    """Each listed task's text encoder from the adapter folder `directory` (safetensors only; refused, naming the
+    file, when missing, corrupt, a pickle or not finite)."""
+    from transformers import CLIPTextModel
+
+    encoders = {}
+    for task in tasks:
+        folder = text_encoder_folder(directory, task)
+        check_finite(read_safetensors(folder / "model.safetensors", f"task {task!r} text encoder"), folder)
+        encoders[task] = CLIPTextModel.from_pretrained(folder, use_safetensors=True, local_files_only=True)
+    return encoders
+
+
 def load_mtu(directory, base=None, *, allow_base_mismatch: bool = False, torch_dtype: torch.dtype | None = None,
              variant: str | None = None, single_file_config=None):
     """Restores an `MTUModel` saved with `save_pretrained`.
@@ -270,6 +289,7 @@ def load_mtu(directory, base=None, *, allow_base_mismatch: bool = False, torch_d
     # Everything about the adapter's own files is checked before the base is loaded.
     check_adapter_shapes(record, adapter_shapes(directory), directory / WEIGHTS_NAME)
     tensors = read_adapter_tensors(directory)
+    encoders = load_task_text_encoders(directory, record.get("task_text_encoders", []))
     if base is None and variant is None:
         variant = record["base"].get("variant")  # the recorded base is read as it was
     unet, location = _load_base(record, directory, base, variant, single_file_config)
@@ -280,6 +300,7 @@ def load_mtu(directory, base=None, *, allow_base_mismatch: bool = False, torch_d
                     base_name_or_path=location or record["base"].get("name_or_path"),
                     base_variant=variant if location else record["base"].get("variant"))
     load_mtu_tensors(model, tensors, directory / WEIGHTS_NAME)
+    model.set_task_text_encoders(encoders)
     if record.get("unconditional_text") is not None:  # how its training encoded dropped text (`save_adapter`)
         model.unconditional_text = record["unconditional_text"]
     return model.to(torch_dtype) if torch_dtype is not None else model
