@@ -166,6 +166,27 @@ def test_a_run_that_continues_another_adapter_records_where_it_started(run, tmp_
             in " ".join((tmp_path / "model" / "README.md").read_text().split()))
 
 
+def test_a_run_with_a_task_text_encoder_is_packaged_with_it(run, tmp_path):
+    """A run whose edit task has its own text encoder (`model.task_text_encoders`) ships it: the package holds
+    text_encoders/edit/ beside the adapter, the card says so, and `from_pretrained` encodes edit prompts with it."""
+    import torch
+
+    own = tmp_path / "own-text"
+    Trainer(toyworld_train_config(str(shipped_base()), own, steps=3, batch_size=4, log_with="none",
+                                  adapter=str(run / "final"), task_text_encoders=["edit"])).train()
+    package_model(own, out=tmp_path / "model", eval_count=2, tune_count=0, seed=0, first_count=2)
+    folder = tmp_path / "model"
+    assert sorted(path.name for path in (folder / "text_encoders" / "edit").iterdir()) == [
+        "config.json", "model.safetensors"]
+    assert "Task text encoders: edit" in " ".join((folder / "README.md").read_text().split())
+    pipe = MTUPipeline.from_pretrained(folder)
+    assert pipe.text_encoder_for("edit") is pipe.unet.text_encoders["edit"]
+    with torch.no_grad():
+        edit = pipe.encode_text(["make the circle red"], "cpu", task="edit")["encoder_hidden_states"]
+        t2i = pipe.encode_text(["make the circle red"], "cpu", task="t2i")["encoder_hidden_states"]
+    assert (edit - t2i).abs().max() > 1e-4  # training moved the edit copy (its first step is at warm-up lr 0)
+
+
 def test_a_checkpoint_of_another_method_is_refused_before_its_weights_are_read(run, tmp_path, monkeypatch):
     import mtu.training.export as export
 
