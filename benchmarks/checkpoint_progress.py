@@ -9,11 +9,16 @@ per example too, paired beside its PSNR.)
     python benchmarks/checkpoint_progress.py --compare first.jsonl second.jsonl   # two runs (arms), same steps
     python benchmarks/checkpoint_progress.py RESTART/checkpoints/checkpoint-0002000 --step-offset 32000 --log L
     python benchmarks/checkpoint_progress.py --across-seeds seeds.jsonl   # one step scored under several seeds
+    python benchmarks/checkpoint_progress.py RUN/checkpoints/checkpoint-0004000 --held-out MODEL/sampling.json --log L
 
 `--across-seeds LOG`: the same checkpoint scored on the same examples under several sampling seeds (`--seed`); per
 rate kept per example (edit's and inpaint's success, sr's read-back), how often each example succeeds across the
 seeds: how much of a rate is the sampler's noise (examples that succeed under some seeds only) and how much is
 never reached (no seed).
+
+`--held-out SAMPLING_JSON`: the held-out scenes at the guidance of a model folder's sampling.json, for the final
+comparison of finished runs (with a log of another run scored the same way) at settings chosen before; the rows
+say so ("split", "sampling"), and `--compare` pairs them apart from validation rows.
 
 `--step-offset N`: a run that continues another one's final weights (a restart) logs its steps after that run's, as
 N + its own step, so that `--table LOG --since N` pairs it with the model it started from (that row copied in).

@@ -22,6 +22,12 @@ The arm's adapter is saved under OUT/final-adapter and, when text trains, its te
 (a stock `CLIPTextModel` folder). `--score-only` scores those instead of training (the same --train-text and
 --steps); with `--held-out`, on the held-out scenes at the shipped model's guidance (its sampling.json, chosen on
 validation when it was packaged): a final comparison of finished arms, never a way to choose anything.
+
+Since the eighteenth round the shipped model has its own edit text encoder (`model.task_text_encoders`) and its
+train.yaml lists it: this experiment clears that list (every arm decides its text training itself) and refuses an
+`--adapter` that holds task text encoders. The seventeenth round's arms started from the shipped adapter of 36bbb74
+(`git archive 36bbb74 src/mtu/toyworld/mtu_model | tar -x -C DIR`), and their held-out logs used its sampling.json
+(edit 3 / 1.6, inpaint 3 / 1.5).
 """
 
 from __future__ import annotations
@@ -71,6 +77,9 @@ def main(argv=None) -> None:
     if args.text_lr <= 0:
         parser.error(f"--text-lr {args.text_lr}: must be > 0")
     check_adapter_argument(parser, args.adapter)
+    if json.loads((Path(args.adapter) / "mtu_config.json").read_text()).get("task_text_encoders"):
+        parser.error(f"--adapter {args.adapter!r} holds task text encoders (the shipped model since the eighteenth "
+                     f"round); the arms start from an adapter without, e.g. the shipped one of 36bbb74")
     if not Path(args.config).is_file():
         parser.error(f"--config: no such file {args.config!r}")
     if args.text_encoder is not None and (args.train_text != "edit" or not Path(args.text_encoder).is_dir()):
@@ -95,7 +104,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     config = load_train_config(args.config, {
         "output_dir": args.out, "resume": "none", "checkpoint_every": 0, "max_steps": args.steps,
-        "log_with": "none", "model": {"adapter": args.adapter},
+        "log_with": "none", "model": {"adapter": args.adapter, "task_text_encoders": []},
         "optim": {"lr": args.lr, "warmup_steps": args.warmup}})
     only = ("edit",) if args.train_text == "edit" else None
     if args.score_only:

@@ -211,18 +211,18 @@ def test_training_warns_once_that_long_prompts_are_cut():
 
     from mtu.conditioning import PromptTruncatedWarning
     from mtu.toyworld.components import shipped_base
-    from mtu.training.components import _tokens
+    from mtu.training.components import prompt_token_ids
 
     tokenizer = CLIPTokenizer.from_pretrained(str(shipped_base()), subfolder="tokenizer")
     long_prompt = " ".join(["red circle"] * 60)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         for _ in range(3):
-            ids = _tokens(tokenizer, ["a red circle", long_prompt], "cpu")
+            ids = prompt_token_ids(tokenizer, ["a red circle", long_prompt], "cpu")
     cut = [w for w in caught if issubclass(w.category, PromptTruncatedWarning)]
     assert len(cut) == 1 and "longer than the 77 tokens" in str(cut[0].message)
     assert ids.shape == (2, 77)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
-        _tokens(tokenizer, ["a red circle"], "cpu")
+        prompt_token_ids(tokenizer, ["a red circle"], "cpu")
     assert not caught

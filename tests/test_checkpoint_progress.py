@@ -12,6 +12,19 @@ def _row(step, task, outcomes, count=None, seed=0):
             "summary": {"success": {"value": value, "low": 0.0, "high": 1.0}}, "per_example": outcomes}
 
 
+
+def _no_model(monkeypatch) -> None:
+    """Scoring a checkpoint reads no run, model or pipeline (the tests give `generate_outputs` their own)."""
+    import types
+
+    import mtu.toyworld.experiment as experiment
+    import mtu.training.export as export
+
+    monkeypatch.setattr(export, "checkpoint_run_config",
+                        lambda folder: types.SimpleNamespace(model=types.SimpleNamespace(base="toyworld-base")))
+    monkeypatch.setattr(export, "model_from_checkpoint", lambda folder: None)
+    monkeypatch.setattr(experiment, "pipeline_for", lambda model, base: None)
+
 def test_paired_steps_count_the_discordant_examples_of_consecutive_steps():
     progress = load_benchmark("checkpoint_progress")
     rows = [_row(18000, "edit", [True, True, True, False]), _row(12000, "edit", [True, False, False, False]),
@@ -78,19 +91,13 @@ def test_since_without_table_or_at_a_step_never_scored_is_refused_in_one_line(tm
 def test_step_offset_logs_a_restart_after_the_run_it_continues(tmp_path, monkeypatch, capsys):
     """A restart's checkpoint-0002000 scored with --step-offset 32000 is logged at step 34000 and pairs with the
     copied step-32000 row under --table --since 32000 (the model, here an oracle that returns every target)."""
-    import types
 
     import pytest
 
     import mtu.toyworld.evaluate as evaluate
-    import mtu.toyworld.experiment as experiment
-    import mtu.training.export as export
 
     progress = load_benchmark("checkpoint_progress")
-    monkeypatch.setattr(export, "checkpoint_run_config",
-                        lambda folder: types.SimpleNamespace(model=types.SimpleNamespace(base="toyworld-base")))
-    monkeypatch.setattr(export, "model_from_checkpoint", lambda folder: None)
-    monkeypatch.setattr(experiment, "pipeline_for", lambda model, base: None)
+    _no_model(monkeypatch)
     monkeypatch.setattr(evaluate, "generate_outputs", lambda pipe, examples, seed, **kwargs: [
         example.target for example in examples])
     log = tmp_path / "restart.jsonl"
@@ -135,20 +142,14 @@ def test_compare_logs_pair_sr_read_back_when_both_runs_kept_it(tmp_path):
 
 
 def test_inference_steps_reach_the_sampler_and_the_logged_row(tmp_path, monkeypatch, capsys):
-    import types
 
     import pytest
 
     import mtu.toyworld.evaluate as evaluate
-    import mtu.toyworld.experiment as experiment
-    import mtu.training.export as export
 
     progress = load_benchmark("checkpoint_progress")
     calls = []
-    monkeypatch.setattr(export, "checkpoint_run_config",
-                        lambda folder: types.SimpleNamespace(model=types.SimpleNamespace(base="toyworld-base")))
-    monkeypatch.setattr(export, "model_from_checkpoint", lambda folder: None)
-    monkeypatch.setattr(experiment, "pipeline_for", lambda model, base: None)
+    _no_model(monkeypatch)
 
     def outputs(pipe, examples, seed, **kwargs):
         calls.append(kwargs)
@@ -234,23 +235,17 @@ def test_score_pipeline_takes_the_split_and_guidance_given_and_records_them(tmp_
 def test_held_out_scores_a_checkpoint_on_the_test_scenes_at_the_given_guidance(tmp_path, monkeypatch, capsys):
     """`--held-out SAMPLING_JSON`: the checkpoint's rows are scored on the held-out split at that file's guidance
     and say so; a missing file is refused in one line before any model is read."""
-    import types
 
     import pytest
 
     import mtu.toyworld.evaluate as evaluate
-    import mtu.toyworld.experiment as experiment
-    import mtu.training.export as export
 
     progress = load_benchmark("checkpoint_progress")
     with pytest.raises(SystemExit):
         progress.main(["ckpt", "--held-out", str(tmp_path / "missing.json")])
     assert "--held-out: no such file" in capsys.readouterr().err
     calls = []
-    monkeypatch.setattr(export, "checkpoint_run_config",
-                        lambda folder: types.SimpleNamespace(model=types.SimpleNamespace(base="toyworld-base")))
-    monkeypatch.setattr(export, "model_from_checkpoint", lambda folder: None)
-    monkeypatch.setattr(experiment, "pipeline_for", lambda model, base: None)
+    _no_model(monkeypatch)
 
     def outputs(pipe, examples, seed, **kwargs):
         calls.append((examples[0].prompt, kwargs))

@@ -178,7 +178,7 @@ def test_a_run_with_a_task_text_encoder_is_packaged_with_it(run, tmp_path):
     folder = tmp_path / "model"
     assert sorted(path.name for path in (folder / "text_encoders" / "edit").iterdir()) == [
         "config.json", "model.safetensors"]
-    assert "Task text encoders: edit" in " ".join((folder / "README.md").read_text().split())
+    assert "Task text encoders (edit): each of these tasks" in " ".join((folder / "README.md").read_text().split())
     pipe = MTUPipeline.from_pretrained(folder)
     assert pipe.text_encoder_for("edit") is pipe.unet.text_encoders["edit"]
     with torch.no_grad():

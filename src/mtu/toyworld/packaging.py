@@ -193,9 +193,9 @@ def model_card(recipe: dict, adapter_config: dict) -> str:
         trained += f", continuing the adapter at {recipe['starts_from']} (its recipe's model.adapter),"
     count = next(iter(recipe["scores"].values()))["exact"]["count"]
     own = (recipe["config"].get("model") or {}).get("task_text_encoders") or []
-    own_text = ["", f"Task text encoders: {', '.join(own)} read their prompts with their own trained copy of the "
-                    f"base's text encoder (text_encoders/<task>/; `model.task_text_encoders`), the other tasks with "
-                    f"the base's frozen one."] if own else []
+    own_text = ["", f"Task text encoders ({', '.join(own)}): each of these tasks reads its prompts with its own "
+                    f"trained copy of the base's text encoder (text_encoders/<task>/; `model.task_text_encoders`), "
+                    f"the other tasks with the base's frozen one."] if own else []
     name = "toyworld" if recipe["base"] == SHIPPED_BASE_NAME else "path/to/this/folder"
     lines = [
         "# toyworld: the MTU adapter for the embedded toy-world base", "",
