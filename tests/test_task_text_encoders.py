@@ -227,3 +227,33 @@ def test_task_switching_unet_names_the_active_tasks_encoder(base):
     assert switcher.text_encoder is None  # t2i, the first task, reads the base's
     switcher.set_task("edit")
     assert switcher.text_encoder is model.text_encoders["edit"]
+
+
+def test_an_sdxl_base_is_refused_before_its_weights_are_loaded(workspace, monkeypatch):
+    import mtu.training.trainer as trainer_module
+
+    from .training_parts import tiny_sdxl_pipeline_folder
+
+    config = tiny_run_config(workspace)
+    config["output_dir"] = str(workspace / "sdxl-refused")
+    config["model"].update(base=str(tiny_sdxl_pipeline_folder(workspace)), task_text_encoders=["edit"])
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the base was loaded before the refusal")
+
+    monkeypatch.setattr(trainer_module, "load_base", no_loading)
+    with pytest.raises(InputError, match="SDXL") as caught:
+        Trainer(config_from_dict(config))
+    assert str(caught.value).startswith("model.task_text_encoders")
+
+
+def test_the_sdxl_pipeline_refuses_a_model_with_task_text_encoders():
+    from mtu.pipelines.common import check_unet
+
+    from .sdxl_parts import tiny_sdxl_unet
+
+    model = mtu.upcycle(tiny_sdxl_unet(), mtu.MTUConfig(tasks=["t2i", "edit"], num_experts=2))
+    check_unet(model, "MTUStableDiffusionXLPipeline", sdxl=True)  # without one: accepted
+    model.set_task_text_encoders({"edit": tiny_text_encoder()})
+    with pytest.raises(InputError, match=r"tasks \['edit'\] their own text encoder"):
+        check_unet(model, "MTUStableDiffusionXLPipeline", sdxl=True)

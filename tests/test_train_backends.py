@@ -46,6 +46,15 @@ def test_deepspeed_refuses_accumulation_and_resume(tmp_path):
         Trainer._configure_deepspeed(_trainer_stub(config, resume_from="/x/checkpoint-2")[0])
 
 
+@pytest.mark.parametrize("name", ["router_lr", "text_encoder_lr"])
+def test_deepspeed_refuses_a_parameter_group_of_its_own(tmp_path, name):
+    config = config_from_dict(tiny_run_config(tmp_path, optim={"lr": 1e-3, name: 1e-4}))
+    with pytest.raises(ValueError, match=f"`optim.{name}` \\(a parameter group of its own\\) is not supported under "
+                                         f"DeepSpeed") as caught:
+        Trainer._configure_deepspeed(_trainer_stub(config)[0])
+    assert str(caught.value).startswith(f"optim.{name}")
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--quality-jobs", "mtu-n4:0,bogus:1"], "--quality-jobs: ['bogus:1'] are not ROW:SEED"),
     (["--quality-jobs", "single:sr"], "--quality-jobs: ['single:sr'] are not ROW:SEED"),

@@ -79,6 +79,17 @@ def load_text_encoder(base: str, variant: str | None = None) -> CLIPTextModel:
                                          **revision)
 
 
+def _lists_second_encoder(index: dict) -> bool:
+    """Whether a pipeline's model_index.json lists a second text encoder (SDXL)."""
+    return (index.get("text_encoder_2") or [None])[0] is not None
+
+
+def has_two_text_encoders(base: str, variant: str | None = None) -> bool:
+    """Whether the base pipeline is SDXL-like (two text encoders), from its model_index.json alone."""
+    base, revision = _pipeline_location(base, variant)
+    return _lists_second_encoder(DiffusionPipeline.load_config(base, **revision))
+
+
 def load_frozen_parts(base: str, variant: str | None = None) -> FrozenParts:
     """Loads the frozen parts of a diffusers pipeline folder (or hub id when online, or a shipped base's short name
     such as "toyworld-base"); safetensors only, in the weights `variant` (e.g. "fp16") when given."""
@@ -91,7 +102,7 @@ def load_frozen_parts(base: str, variant: str | None = None) -> FrozenParts:
         tokenizer=CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", **revision),
         noise_scheduler=DDPMScheduler.from_pretrained(base, subfolder="scheduler", **revision),
     )
-    if (index.get("text_encoder_2") or [None])[0] is not None:  # SDXL: model_index.json lists a second encoder
+    if _lists_second_encoder(index):  # SDXL
         parts.text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(base, subfolder="text_encoder_2", **kwargs)
         parts.tokenizer_2 = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer_2", **revision)
         parts.force_zeros_for_empty_prompt = bool(index.get("force_zeros_for_empty_prompt", True))

@@ -31,7 +31,8 @@ from ..upcycling.task_model import TaskModel
 from ..upcycling.text_encoders import is_text_encoder_parameter
 from .checkpoint import (comparable_config, load_checkpoint, resolve_resume, save_checkpoint,
                          unshared_optimizer_state, zero_optimizer_state)
-from .components import encode_prompts, load_base, prompt_token_ids, sdxl_added_conditions
+from .components import (encode_prompts, has_two_text_encoders, load_base, prompt_token_ids,
+                         sdxl_added_conditions)
 from .config import TrainConfig
 from .data_feed import DataFeed
 from .methods import build_model, save_baseline, trainable_parameters
@@ -113,13 +114,13 @@ class Trainer:
             self._configure_deepspeed()
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision,
                                                                                  torch.float32)
-        self.feed = DataFeed(config, self.accelerator.process_index, self.accelerator.num_processes)
-        self.parts, unet = load_base(config.model.base, variant=config.model.variant)
-        self.parts.to(self.accelerator.device, self.weight_dtype)
-        if config.model.task_text_encoders and self.parts.is_sdxl:
+        if config.model.task_text_encoders and has_two_text_encoders(config.model.base, config.model.variant):
             raise InputError("gives tasks their own copy of the text encoder, for SD 1.x/2.x bases; this base is "
                              "SDXL (two text encoders). Remove `model.task_text_encoders`.",
                              field="model.task_text_encoders")
+        self.feed = DataFeed(config, self.accelerator.process_index, self.accelerator.num_processes)
+        self.parts, unet = load_base(config.model.base, variant=config.model.variant)
+        self.parts.to(self.accelerator.device, self.weight_dtype)
         self.model = build_model(unet, config.model, self.feed.tasks, text_encoder=self.parts.text_encoder)
         # Tasks whose samples read their own text encoder (`encode_text` hands the model their token ids).
         self.own_text_tasks = set(getattr(self.model, "text_encoders", {}).keys())

@@ -257,13 +257,15 @@ def _load_base(record: dict, directory: Path, base, variant, single_file_config)
 def load_task_text_encoders(directory, tasks: list[str]) -> dict[str, torch.nn.Module]:
     """Each listed task's text encoder from the adapter folder `directory` (safetensors only; refused, naming the
     file, when missing, corrupt, a pickle or not finite)."""
-    from transformers import CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     encoders = {}
     for task in tasks:
         folder = text_encoder_folder(directory, task)
-        check_finite(read_safetensors(folder / "model.safetensors", f"task {task!r} text encoder"), folder)
-        encoders[task] = CLIPTextModel.from_pretrained(folder, use_safetensors=True, local_files_only=True)
+        weights = read_safetensors(folder / "model.safetensors", f"task {task!r} text encoder")
+        check_finite(weights, folder)
+        config = CLIPTextConfig.from_pretrained(folder, local_files_only=True)
+        encoders[task] = CLIPTextModel.from_pretrained(None, config=config, state_dict=weights)  # the file read once
     return encoders
 
 
