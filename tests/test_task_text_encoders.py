@@ -109,6 +109,33 @@ def test_the_edit_copy_trains_the_base_encoder_stays_and_the_adapter_carries_it(
         torch.testing.assert_close(tensor, saved[name], rtol=0, atol=0)
 
 
+def test_the_trainer_encodes_with_the_base_only_the_rows_that_read_it(workspace, monkeypatch):
+    """`Trainer.encode_text` on a mixed batch: the t2i row is the base's encoding of that prompt, the edit row
+    (re-encoded by the model from the token ids) costs the base encoder nothing, and the model's output is the
+    same as from the base's states on every row (the edit row's are replaced either way)."""
+    from mtu.training import components
+
+    trainer = Trainer(_config(workspace, "split", max_steps=1))
+    model = trainer.accelerator.unwrap_model(trainer.model).eval()
+    nudge(model)
+    _nudge_encoder(model.text_encoders["edit"])
+    prompts, tasks = ["a red circle", "make the circle blue"], ["t2i", "edit"]
+    seen = []
+    real = components.encode_prompts
+    monkeypatch.setattr("mtu.training.trainer.encode_prompts",
+                        lambda parts, rows, *args: seen.append(list(rows)) or real(parts, rows, *args))
+    hidden, kwargs = trainer.encode_text(prompts, tasks)
+    assert seen == [["a red circle"]]
+    full, _ = real(trainer.parts, prompts, trainer.feed.resolution, trainer.device)
+    torch.testing.assert_close(hidden[0], full[0])
+    assert not hidden[1].any()
+    sample = torch.randn(2, max(trainer.task_channels.values()), 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        split = model(sample, torch.tensor([10, 500]), hidden, task=tasks, **kwargs).sample
+        whole = model(sample, torch.tensor([10, 500]), full, task=tasks, **kwargs).sample
+    torch.testing.assert_close(split, whole, rtol=0, atol=0)
+
+
 def test_optimizer_gives_the_encoders_their_own_rate(workspace):
     trainer = Trainer(_config(workspace, "groups", max_steps=2))
     named = dict(trainer.accelerator.unwrap_model(trainer.model).named_parameters())

@@ -214,15 +214,32 @@ class Trainer:
         (`model.task_text_encoders`), the kwargs carry the prompts' token ids (`text_input_ids`) for the model to
         encode those rows with it, inside its forward."""
         cache, device = self.feed.cache, self.accelerator.device
+        own = tasks is not None and bool(self.own_text_tasks.intersection(tasks))
         if cache is not None and cache.has_text:
             hidden, pooled = cache.text_embeddings(prompts)
             kwargs = {} if pooled is None else sdxl_added_conditions(pooled.to(device), self.feed.resolution)
             hidden = hidden.to(device, self.weight_dtype)
+        elif own:  # never SDXL (refused with task encoders): the base encodes only the rows the model will not
+            hidden = self._base_states_except_own(prompts, tasks)
+            kwargs = {}
         else:
             hidden, kwargs = encode_prompts(self.parts, prompts, self.feed.resolution, device)
-        if tasks is not None and self.own_text_tasks.intersection(tasks):
+        if own:
             kwargs = {**kwargs, "text_input_ids": prompt_token_ids(self.parts.tokenizer, prompts, device)}
         return hidden, kwargs
+
+    def _base_states_except_own(self, prompts: list[str], tasks: list[str]) -> torch.Tensor:
+        """The base encoder's hidden states for the rows whose task reads it; zeros for the rows of tasks with their
+        own text encoder, which the model replaces inside its forward (`MTUModel.task_text_states`), so the base
+        encoder does no work for them."""
+        device = self.accelerator.device
+        others = [index for index, task in enumerate(tasks) if task not in self.own_text_tasks]
+        shape = (len(prompts), self.parts.tokenizer.model_max_length, self.parts.text_encoder.config.hidden_size)
+        hidden = torch.zeros(shape, device=device, dtype=self.parts.text_encoder.dtype)
+        if others:
+            states, _ = encode_prompts(self.parts, [prompts[index] for index in others], self.feed.resolution, device)
+            hidden[torch.tensor(others, device=device)] = states.to(hidden.dtype)
+        return hidden
 
     # -- state ---------------------------------------------------------------------------------------------------
     def state(self) -> dict:
