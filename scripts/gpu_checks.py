@@ -4,7 +4,8 @@
    with no code change, against a plain one-process run of the same tiny config (same global batch):
    final weights equal (tests/training_parts.assert_same_training's tolerance), an FSDP run resumed from its
    step-2 checkpoint ends where the uninterrupted one did, and FSDP's and DeepSpeed's checkpoints (whole tensors)
-   resume in a plain process and end where the plain run did.
+   resume in a plain process and end where the plain run did; and an FSDP2 run whose edit task has its own text
+   encoder (`model.task_text_encoders`) against the plain one (MTU weights and the encoder).
 2. The toy world's base (issue 4), in the background while 1 runs: `toyworld pretrain`'s text-to-image stage on the
    GPU (the shipped VAE reused), with the number of steps that fits `--pretrain-seconds`, measured from a short
    calibration run. The pipeline folder comes back as base.tar.
@@ -87,11 +88,12 @@ def _train_command(backend: str, config: Path, resume: bool = False) -> list[str
     return launch + tail
 
 
-def _compare(expected: Path, actual: Path, base: str) -> dict:
+def _compare(expected: Path, actual: Path, base: str, check=None) -> dict:
+    """`check` (default `assert_same_training`, the MTU weights) on two runs, as a result row."""
     from tests.training_parts import assert_same_training
 
     try:
-        return {"same": True, "relative": assert_same_training(expected, actual, base)}
+        return {"same": True, "relative": (check or assert_same_training)(expected, actual, base)}
     except AssertionError as error:
         return {"same": False, "error": str(error)[:300]}
     except Exception as error:  # a run that wrote nothing
@@ -109,25 +111,35 @@ def _resume_copy(source: Path, target: Path, checkpoint_step: int) -> None:
 def backends(work: Path, out: Path) -> dict:
     from tests.training_parts import tiny_run_config
 
+    from tests.training_parts import assert_same_task_encoder
+
     work.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     runs = {}
-    for backend in ("plain", "fsdp", "deepspeed"):
+    # "-text": the edit task with its own text encoder (`model.task_text_encoders`), which the model encodes inside
+    # its forward, so FSDP2 shards it in the root unit (DDP is tested on the CPU: tests/test_train_distributed.py).
+    for name in ("plain", "fsdp", "deepspeed", "plain-text", "fsdp-text"):
+        backend = name.removesuffix("-text")
         config = tiny_run_config(work, batch_size=4, max_steps=4, checkpoint_every=2, keep_checkpoints=4,
                                  validate_every=2, task_sampling="stratified")
-        config["output_dir"] = str(work / backend)
-        path = work / f"{backend}.yaml"
+        config["output_dir"] = str(work / name)
+        if name.endswith("-text"):
+            config["model"]["task_text_encoders"] = ["edit"]
+        path = work / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
-        runs[backend] = (path, Path(config["output_dir"]))
-        results[backend] = _run(backend, _train_command(backend, path), out)
+        runs[name] = (path, Path(config["output_dir"]))
+        results[name] = _run(name, _train_command(backend, path), out)
         summary = Path(config["output_dir"]) / "train_summary.json"
         if summary.is_file():  # which backend really ran (accelerate falls back silently in some set-ups)
             record = json.loads(summary.read_text())
-            results[backend].update({k: record.get(k) for k in ("distributed_type", "sharded_parameters")})
+            results[name].update({k: record.get(k) for k in ("distributed_type", "sharded_parameters")})
     base = yaml.safe_load(runs["plain"][0].read_text())["model"]["base"]
     plain_dir = runs["plain"][1]
     for backend in ("fsdp", "deepspeed"):
         results[f"{backend} == plain"] = _compare(plain_dir, runs[backend][1], base)
+    results["fsdp-text == plain-text"] = _compare(runs["plain-text"][1], runs["fsdp-text"][1], base)
+    results["fsdp-text == plain-text (edit encoder)"] = _compare(runs["plain-text"][1], runs["fsdp-text"][1], base,
+                                                                 assert_same_task_encoder)
     # Resume checks: cut a run back to its step-2 checkpoint and finish it.
     for source, resumed_with in (("fsdp", "fsdp"), ("fsdp", "plain"), ("deepspeed", "plain"), ("plain", "plain")):
         name = f"{source} ckpt-2 resumed by {resumed_with}"

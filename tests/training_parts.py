@@ -110,6 +110,24 @@ def assert_same_training(expected_run: Path, actual_run: Path, base: str) -> flo
     return float(difference / update)
 
 
+def assert_same_task_encoder(expected_run: Path, actual_run: Path, base: str, task: str = "edit") -> float:
+    """Two runs' final text encoders of `task` (`model.task_text_encoders`) agree, as `assert_same_training` asks of
+    the MTU weights: Adam's 1/sqrt(v) shows float noise in near-zero gradients, so the difference is measured against
+    how far training moved the encoder (unsynchronized ranks would differ by about that). Returns it, relative."""
+    from safetensors.torch import load_file
+    from transformers import CLIPTextModel
+
+    name = Path("final") / "text_encoders" / task / "model.safetensors"
+    expected, actual = (load_file(str(Path(run) / name)) for run in (expected_run, actual_run))
+    start = CLIPTextModel.from_pretrained(Path(base) / "text_encoder").state_dict()
+    update = sum((expected[k] - start[k]).square().sum() for k in expected).sqrt()
+    difference = sum((actual[k] - expected[k]).square().sum() for k in expected).sqrt()
+    largest = max((actual[k] - expected[k]).abs().max() for k in expected)
+    assert update > 1e-3 and difference / update < 1e-2 and largest < 1e-4, (
+        f"encoder moved {update:.2e}, the runs differ by {difference:.2e} (largest {largest:.2e})")
+    return float(difference / update)
+
+
 def tiny_sdxl_pipeline_folder(root: Path) -> Path:
     """A StableDiffusionXLPipeline folder (two text encoders, text_time conditioning), safetensors only."""
     from diffusers import StableDiffusionXLPipeline
