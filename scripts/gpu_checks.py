@@ -109,9 +109,7 @@ def _resume_copy(source: Path, target: Path, checkpoint_step: int) -> None:
 
 
 def backends(work: Path, out: Path) -> dict:
-    from tests.training_parts import tiny_run_config
-
-    from tests.training_parts import assert_same_task_encoder
+    from tests.training_parts import assert_same_task_encoder, tiny_run_config
 
     work.mkdir(parents=True, exist_ok=True)
     results: dict = {}

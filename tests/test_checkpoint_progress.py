@@ -12,7 +12,6 @@ def _row(step, task, outcomes, count=None, seed=0):
             "summary": {"success": {"value": value, "low": 0.0, "high": 1.0}}, "per_example": outcomes}
 
 
-
 def _no_model(monkeypatch) -> None:
     """Scoring a checkpoint reads no run, model or pipeline (the tests give `generate_outputs` their own)."""
     import types
@@ -24,6 +23,7 @@ def _no_model(monkeypatch) -> None:
                         lambda folder: types.SimpleNamespace(model=types.SimpleNamespace(base="toyworld-base")))
     monkeypatch.setattr(export, "model_from_checkpoint", lambda folder: None)
     monkeypatch.setattr(experiment, "pipeline_for", lambda model, base: None)
+
 
 def test_paired_steps_count_the_discordant_examples_of_consecutive_steps():
     progress = load_benchmark("checkpoint_progress")
@@ -91,7 +91,6 @@ def test_since_without_table_or_at_a_step_never_scored_is_refused_in_one_line(tm
 def test_step_offset_logs_a_restart_after_the_run_it_continues(tmp_path, monkeypatch, capsys):
     """A restart's checkpoint-0002000 scored with --step-offset 32000 is logged at step 34000 and pairs with the
     copied step-32000 row under --table --since 32000 (the model, here an oracle that returns every target)."""
-
     import pytest
 
     import mtu.toyworld.evaluate as evaluate
@@ -142,7 +141,6 @@ def test_compare_logs_pair_sr_read_back_when_both_runs_kept_it(tmp_path):
 
 
 def test_inference_steps_reach_the_sampler_and_the_logged_row(tmp_path, monkeypatch, capsys):
-
     import pytest
 
     import mtu.toyworld.evaluate as evaluate
@@ -235,7 +233,6 @@ def test_score_pipeline_takes_the_split_and_guidance_given_and_records_them(tmp_
 def test_held_out_scores_a_checkpoint_on_the_test_scenes_at_the_given_guidance(tmp_path, monkeypatch, capsys):
     """`--held-out SAMPLING_JSON`: the checkpoint's rows are scored on the held-out split at that file's guidance
     and say so; a missing file is refused in one line before any model is read."""
-
     import pytest
 
     import mtu.toyworld.evaluate as evaluate

@@ -85,6 +85,15 @@ def tiny_run_config(root: Path, **overrides) -> dict:
     return config
 
 
+def _agreement(expected: dict, actual: dict, initial: dict) -> tuple:
+    """(how far training moved `expected` from `initial`, how far `actual` is from `expected`: both L2 over every
+    tensor of `expected`, and the largest absolute difference)."""
+    update = sum((expected[k] - initial[k]).square().sum() for k in expected).sqrt()
+    difference = sum((actual[k] - expected[k]).square().sum() for k in expected).sqrt()
+    largest = max((actual[k] - expected[k]).abs().max() for k in expected)
+    return update, difference, largest
+
+
 def assert_same_training(expected_run: Path, actual_run: Path, base: str) -> float:
     """Two runs' final MTU weights agree: the difference is < 1% of how far training moved them, and < 1e-4.
 
@@ -101,11 +110,9 @@ def assert_same_training(expected_run: Path, actual_run: Path, base: str) -> flo
                                               f"{sorted(actual.keys() - expected.keys())[:3]}")
     config = mtu.load_mtu(Path(expected_run) / "final").mtu_config
     initial = dict(mtu.upcycle(mtu.load_base_unet(base), config).mtu_named_parameters())
-    difference = sum((actual[k] - expected[k]).square().sum() for k in expected).sqrt()
-    update = sum((expected[k] - initial[k].detach()).square().sum() for k in expected).sqrt()
+    update, difference, largest = _agreement(expected, actual, {k: v.detach() for k, v in initial.items()})
     assert update > 1e-2, "training did not move the weights enough to compare"
     assert difference / update < 1e-2, f"relative difference {difference / update:.2e}"
-    largest = max((actual[k] - expected[k]).abs().max() for k in expected)
     assert largest < 1e-4, f"largest difference {largest:.2e} (relative {difference / update:.2e})"
     return float(difference / update)
 
@@ -120,9 +127,7 @@ def assert_same_task_encoder(expected_run: Path, actual_run: Path, base: str, ta
     name = Path("final") / "text_encoders" / task / "model.safetensors"
     expected, actual = (load_file(str(Path(run) / name)) for run in (expected_run, actual_run))
     start = CLIPTextModel.from_pretrained(Path(base) / "text_encoder").state_dict()
-    update = sum((expected[k] - start[k]).square().sum() for k in expected).sqrt()
-    difference = sum((actual[k] - expected[k]).square().sum() for k in expected).sqrt()
-    largest = max((actual[k] - expected[k]).abs().max() for k in expected)
+    update, difference, largest = _agreement(expected, actual, start)
     assert update > 1e-3 and difference / update < 1e-2 and largest < 1e-4, (
         f"encoder moved {update:.2e}, the runs differ by {difference:.2e} (largest {largest:.2e})")
     return float(difference / update)
